@@ -1,0 +1,28 @@
+# Setup is done by the targets themselves: `make search` and `make test` create the venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= 2.13.0
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed-$(TORCH)
+
+.PHONY: venv search test clean
+
+venv: $(STAMP)
+
+# torch is pinned in the same pip command as everything else, so no dependency can pull
+# a newer (CUDA) build. Re-run only when pyproject.toml or TORCH changes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==$(TORCH)" -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+search: venv
+	$(VENV)/bin/nas-search --space resunet
+
+test: venv
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
