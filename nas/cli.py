@@ -1,0 +1,162 @@
+"""``nas-search``: search a space, write the trial table, the Pareto checkpoints and the report.
+
+Every input is checked before anything is written: bad input ends with one line on stderr
+and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from search_spaces import get_space, list_spaces
+
+from .data import DataError, check_data_source, load_data
+from .training import TrainConfig, resolve_device
+
+DEFAULTS = dict(data="synthetic", trials=12, epochs=4, image_size=64, seed=0, device="auto",
+                batch_size=8)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nas-search",
+        description="Search ResUNet architectures for Dice vs MACs; writes trials.csv, best/ and report.html.",
+    )
+    parser.add_argument("--space", default="resunet", help=f"search space ({', '.join(list_spaces())})")
+    parser.add_argument("--list-spaces", action="store_true", help="print the known spaces and exit")
+    parser.add_argument("--data", default=DEFAULTS["data"],
+                        help="'synthetic' (default) or a folder with images/ and masks/ (same stems)")
+    parser.add_argument("--trials", type=int, default=DEFAULTS["trials"],
+                        help="finished trials wanted; a rerun on the same --out runs only the missing ones")
+    parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="training epochs per trial")
+    parser.add_argument("--image-size", type=int, default=DEFAULTS["image_size"],
+                        help="training patch side in px; also the input size MACs and latency are measured at")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="training batch size")
+    parser.add_argument("--out", default=None, help="run directory (default: runs/<space>-<data name>)")
+    parser.add_argument("--storage", default=None,
+                        help="Optuna storage URL (default: sqlite:///<out>/study.db)")
+    parser.add_argument("--study-name", default=None, help="study name (default: the space name)")
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed for data, sampler and training")
+    parser.add_argument("--device", default=DEFAULTS["device"], help="auto (CUDA when present), cpu or cuda")
+    return parser
+
+
+def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    try:
+        get_space(args.space)
+        check_data_source(args.data)
+        resolve_device(args.device)
+    except (ValueError, DataError) as error:
+        parser.error(str(error))
+    for name, minimum in (("trials", 1), ("epochs", 1), ("batch_size", 1), ("image_size", 16)):
+        if getattr(args, name) < minimum:
+            parser.error(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(args, name)}")
+    if args.storage is not None and "://" not in args.storage:
+        parser.error(f"--storage must be a URL such as sqlite:///path/study.db, got {args.storage!r}")
+
+
+def _data_name(source: str) -> str:
+    return source if source.startswith("synthetic") else Path(source).resolve().name
+
+
+class Progress:
+    """One line per epoch and per trial, flushed, so a long search shows it is alive."""
+
+    def __init__(self, total: int, epochs: int) -> None:
+        self.total, self.epochs = total, epochs
+        self.started = time.perf_counter()
+
+    def trial(self, number: int, finished: int, spec: Any) -> None:
+        print(f"trial {number:>3} ({finished}/{self.total} finished)  {spec.summary()}", flush=True)
+
+    def epoch(self, epoch: int, loss: float, dice: float) -> None:
+        print(f"    epoch {epoch}/{self.epochs}  loss {loss:.3f}  val dice {dice:.3f}", flush=True)
+
+    def done(self, metrics: dict[str, Any]) -> None:
+        print(f"    -> dice {metrics['dice']:.3f} (epoch {metrics['best_epoch']})  "
+              f"{metrics['macs'] / 1e6:.1f} MMAC  {metrics['params'] / 1e3:.1f} k params  "
+              f"{metrics['latency_ms']:.2f} ms  {metrics['seconds']:.1f} s", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list_spaces:
+        for name in list_spaces():
+            print(f"{name}: {get_space(name).description}")
+        return 0
+    _check_arguments(parser, args)
+    space = get_space(args.space)
+    try:
+        data = load_data(args.data, image_size=args.image_size, seed=args.seed)
+    except DataError as error:
+        parser.error(str(error))
+
+    # Imported late: Optuna is only needed once the inputs are known to be good.
+    from .objective import TrialSettings, run_trial
+    from .optuna_study import StudyConfigError, count_finished, open_study, run_study, study_records
+    from .outputs import write_run_outputs
+
+    out = Path(args.out or Path("runs") / f"{space.name}-{_data_name(args.data)}").resolve()
+    storage = args.storage or f"sqlite:///{out / 'study.db'}"
+    study_name = args.study_name or space.name
+    data_id = args.data if args.data.startswith("synthetic") else str(Path(args.data).resolve())
+    study_config = {"space": space.name, "data": data_id, "epochs": args.epochs,
+                    "image_size": args.image_size, "batch_size": args.batch_size, "seed": args.seed}
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        study = open_study(storage, study_name, args.seed, study_config)
+    except StudyConfigError as error:
+        parser.error(str(error))
+
+    settings = TrialSettings(
+        image_size=args.image_size,
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patch_size=args.image_size,
+                          seed=args.seed, device=args.device),
+    )
+    progress = Progress(args.trials, args.epochs)
+    already = count_finished(study)
+    print(f"nas-search: space {space.name}, data {data.name} ({len(data.train_images)} train / "
+          f"{len(data.val_images)} val images, {data.in_channels} channel(s)), "
+          f"device {resolve_device(args.device)}, {already}/{args.trials} trials finished, out {out}",
+          flush=True)
+
+    def trial_function(trial) -> dict[str, Any]:
+        attrs = run_trial(trial, trial.number, space, data, settings, out,
+                          on_spec=lambda spec: progress.trial(trial.number, count_finished(study), spec),
+                          on_epoch=progress.epoch)
+        progress.done(attrs["metrics"])
+        return attrs
+
+    interrupted = False
+    try:
+        run_study(study, args.trials, trial_function)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted: writing the report of the finished trials", file=sys.stderr, flush=True)
+
+    records = study_records(study)
+    config = {**study_config, "trials": args.trials, "study": study_name, "storage": storage,
+              "device": str(resolve_device(args.device)), "torch_threads": _threads()}
+    front = write_run_outputs(records, out, title=f"nas-search: {space.name} on {data.name}", config=config)
+    finished = sum(r.finished for r in records)
+    print(f"\n{finished} finished trial(s); Pareto front (Dice vs MACs):")
+    for record in front.front:
+        print(f"  trial {record.number:>3}  dice {record.dice:.3f}  {record.macs / 1e6:.1f} MMAC  "
+              f"-> {out / 'best' / Path(record.checkpoint or '').name}")
+    print(f"report: {out / 'report.html'}\ntable:  {out / 'trials.csv'}")
+    return 130 if interrupted else 0
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Thin Optuna adapter: open/resume the study, drive trials, turn frozen trials into records.
+
+Everything Optuna-specific lives here; a trial reaches the core only as a ``Suggest``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from .records import TrialRecord
+
+CONFIG_ATTR = "search_config"
+DIRECTIONS = ("maximize", "minimize")  # (Dice, MACs)
+HEARTBEAT_SECONDS, GRACE_SECONDS = 20, 60
+
+
+class StudyConfigError(ValueError):
+    """The run directory holds a study made with other settings; resuming would mix results."""
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """RDB storages get a heartbeat, so a trial of a killed process is later marked failed."""
+    if url.startswith(("sqlite:", "postgresql", "mysql")):
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
+                                          grace_period=GRACE_SECONDS)
+    return optuna.storages.get_storage(url)
+
+
+def open_study(storage_url: str, study_name: str, seed: int, config: dict[str, Any]) -> optuna.Study:
+    """Create the study or load it; a loaded study must have been made with the same ``config``."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True,
+                                         warn_independent_sampling=False)
+    study = optuna.create_study(storage=make_storage(storage_url), study_name=study_name,
+                                directions=list(DIRECTIONS), sampler=sampler, load_if_exists=True)
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    if stored is None:
+        study.set_user_attr(CONFIG_ATTR, config)
+    elif stored != config:
+        changed = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
+        details = ", ".join(f"{k}: {stored.get(k)!r} -> {config.get(k)!r}" for k in changed)
+        raise StudyConfigError(
+            f"study {study_name!r} was made with other settings ({details}); "
+            "use the same settings to resume or a new --out/--study-name"
+        )
+    optuna.storages.fail_stale_trials(study)
+    return study
+
+
+def count_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+TrialFunction = Callable[[optuna.Trial], dict[str, Any]]
+
+
+def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
+              max_failures: int = 5) -> None:
+    """Run trials until ``n_finished`` have completed (resume-aware) or ``max_failures`` fail.
+
+    ``run_trial(trial)`` returns the attributes to store (``metrics`` holds dice and macs); any
+    exception marks the trial failed with its reason, and the search goes on.
+    """
+    if count_finished(study) >= n_finished:
+        return
+    failures = 0
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        try:
+            attrs = run_trial(trial)
+        except Exception as error:
+            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:500])
+            raise
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return attrs["metrics"]["dice"], float(attrs["metrics"]["macs"])
+
+    def stop_on_failures(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal failures
+        if trial.state == TrialState.FAIL:
+            failures += 1
+            if failures >= max_failures:
+                study.stop()
+
+    study.optimize(
+        objective, n_trials=None,
+        callbacks=[MaxTrialsCallback(n_finished, states=(TrialState.COMPLETE,)), stop_on_failures],
+        catch=(Exception,), gc_after_trial=True,
+    )
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def to_record(trial: FrozenTrial) -> TrialRecord:
+    metrics = trial.user_attrs.get("metrics") or {}
+    complete = trial.state == TrialState.COMPLETE
+    return TrialRecord(
+        number=trial.number,
+        state=trial.state.name,
+        params=dict(trial.params),
+        spec=trial.user_attrs.get("spec"),
+        dice=_finite(trial.values[0]) if complete and trial.values else None,
+        macs=metrics.get("macs"),
+        flops=metrics.get("flops"),
+        param_count=metrics.get("params"),
+        latency_ms=metrics.get("latency_ms"),
+        latency_device=metrics.get("latency_device"),
+        seconds=metrics.get("seconds"),
+        best_epoch=metrics.get("best_epoch"),
+        epoch_dice=tuple(metrics.get("epoch_dice") or ()),
+        fail_reason=trial.user_attrs.get("fail_reason"),
+        checkpoint=trial.user_attrs.get("checkpoint") if complete else None,
+    )
+
+
+def study_records(study: optuna.Study) -> list[TrialRecord]:
+    return [to_record(trial) for trial in study.get_trials(deepcopy=False)]
