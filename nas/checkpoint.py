@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -142,7 +142,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
         raise CheckpointError(f"{weights}: content hash does not match metrics.json (corrupt or replaced)")
     try:
         state = load_file(weights)  # safetensors: plain tensors, never executes code
-    except (SafetensorsError, OSError, ValueError) as error:
+    except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{weights}: not a readable safetensors file ({error})") from None
     model = get_space(info.space).build_model(info.spec, info.in_channels, info.out_channels)
     try:

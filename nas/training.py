@@ -53,7 +53,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when there is one; asking for CUDA without one is a clear error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unsupported device {name!r}; use auto, cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was requested but no CUDA device is available")
     if device.type not in ("cpu", "cuda"):

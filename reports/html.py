@@ -139,6 +139,7 @@ def figure_epoch_dice(records: Iterable[TrialRecord], highlight: Iterable[int] =
     from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
     highlight = set(highlight)
     fig = Figure(figsize=figsize, layout="constrained")
@@ -152,12 +153,14 @@ def figure_epoch_dice(records: Iterable[TrialRecord], highlight: Iterable[int] =
             ax.add_collection(LineCollection(lines[front], colors=color, alpha=alpha, linewidths=lw,
                                              zorder=3 if front else 2))
     ax.autoscale()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("Epoch")
     ax.set_ylabel("Validation Dice")
     ax.set_title("Validation Dice per epoch", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend([Line2D([], [], color=FRONT_COLOR), Line2D([], [], color=DOMINATED_COLOR, alpha=0.4)],
-              [f"Pareto front ({len(lines[True])})", f"other ({len(lines[False])})"], fontsize=8)
+              [f"Pareto front ({len(lines[True])})", f"other ({len(lines[False])})"], fontsize=8,
+              loc="lower right")
     return fig
 
 
