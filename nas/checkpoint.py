@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from torch import nn
 from search_spaces import get_space
 
 from .data import Normalization
-from .io import atomic_write, atomic_write_json
+from .io import atomic_write, atomic_write_json, staging_dir
 
 FORMAT = "resunet-nas-checkpoint"
 FORMAT_VERSION = 1
@@ -56,8 +55,7 @@ def save_checkpoint(folder: str | os.PathLike, model: nn.Module, spec: Any, *, s
                     metrics: dict[str, Any] | None = None) -> Path:
     """Write the three files into a temp folder, then swap it in: never a half-written folder."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    staging = staging_dir(folder)
     try:
         weights = staging / WEIGHTS_FILE
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}

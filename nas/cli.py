@@ -17,7 +17,7 @@ from search_spaces import get_space, list_spaces
 from .data import DataError, check_data_source, load_data
 from .training import TrainConfig, resolve_device
 
-DEFAULTS = dict(data="synthetic", trials=12, epochs=4, image_size=64, seed=0, device="auto",
+DEFAULTS = dict(data="synthetic", trials=20, epochs=10, image_size=64, seed=0, device="auto",
                 batch_size=8)
 
 
@@ -98,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Imported late: Optuna is only needed once the inputs are known to be good.
     from .objective import TrialSettings, run_trial
-    from .optuna_study import StudyConfigError, count_finished, open_study, run_study, study_records
+    from .optuna_study import (StudyConfigError, count_finished, open_study, run_study,
+                               skip_if_duplicate, study_records)
     from .outputs import write_run_outputs
 
     out = Path(args.out or Path("runs") / f"{space.name}-{_data_name(args.data)}").resolve()
@@ -126,8 +127,15 @@ def main(argv: Sequence[str] | None = None) -> int:
           flush=True)
 
     def trial_function(trial) -> dict[str, Any]:
-        attrs = run_trial(trial, trial.number, space, data, settings, out,
-                          on_spec=lambda spec: progress.trial(trial.number, count_finished(study), spec),
+        def on_spec(spec: Any) -> None:
+            progress.trial(trial.number, count_finished(study), spec)
+            try:
+                skip_if_duplicate(study, trial)
+            except Exception:
+                print(f"    -> skipped: {trial.user_attrs['fail_reason']}", flush=True)
+                raise
+
+        attrs = run_trial(trial, trial.number, space, data, settings, out, on_spec=on_spec,
                           on_epoch=progress.epoch)
         progress.done(attrs["metrics"])
         return attrs

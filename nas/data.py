@@ -150,8 +150,8 @@ def load_data(
     image_size: int,
     seed: int,
     val_fraction: float = 0.25,
-    synthetic_train: int = 48,
-    synthetic_val: int = 16,
+    synthetic_train: int = 96,
+    synthetic_val: int = 32,
 ) -> SegmentationData:
     """Load ``source`` into memory and split it.
 

@@ -5,6 +5,7 @@ Everything Optuna-specific lives here; a trial reaches the core only as a ``Sugg
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Callable
 
 import optuna
@@ -16,6 +17,9 @@ from .records import TrialRecord
 CONFIG_ATTR = "search_config"
 DIRECTIONS = ("maximize", "minimize")  # (Dice, MACs)
 HEARTBEAT_SECONDS, GRACE_SECONDS = 20, 60
+
+# Heartbeats, fail_stale_trials and multivariate TPE are marked experimental; we rely on them knowingly.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 class StudyConfigError(ValueError):
@@ -33,8 +37,7 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
 def open_study(storage_url: str, study_name: str, seed: int, config: dict[str, Any]) -> optuna.Study:
     """Create the study or load it; a loaded study must have been made with the same ``config``."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True,
-                                         warn_independent_sampling=False)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True)
     study = optuna.create_study(storage=make_storage(storage_url), study_name=study_name,
                                 directions=list(DIRECTIONS), sampler=sampler, load_if_exists=True)
     stored = study.user_attrs.get(CONFIG_ATTR)
@@ -56,22 +59,40 @@ def count_finished(study: optuna.Study) -> int:
 
 
 TrialFunction = Callable[[optuna.Trial], dict[str, Any]]
+MAX_DUPLICATES_IN_A_ROW = 25
+
+
+def skip_if_duplicate(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Prune a trial whose sampled params equal a finished trial's: same spec, same seed, same result.
+
+    Call it once the params are sampled, before training; the pruned trial records which
+    trial it repeats and does not count as finished.
+    """
+    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if other.params == trial.params:
+            trial.set_user_attr("fail_reason", f"duplicate of trial {other.number}")
+            raise optuna.TrialPruned(f"duplicate of trial {other.number}")
 
 
 def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
               max_failures: int = 5) -> None:
     """Run trials until ``n_finished`` have completed (resume-aware) or ``max_failures`` fail.
 
+    ``MAX_DUPLICATES_IN_A_ROW`` pruned duplicates in a row mean the sampler keeps proposing what
+    was already trained (a small or heavily fixed space): the search stops instead of spinning.
+
     ``run_trial(trial)`` returns the attributes to store (``metrics`` holds dice and macs); any
     exception marks the trial failed with its reason, and the search goes on.
     """
     if count_finished(study) >= n_finished:
         return
-    failures = 0
+    failures = duplicates_in_a_row = 0
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         try:
             attrs = run_trial(trial)
+        except optuna.TrialPruned:
+            raise
         except Exception as error:
             trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:500])
             raise
@@ -80,11 +101,12 @@ def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
         return attrs["metrics"]["dice"], float(attrs["metrics"]["macs"])
 
     def stop_on_failures(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal failures
+        nonlocal failures, duplicates_in_a_row
+        duplicates_in_a_row = duplicates_in_a_row + 1 if trial.state == TrialState.PRUNED else 0
         if trial.state == TrialState.FAIL:
             failures += 1
-            if failures >= max_failures:
-                study.stop()
+        if failures >= max_failures or duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
+            study.stop()
 
     study.optimize(
         objective, n_trials=None,

@@ -1,14 +1,14 @@
-"""What a run directory holds after a search: ``trials.csv``, ``best/``, ``report.html``."""
+"""What a run directory holds after a search: ``trials.csv``, ``best/``, ``report.html``, PNG fronts."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from reports import Objective, ParetoFront, pareto_front, render_report
+from reports import Objective, ParetoFront, pareto_front, render_report, save_static_figures
 
 from .checkpoint import replace_folder
+from .io import staging_dir
 from .records import TrialRecord, write_trials_csv
 
 OBJECTIVES = (Objective("dice", "maximize"), Objective("macs", "minimize"))
@@ -17,7 +17,7 @@ OBJECTIVES = (Objective("dice", "maximize"), Objective("macs", "minimize"))
 def export_best(front: ParetoFront, run_dir: Path) -> list[Path]:
     """Copy each Pareto-optimal trial's checkpoint into ``best/``, swapped in as a whole."""
     run_dir = Path(run_dir)
-    staging = Path(tempfile.mkdtemp(prefix=".best.", suffix=".tmp", dir=run_dir))
+    staging = staging_dir(run_dir / "best")
     try:
         exported = []
         for record in front.front:
@@ -38,5 +38,6 @@ def write_run_outputs(records: list[TrialRecord], run_dir: Path, *, title: str,
     write_trials_csv(records, run_dir / "trials.csv")
     front = pareto_front(records, OBJECTIVES)
     export_best(front, run_dir)
+    save_static_figures(records, run_dir)
     render_report(records, run_dir / "report.html", title=title, config=config)
     return front

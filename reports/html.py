@@ -109,7 +109,12 @@ def figure_pareto(front: ParetoFront, x: str, y: str | None = None, *, title: st
         ax.text(0.5, 0.5, "No finished trials yet", transform=ax.transAxes, ha="center", va="center")
         return fig
     if AXES.get(x, ("", "", False))[2] and min(xs_all) > 0:
+        from matplotlib.ticker import LogFormatter
+
         ax.set_xscale("log")
+        # plain numbers ("20", "300"): the default mathtext labels overlap on short ranges
+        ax.xaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+        ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
     n_points = sum(len(g) for g in groups)
     styles = ((FRONT_COLOR, 1.0, 28, f"Pareto front ({len(groups[0])})", True),
               (DOMINATED_COLOR, 0.3, 14, f"dominated ({len(groups[1])})", n_points <= annotate_limit))
