@@ -60,7 +60,12 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 
 def _data_name(source: str) -> str:
-    return source if source.startswith("synthetic") else Path(source).resolve().name
+    """``isbi2012_em/train`` -> ``isbi2012_em-train``: a split folder alone says too little."""
+    if source.startswith("synthetic"):
+        return source.replace(":", "-")
+    folder = Path(source).resolve()
+    generic = folder.name.lower() in {"train", "training", "val", "valid", "validation", "test", "data"}
+    return f"{folder.parent.name}-{folder.name}" if generic else folder.name
 
 
 class Progress:
