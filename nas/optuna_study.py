@@ -138,6 +138,7 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
         epoch_dice=tuple(metrics.get("epoch_dice") or ()),
         fail_reason=trial.user_attrs.get("fail_reason"),
         checkpoint=trial.user_attrs.get("checkpoint") if complete else None,
+        metrics=dict(metrics),
     )
 
 

@@ -31,6 +31,7 @@ class TrialRecord:
     epoch_dice: tuple[float, ...] = ()
     fail_reason: str | None = None
     checkpoint: str | None = None  # folder relative to the run directory
+    metrics: dict[str, Any] = field(default_factory=dict)  # everything measured (the trial's metrics attr)
 
     @property
     def finished(self) -> bool:
