@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from search_spaces import get_space, list_spaces
+from search_spaces.overrides import (OverrideError, Restriction, RestrictedSuggest, RestrictionConflict,
+                                     check_restriction, describe_dimensions, restriction_from_args)
 
+from .constraints import Constraints, Verdict, check_model, parse_count
 from .data import DataError, check_data_source, load_data
 from .training import TrainConfig, resolve_device
 
+MAX_PRUNED_IN_A_ROW = 25  # default of --max-pruned-in-a-row (= nas.optuna_study.MAX_DUPLICATES_IN_A_ROW)
 DEFAULTS = dict(data="synthetic", trials=20, epochs=10, image_size=64, seed=0, device="auto",
                 batch_size=8)
 
@@ -42,7 +46,67 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study-name", default=None, help="study name (default: the space name)")
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed for data, sampler and training")
     parser.add_argument("--device", default=DEFAULTS["device"], help="auto (CUDA when present), cpu or cuda")
+    space = parser.add_argument_group("restricting the space (part of the study's settings: a resume must match)")
+    space.add_argument("--describe", action="store_true",
+                       help="print the space's dimensions, their values and the active restrictions, and exit")
+    space.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
+                       help="fix a dimension to one value (repeatable), e.g. --fix depth=4")
+    space.add_argument("--choices", action="append", default=[], metavar="NAME=V1,V2",
+                       help="allow only these values of a dimension (repeatable), e.g. --choices depth=3,4")
+    space.add_argument("--config", default=None, metavar="FILE.toml",
+                       help="a TOML file with [fix] and [choices] tables; --fix/--choices override its entries")
+    limits = parser.add_argument_group("constraints checked before training (violators are pruned as infeasible)")
+    limits.add_argument("--max-params", type=_count, default=None, metavar="N",
+                        help="most parameters, e.g. 500k, 2M")
+    limits.add_argument("--max-macs", type=_count, default=None, metavar="N",
+                        help="most MACs of one batch-1 forward at --image-size, e.g. 500M, 2G")
+    limits.add_argument("--max-latency-ms", type=_positive_float, default=None, metavar="MS",
+                        help="slowest median batch-1 forward at --image-size on the search device")
+    limits.add_argument("--max-memory-mb", type=_positive_float, default=None, metavar="MB",
+                        help="most memory of one training step at --batch-size and --image-size: saved "
+                             "activations + params, grads and Adam state (MB = 2^20 bytes)")
+    limits.add_argument("--max-pruned-in-a-row", type=int, default=MAX_PRUNED_IN_A_ROW, metavar="N",
+                        help="stop once N sampled architectures in a row are pruned (infeasible or "
+                             f"duplicates): the limits or the restricted space leave nothing new (default "
+                             f"{MAX_PRUNED_IN_A_ROW})")
     return parser
+
+
+def _count(text: str) -> int:
+    try:
+        return parse_count(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _restriction(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Restriction:
+    """The checked restriction of the chosen space, or a one-line error (exit 2)."""
+    space = get_space(args.space)
+    try:
+        restriction = restriction_from_args(space.dimensions, args.fix, args.choices, args.config)
+        check_restriction(space.sample_spec, restriction, space.dimensions)
+    except OverrideError as error:
+        parser.error(str(error))
+    return restriction
+
+
+def _describe(space: Any, restriction: Restriction, constraints: Constraints) -> str:
+    lines = [f"{space.name}: {space.description}", "", *describe_dimensions(space.dimensions, restriction), ""]
+    active = [f"--fix {k}={v}" for k, v in restriction.fixed.items()]
+    active += [f"--choices {k}={','.join(map(str, v))}" for k, v in restriction.choices.items()]
+    lines.append("restrictions: " + (" ".join(active) if active else "none (the whole space is searched)"))
+    lines.append("constraints: " + (", ".join(constraints.describe()) or "none"))
+    return "\n".join(lines)
 
 
 def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -52,7 +116,8 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         resolve_device(args.device)
     except (ValueError, DataError) as error:
         parser.error(str(error))
-    for name, minimum in (("trials", 1), ("epochs", 1), ("batch_size", 1), ("image_size", 16)):
+    for name, minimum in (("trials", 1), ("epochs", 1), ("batch_size", 1), ("image_size", 16),
+                          ("max_pruned_in_a_row", 1)):
         if getattr(args, name) < minimum:
             parser.error(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(args, name)}")
     if args.storage is not None and "://" not in args.storage:
@@ -94,8 +159,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in list_spaces():
             print(f"{name}: {get_space(name).description}")
         return 0
-    _check_arguments(parser, args)
+    try:
+        get_space(args.space)
+    except ValueError as error:
+        parser.error(str(error))
     space = get_space(args.space)
+    restriction = _restriction(parser, args)
+    constraints = Constraints(args.max_params, args.max_macs, args.max_latency_ms, args.max_memory_mb)
+    if args.describe:
+        print(_describe(space, restriction, constraints))
+        return 0
+    _check_arguments(parser, args)
     try:
         data = load_data(args.data, image_size=args.image_size, seed=args.seed)
     except DataError as error:
@@ -103,8 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Imported late: Optuna is only needed once the inputs are known to be good.
     from .objective import TrialSettings, run_trial
-    from .optuna_study import (StudyConfigError, count_finished, open_study, run_study,
-                               skip_if_duplicate, study_records)
+    from .optuna_study import (StudyConfigError, apply_verdict, count_finished, open_study,
+                               record_fixed_params, run_study, skip_if_duplicate, study_records)
     from .outputs import write_run_outputs
 
     out = Path(args.out or Path("runs") / f"{space.name}-{_data_name(args.data)}").resolve()
@@ -113,6 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_id = args.data if args.data.startswith("synthetic") else str(Path(args.data).resolve())
     study_config = {"space": space.name, "data": data_id, "epochs": args.epochs,
                     "image_size": args.image_size, "batch_size": args.batch_size, "seed": args.seed}
+    if restriction:  # only when set, so studies made before restrictions existed still resume
+        study_config["restriction"] = restriction.to_dict()
+    if constraints:
+        study_config["constraints"] = constraints.to_dict()
     out.mkdir(parents=True, exist_ok=True)
     try:
         study = open_study(storage, study_name, args.seed, study_config)
@@ -131,23 +209,50 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"device {resolve_device(args.device)}, {already}/{args.trials} trials finished, out {out}",
           flush=True)
 
+    device = resolve_device(args.device)
+
+    def check_constraints(trial, spec: Any) -> dict[str, Any]:
+        """Milliseconds instead of an epoch: prune (infeasible) before any training."""
+        model = space.build_model(spec, data.in_channels, 1)
+        verdict = check_model(model, constraints, in_channels=data.in_channels, image_size=args.image_size,
+                              batch_size=args.batch_size, device=device)
+        if not verdict.feasible:
+            print(f"    -> pruned: {verdict.reason}", flush=True)
+        apply_verdict(trial, verdict)
+        return verdict.measured
+
     def trial_function(trial) -> dict[str, Any]:
+        suggest = RestrictedSuggest(trial, restriction) if restriction else trial
+        checked: dict[str, Any] = {}
+
         def on_spec(spec: Any) -> None:
             progress.trial(trial.number, count_finished(study), spec)
+            if restriction:
+                record_fixed_params(trial, suggest.fixed)
+            if constraints:
+                checked.update(check_constraints(trial, spec))
             try:
                 skip_if_duplicate(study, trial)
             except Exception:
                 print(f"    -> skipped: {trial.user_attrs['fail_reason']}", flush=True)
                 raise
 
-        attrs = run_trial(trial, trial.number, space, data, settings, out, on_spec=on_spec,
-                          on_epoch=progress.epoch)
+        try:
+            attrs = run_trial(suggest, trial.number, space, data, settings, out, on_spec=on_spec,
+                              on_epoch=progress.epoch)
+        except RestrictionConflict as error:  # a conditional dimension this architecture lacks
+            print(f"trial {trial.number:>3}  -> pruned: infeasible: {error}", flush=True)
+            apply_verdict(trial, Verdict(measured={}, violations={"restriction": 1.0}, reasons=(str(error),)))
+            raise
+        # Costs measured only for the check (training-step memory) join the trial's metrics.
+        attrs["metrics"].update({k: v for k, v in checked.items() if k not in attrs["metrics"]})
         progress.done(attrs["metrics"])
         return attrs
 
     interrupted = False
+    stopped = None
     try:
-        run_study(study, args.trials, trial_function)
+        stopped = run_study(study, args.trials, trial_function, max_pruned_in_a_row=args.max_pruned_in_a_row)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: writing the report of the finished trials", file=sys.stderr, flush=True)
@@ -162,7 +267,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  trial {record.number:>3}  dice {record.dice:.3f}  {record.macs / 1e6:.1f} MMAC  "
               f"-> {out / 'best' / Path(record.checkpoint or '').name}")
     print(f"report: {out / 'report.html'}\ntable:  {out / 'trials.csv'}")
+    if stopped == "pruned_in_a_row":
+        return _explain_pruned_stop(records, args.max_pruned_in_a_row)
     return 130 if interrupted else 0
+
+
+def _explain_pruned_stop(records: list, in_a_row: int) -> int:
+    """Many pruned trials in a row: constraints no architecture meets (exit 1), or an exhausted space."""
+    last = sorted(records, key=lambda r: r.number)[-in_a_row:]
+    reasons = [r.fail_reason or "" for r in last if r.state == "PRUNED"]
+    if reasons and all(reason.startswith("infeasible") for reason in reasons):
+        print(f"nas-search: stopped: the last {len(reasons)} sampled architectures all violate the "
+              f"constraints ({reasons[-1]}); no architecture of the (restricted) space may meet them: "
+              "relax the --max-* limits or restrict the space to smaller architectures",
+              file=sys.stderr, flush=True)
+        return 1
+    print("nas-search: stopped: the sampler keeps proposing architectures already trained "
+          "(the restricted space looks exhausted)", flush=True)
+    return 0
 
 
 def _threads() -> int:

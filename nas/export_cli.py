@@ -1,10 +1,51 @@
-"""Placeholder so the console script resolves; replaced by its real implementation."""
+"""``nas-export``: write a checkpoint as ONNX, TorchScript or safetensors, checked against PyTorch.
+
+Bad input (not a checkpoint folder, corrupt files, a bad size) ends with one line and exit code 2;
+an export that does not match PyTorch is not written and ends with exit code 1.
+"""
+from __future__ import annotations
+
+import argparse
 import sys
+from typing import Sequence
+
+from .checkpoint import load_checkpoint
+from .export import FORMATS, ExportError, export_checkpoint
 
 
-def main() -> int:
-    print("not implemented yet", file=sys.stderr)
-    return 2
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nas-export",
+        description="Export a checkpoint folder; ONNX and TorchScript outputs are checked against PyTorch.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder (spec.json, model.safetensors)")
+    parser.add_argument("--format", required=True, choices=FORMATS,
+                        help="onnx -> model.onnx, torchscript -> model.ts, safetensors -> the weights file")
+    parser.add_argument("--input-size", type=int, nargs="+", metavar="PX", default=None,
+                        help="trace size: S, or H W (D H W for a volume model); default: the size the "
+                             "costs were measured at, else 64")
+    parser.add_argument("--output", default=None, help="file to write (default: inside the checkpoint folder)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    size = args.input_size
+    if size is not None:
+        if len(size) > 3 or min(size) < 8:
+            parser.error(f"--input-size takes S, H W or D H W, each >= 8, got {' '.join(map(str, size))}")
+        size = size[0] if len(size) == 1 else tuple(size)
+    try:
+        load_checkpoint(args.checkpoint, "cpu")  # corrupt or mismatched files: refused before writing
+        result = export_checkpoint(args.checkpoint, args.format, output=args.output, input_size=size)
+    except ValueError as error:  # CheckpointError, or --input-size sides that do not fit the model
+        parser.error(str(error))
+    except ExportError as error:
+        print(f"{parser.prog}: export failed: {error}", file=sys.stderr)
+        return 1
+    print(result.summary())
+    return 0
 
 
 if __name__ == "__main__":

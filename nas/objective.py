@@ -5,8 +5,9 @@ that has the three ``suggest_*`` methods; everything here is plain PyTorch.
 """
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,7 +19,7 @@ from search_spaces import SearchSpace, Suggest
 from .checkpoint import save_checkpoint
 from .costs import Costs, measure_costs
 from .data import SegmentationData
-from .training import TrainConfig, TrainResult, resolve_device, train_model
+from .training import TrainConfig, TrainResult, evaluate_quality, resolve_device, train_model
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,11 @@ class TrialOutcome:
     costs: Costs
     train: TrainResult
     model: nn.Module  # best-epoch weights loaded, eval mode
+    quality: dict[str, Any] = field(default_factory=dict)  # {"val": {...}, "test": {...}} (nas.metrics)
 
     def metrics(self) -> dict[str, Any]:
-        """Everything measured, JSON-safe: stored on the trial and in ``metrics.json``."""
-        return {
+        """Everything measured, JSON-safe (NaN/inf -> None): stored on the trial and in ``metrics.json``."""
+        return json_safe({
             "dice": self.train.best_dice,
             "dice_definition": "foreground, per image, mean over validation images, best epoch",
             "best_epoch": self.train.best_epoch,
@@ -48,7 +50,22 @@ class TrialOutcome:
             "train_seconds": self.train.seconds,
             "train_images_per_second": self.train.images_per_second,
             "train_device": self.train.device,
-        }
+            "train_peak_memory_bytes": self.train.peak_memory_bytes,
+            "epochs_run": len(self.train.epoch_dice),
+            "stopped_early": self.train.stopped_early,
+            "quality": self.quality,
+        })
+
+
+def json_safe(value: Any) -> Any:
+    """A copy with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def evaluate_spec(spec: Any, space: SearchSpace, data: SegmentationData, settings: TrialSettings,
@@ -62,7 +79,11 @@ def evaluate_spec(spec: Any, space: SearchSpace, data: SegmentationData, setting
                           warmup=settings.latency_warmup, repeats=settings.latency_repeats)
     result = train_model(model, data, settings.train, on_epoch=on_epoch)
     model.load_state_dict(result.state_dict)
-    return TrialOutcome(spec=spec, costs=costs, train=result, model=model.eval())
+    model.eval()
+    quality = {"val": evaluate_quality(model, data, device, "val", settings.train)}
+    if data.test_images:
+        quality["test"] = evaluate_quality(model, data, device, "test", settings.train)
+    return TrialOutcome(spec=spec, costs=costs, train=result, model=model, quality=quality)
 
 
 def run_trial(suggest: Suggest, number: int, space: SearchSpace, data: SegmentationData,

@@ -59,7 +59,32 @@ def count_finished(study: optuna.Study) -> int:
 
 
 TrialFunction = Callable[[optuna.Trial], dict[str, Any]]
-MAX_DUPLICATES_IN_A_ROW = 25
+MAX_DUPLICATES_IN_A_ROW = 25  # pruned trials in a row (duplicates or infeasible) that end a search
+FIXED_PARAMS_ATTR = "fixed_params"
+VIOLATION_ATTR = "constraint_violation"
+
+
+def record_fixed_params(trial: optuna.Trial, fixed: dict[str, Any]) -> None:
+    """Dimensions fixed by the restriction never reach the sampler; keep them beside its params."""
+    if fixed:
+        trial.set_user_attr(FIXED_PARAMS_ATTR, dict(fixed))
+
+
+def apply_verdict(trial: optuna.Trial, verdict: Any) -> None:
+    """Store a ``nas.constraints.Verdict`` on the trial; prune it, with its reason, if infeasible.
+
+    Every checked trial gets its violations (feasible ones too): Optuna's TPE reads them through
+    ``trial.constraints`` and pushes sampling away from infeasible regions. ``set_constraint`` is
+    the Optuna 5 form of the deprecated ``TPESampler(constraints_func=...)``; the list also lives
+    in the ``constraint_violation`` user attr, in ``Constraints.limits()`` order.
+    """
+    for key, value in verdict.violations.items():
+        trial.set_constraint(key, value)
+    trial.set_user_attr(VIOLATION_ATTR, list(verdict.violations.values()))
+    if not verdict.feasible:
+        trial.set_user_attr("fail_reason", verdict.reason[:500])
+        trial.set_user_attr("metrics", verdict.measured)  # the costs that made it infeasible
+        raise optuna.TrialPruned(verdict.reason)
 
 
 def skip_if_duplicate(study: optuna.Study, trial: optuna.Trial) -> None:
@@ -75,18 +100,22 @@ def skip_if_duplicate(study: optuna.Study, trial: optuna.Trial) -> None:
 
 
 def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
-              max_failures: int = 5) -> None:
+              max_failures: int = 5, max_pruned_in_a_row: int = MAX_DUPLICATES_IN_A_ROW) -> str | None:
     """Run trials until ``n_finished`` have completed (resume-aware) or ``max_failures`` fail.
 
-    ``MAX_DUPLICATES_IN_A_ROW`` pruned duplicates in a row mean the sampler keeps proposing what
-    was already trained (a small or heavily fixed space): the search stops instead of spinning.
+    ``max_pruned_in_a_row`` pruned trials in a row mean the sampler keeps proposing what was
+    already trained (a small or heavily fixed space) or what violates the constraints (limits no
+    architecture meets): the search stops instead of spinning.
 
     ``run_trial(trial)`` returns the attributes to store (``metrics`` holds dice and macs); any
     exception marks the trial failed with its reason, and the search goes on.
+
+    Returns why the search stopped early (``"failures"`` or ``"pruned_in_a_row"``), or None.
     """
     if count_finished(study) >= n_finished:
-        return
+        return None
     failures = duplicates_in_a_row = 0
+    stopped: str | None = None
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         try:
@@ -101,11 +130,12 @@ def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
         return attrs["metrics"]["dice"], float(attrs["metrics"]["macs"])
 
     def stop_on_failures(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal failures, duplicates_in_a_row
+        nonlocal failures, duplicates_in_a_row, stopped
         duplicates_in_a_row = duplicates_in_a_row + 1 if trial.state == TrialState.PRUNED else 0
         if trial.state == TrialState.FAIL:
             failures += 1
-        if failures >= max_failures or duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
+        if failures >= max_failures or duplicates_in_a_row >= max_pruned_in_a_row:
+            stopped = "failures" if failures >= max_failures else "pruned_in_a_row"
             study.stop()
 
     study.optimize(
@@ -113,6 +143,7 @@ def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
         callbacks=[MaxTrialsCallback(n_finished, states=(TrialState.COMPLETE,)), stop_on_failures],
         catch=(Exception,), gc_after_trial=True,
     )
+    return stopped
 
 
 def _finite(value: Any) -> Any:
@@ -125,7 +156,7 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
     return TrialRecord(
         number=trial.number,
         state=trial.state.name,
-        params=dict(trial.params),
+        params={**trial.user_attrs.get(FIXED_PARAMS_ATTR, {}), **trial.params},
         spec=trial.user_attrs.get("spec"),
         dice=_finite(trial.values[0]) if complete and trial.values else None,
         macs=metrics.get("macs"),

@@ -15,24 +15,38 @@ from __future__ import annotations
 import numpy as np
 
 SYNTHETIC_NAME = "synthetic"
+SYNTHETIC_KINDS = ("default", "vessels", "blobs", "volumes")  # ``synthetic:<kind>``; plain = default
 
 _STEP = 0.5  # px between samples along a vessel: dense enough that a 1 px line has no gaps
 _VESSEL_RADIUS = (0.5, 2.0)  # radius at the root: widths of 1 to 4 px
 _BLOB_DIAMETER = (2.0, 14.0)
 
 
-def make_synthetic(count: int, image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(images, masks)``, both float32 ``(count, 1, S, S)``; images in [0, 1], masks in {0, 1}."""
+def make_synthetic(count: int, image_size: int, seed: int, kind: str = "default") -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(images, masks)``, both float32 ``(count, 1, S, S)``; images in [0, 1], masks in {0, 1}.
+
+    ``kind``: ``default`` (vessels + small blobs; unchanged since the first release), ``vessels``
+    (vessels only), ``blobs`` (blobs only, 2-40 px across, so every size stratum is populated) or
+    ``volumes`` (``(count, 1, S, S, S)``, see ``make_synthetic_volumes``).
+    """
+    if kind not in SYNTHETIC_KINDS:
+        raise ValueError(f"unknown synthetic kind {kind!r}; choose from {', '.join(SYNTHETIC_KINDS)}")
     if count < 0 or image_size < 8:
         raise ValueError(f"make_synthetic needs count >= 0 and image_size >= 8, got {count}, {image_size}")
+    if kind == "volumes":
+        return make_synthetic_volumes(count, image_size, seed)
     rng = np.random.default_rng(seed)
     size = int(image_size)
     scale = size / 64.0  # object counts follow the area; object sizes stay in pixels
     contrast = np.zeros(count * size * size, dtype=np.float32)  # per-pixel foreground contrast
     image_contrast = rng.uniform(0.1, 0.4, count)  # how visible this image's foreground is
 
-    _draw_vessels(rng, contrast, count, size, scale, image_contrast)
-    _draw_blobs(rng, contrast, count, size, scale, image_contrast)
+    if kind in ("default", "vessels"):
+        _draw_vessels(rng, contrast, count, size, scale, image_contrast)
+    if kind == "default":
+        _draw_blobs(rng, contrast, count, size, scale, image_contrast)
+    elif kind == "blobs":
+        _draw_blobs(rng, contrast, count, size, scale, image_contrast, diameter=(2.0, 40.0), density=0.75)
 
     contrast = contrast.reshape(count, size, size)
     masks = (contrast > 0).astype(np.float32)
@@ -132,12 +146,13 @@ def _offsets(reach: int) -> tuple[np.ndarray, np.ndarray]:
     return tuple(a.ravel() for a in np.meshgrid(off, off, indexing="ij"))
 
 
-def _draw_blobs(rng, contrast, count, size, scale, image_contrast) -> None:
-    """Filled ellipses; diameter = 2 + 12 u^2 px, so about 70% are under 8 px across."""
-    per_image = rng.integers(max(1, round(4 * scale**2)), round(12 * scale**2) + 1, count)
+def _draw_blobs(rng, contrast, count, size, scale, image_contrast, diameter=_BLOB_DIAMETER,
+                density=1.0) -> None:
+    """Filled ellipses; diameter = lo + (hi - lo) u^2 px (default 2-14: about 70% under 8 px across)."""
+    per_image = rng.integers(max(1, round(4 * density * scale**2)), round(12 * density * scale**2) + 1, count)
     owner = np.repeat(np.arange(count), per_image)
     n = owner.size
-    lo, hi = _BLOB_DIAMETER
+    lo, hi = diameter
     semi_a = (lo + (hi - lo) * rng.uniform(0, 1, n) ** 2) / 2
     semi_b = np.maximum(0.8, semi_a * rng.uniform(0.55, 1.0, n))
     angle = rng.uniform(0, np.pi, n)
@@ -203,3 +218,34 @@ def _blur(images: np.ndarray, sigma: np.ndarray) -> np.ndarray:
             out += weights[:, i, None, None] * window
         images = out
     return images
+
+
+def make_synthetic_volumes(count: int, side: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, masks)`` float32 ``(count, 1, S, S, S)``: ellipsoid blobs 2-16 px across and straight
+    tubes 2-4 px thick on a noisy, unevenly lit background (a small 3-D task for the 3-D space)."""
+    rng = np.random.default_rng(seed)
+    size = int(side)
+    grid = np.stack(np.meshgrid(*[np.arange(size, dtype=np.float32)] * 3, indexing="ij"), -1)  # (S, S, S, 3)
+    contrast = np.zeros((count, size, size, size), dtype=np.float32)
+    for index in range(count):
+        level = rng.uniform(0.15, 0.4)
+        for _ in range(int(rng.integers(3, 9))):
+            centre = rng.uniform(0, size - 1, 3).astype(np.float32)
+            semi = (2.0 + 14.0 * rng.uniform() ** 2) / 2 * rng.uniform(0.6, 1.0, 3)
+            inside = (((grid - centre) / semi.astype(np.float32)) ** 2).sum(-1) <= 1.0
+            contrast[index][inside] = np.maximum(contrast[index][inside], level * rng.uniform(0.6, 1.3))
+        for _ in range(int(rng.integers(1, 3))):
+            start = rng.uniform(0, size - 1, 3).astype(np.float32)
+            direction = rng.normal(size=3).astype(np.float32)
+            direction /= np.linalg.norm(direction) + 1e-6
+            offset = grid - start
+            distance = np.linalg.norm(offset - (offset @ direction)[..., None] * direction, axis=-1)
+            inside = distance <= rng.uniform(1.0, 2.0)
+            contrast[index][inside] = np.maximum(contrast[index][inside], level * rng.uniform(0.6, 1.3))
+    masks = (contrast > 0).astype(np.float32)
+    ramp = np.linspace(-0.5, 0.5, size, dtype=np.float32)
+    tilt = rng.uniform(0.0, 0.3, (count, 1, 1, 1)).astype(np.float32)
+    background = rng.uniform(0.15, 0.45, (count, 1, 1, 1)).astype(np.float32) + tilt * ramp[None, :, None, None]
+    noise = rng.standard_normal(contrast.shape, dtype=np.float32) * rng.uniform(0.02, 0.06, (count, 1, 1, 1))
+    images = np.clip(background + contrast + noise.astype(np.float32), 0.0, 1.0).astype(np.float32)
+    return images[:, None], masks[:, None]

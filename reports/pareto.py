@@ -34,6 +34,7 @@ class Objective:
 
 DICE_MACS = (Objective("dice", "maximize"), Objective("macs", "minimize"))
 DICE_LATENCY = (Objective("dice", "maximize"), Objective("latency_ms", "minimize"))
+DICE_PARAMS = (Objective("dice", "maximize"), Objective("param_count", "minimize"))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ class SearchSpace:
     sample_spec: Callable[[Suggest], Any]
     spec_from_dict: Callable[[dict], Any]
     build_model: Callable[..., nn.Module]
+    spatial_dims: int = 2  # inputs are (B, C, H, W) for 2, (B, C, D, H, W) for 3
 
 
 _SPACES: dict[str, SearchSpace] = {}
@@ -49,11 +50,21 @@ def get_space(name: str) -> SearchSpace:
 
 register_space(SearchSpace(
     name="resunet",
-    description="Residual U-Net: residual encoder/decoder stages, additive skips, transposed-conv upsampling",
+    description="Residual U-Net family (2D): block type, widths, depth, attention, skip fusion, "
+                "up-sampling, dilation/ASPP, multi-scale input, deep supervision, norm, activation",
     dimensions=resunet.DIMENSIONS,
     sample_spec=resunet.sample_spec,
     spec_from_dict=resunet.ResUNetSpec.from_dict,
     build_model=resunet.build_model,
+))
+register_space(SearchSpace(
+    name="resunet3d",
+    description="The resunet space with 3D convolutions, for volumes (B, C, D, H, W)",
+    dimensions=resunet.DIMENSIONS_3D,
+    sample_spec=resunet.sample_spec_3d,
+    spec_from_dict=resunet.ResUNetSpec.from_dict,
+    build_model=resunet.build_model,
+    spatial_dims=3,
 ))
 
 __all__ = ["RandomSuggest", "SearchSpace", "Suggest", "get_space", "list_spaces", "register_space"]

@@ -25,6 +25,7 @@ class IntDimension:
     high: int
     step: int = 1
     help: str = ""
+    applies_when: str = ""  # empty: always suggested; else when it is (e.g. "block=inverted")
 
     def suggest(self, suggest: Suggest) -> int:
         return suggest.suggest_int(self.name, self.low, self.high, step=self.step)
@@ -39,6 +40,7 @@ class CategoricalDimension:
     name: str
     choices: tuple[Any, ...]
     help: str = ""
+    applies_when: str = ""  # empty: always suggested; else when it is (e.g. "block=inverted")
 
     def suggest(self, suggest: Suggest) -> Any:
         return suggest.suggest_categorical(self.name, list(self.choices))
@@ -47,7 +49,25 @@ class CategoricalDimension:
         return "one of " + ", ".join(map(str, self.choices))
 
 
-Dimension = IntDimension | CategoricalDimension
+@dataclass(frozen=True)
+class FloatDimension:
+    name: str
+    low: float
+    high: float
+    step: float | None = None
+    log: bool = False
+    help: str = ""
+    applies_when: str = ""  # empty: always suggested; else when it is (e.g. "block=inverted")
+
+    def suggest(self, suggest: Suggest) -> float:
+        return suggest.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+
+    def describe(self) -> str:
+        step = f" step {self.step}" if self.step is not None else ""
+        return f"float {self.low}..{self.high}{step}{' log' if self.log else ''}"
+
+
+Dimension = IntDimension | CategoricalDimension | FloatDimension
 
 
 class RandomSuggest:

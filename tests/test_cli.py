@@ -44,11 +44,12 @@ def test_search_writes_the_run_directory(tiny_run):
         assert int(row["flops"]) == 2 * int(row["macs"]) > 0
         assert int(row["param_count"]) > 0 and float(row["latency_ms"]) > 0
     report = (run_dir / "report.html").read_text()
-    assert "<svg" in report and "src=\"http" not in report
+    assert 'id="plot-macs"' in report and "src=\"http" not in report
     best = sorted((run_dir / "best").iterdir())
     assert best, "at least one Pareto-optimal checkpoint"
     for folder in best:
-        assert {p.name for p in folder.iterdir()} == {"spec.json", "model.safetensors", "metrics.json"}
+        assert {p.name for p in folder.iterdir()} == {
+            "spec.json", "model.safetensors", "metrics.json", "model.onnx", "README.md"}
     assert "trial" in result.stdout and "report:" in result.stdout
 
 
@@ -125,3 +126,131 @@ def test_asking_for_cuda_without_one_is_refused(tmp_path):
 def test_list_spaces(tmp_path):
     result = run_cli("--list-spaces", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.startswith("resunet:")
+
+
+# --- restricting the space, --describe, constraints before training (issue 3) -------------------
+
+def run_main(capsys, *args: str) -> tuple[int, str, str]:
+    """The CLI in-process (fast): exit code, stdout, stderr."""
+    from nas.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_describe_prints_every_dimension_and_the_restrictions(tmp_path, capsys, monkeypatch):
+    from search_spaces import get_space
+
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_main(capsys, "--space", "resunet", "--describe", "--fix", "depth=4",
+                            "--choices", "base_width=8,12", "--max-macs", "500M")
+    assert code == 0
+    rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    for dimension in get_space("resunet").dimensions:
+        assert dimension.describe() in rows[dimension.name]
+    assert "fixed: 4" in rows["depth"] and "restricted to 8, 12" in rows["base_width"]
+    assert "restrictions: --fix depth=4 --choices base_width=8,12" in out
+    assert "constraints: --max-macs 500 MMAC" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_toml_config_restricts_like_the_flags(tmp_path, capsys):
+    config = tmp_path / "space.toml"
+    config.write_text('[fix]\ndepth = 4\n\n[choices]\nbase_width = [8, 12]\n')
+    code, out, _ = run_main(capsys, "--describe", "--config", str(config))
+    assert code == 0 and "restrictions: --fix depth=4 --choices base_width=8,12" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--fix", "depth=0"], "--fix depth=0: depth must be int"),
+    (["--fix", "colour=red"], "--fix colour: unknown dimension"),
+    (["--fix", "depth=deep"], "depth takes an integer"),
+    (["--choices", "base_width=8,10"], "base_width must be int"),
+    (["--fix", "depth"], "--fix takes NAME=VALUE"),
+    (["--config", "{tmp}/absent.toml"], "cannot read it"),
+    (["--config", "{tmp}/bad.toml"], "unknown key(s) ['fixes']"),
+    (["--max-macs", "lots"], "argument --max-macs"),
+    (["--max-latency-ms", "-1"], "argument --max-latency-ms"),
+    (["--max-memory-mb", "0"], "argument --max-memory-mb"),
+])
+def test_impossible_overrides_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, args, message):
+    (tmp_path / "bad.toml").write_text("[fixes]\ndepth = 4\n")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code, out, err = run_main(capsys, *args, "--out", str(tmp_path / "run"))
+    assert code == 2 and out == ""
+    assert message in err and err.strip().splitlines()[-1].startswith("nas-search: error:")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_fix_that_a_conditional_dimension_never_reaches_is_refused(capsys, tmp_path):
+    from search_spaces import get_space
+
+    conditional = [d for d in get_space("resunet").dimensions if getattr(d, "applies_when", "")]
+    if not conditional:
+        pytest.skip("this version of the space has no conditional dimension")
+    # expansion applies only to inverted blocks: fixing the block to another makes it unreachable.
+    dimension = next((d for d in conditional if d.name == "expansion"), None)
+    if dimension is None:
+        pytest.skip("no expansion dimension")
+    code, _, err = run_main(capsys, "--fix", "block=basic", "--fix", "expansion=4", "--out", str(tmp_path / "r"))
+    assert code == 2 and "expansion: the dimension never applies" in err
+    assert not (tmp_path / "r").exists()
+
+
+def _study(run_dir: Path):
+    import optuna
+
+    return optuna.load_study(study_name="resunet", storage=f"sqlite:///{run_dir / 'study.db'}")
+
+
+@pytest.mark.slow
+def test_fixed_dimensions_hold_in_every_trial_and_the_restriction_guards_resume(tmp_path):
+    import json
+
+    from search_spaces import get_space
+
+    names = {d.name for d in get_space("resunet").dimensions}
+    dilation = "dilation" if "dilation" in names else "bridge_dilation"  # the full space renamed it
+    fixed = ["--fix", "depth=3", "--fix", "base_width=8", "--choices", f"{dilation}=1,2"]
+    loose = ["--max-params", "100M", "--max-memory-mb", "10000"]  # feasible: checked, then trained
+    one = ["--trials", "1", *TINY[2:]]  # one trained trial keeps it fast; the fix holds per trial anyway
+    result = run_cli(*one, *fixed, *loose, "--out", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "run"
+    rows = read_trials(run_dir)
+    assert [r["state"] for r in rows] == ["COMPLETE"]
+    for row in rows:
+        params = json.loads(row["params"])
+        assert params["depth"] == 3 and params["base_width"] == 8 and str(params[dilation]) in ("1", "2")
+    for folder in (run_dir / "trials").iterdir():
+        spec = json.loads((folder / "spec.json").read_text())["spec"]
+        assert spec["encoder_widths"][0] == 8 and len(spec["encoder_widths"]) == 3
+    for trial in _study(run_dir).trials:
+        assert "depth" not in trial.params and trial.user_attrs["fixed_params"]["depth"] == 3
+        assert len(trial.user_attrs["constraint_violation"]) == 2
+        assert all(v <= 0 for v in trial.user_attrs["constraint_violation"])
+        if trial.state.name == "COMPLETE":
+            assert 0 < trial.user_attrs["metrics"]["train_memory_mb"] < 10000
+    before = (run_dir / "trials.csv").read_bytes()
+    other = run_cli(*one, "--fix", "depth=4", *loose, "--out", "run", cwd=tmp_path)
+    assert other.returncode == 2 and "other settings" in other.stderr and "restriction" in other.stderr
+    assert (run_dir / "trials.csv").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_constraints_no_architecture_meets_stop_quickly_with_a_message(tmp_path):
+    result = run_cli(*TINY, "--fix", "depth=3", "--max-macs", "1k", "--max-pruned-in-a-row", "6",
+                     "--out", "run", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "the last 6 sampled architectures all violate the constraints" in result.stderr
+    assert "--max-macs 1 kMAC" in result.stderr
+    rows = read_trials(tmp_path / "run")
+    assert len(rows) == 6 and all(r["state"] == "PRUNED" for r in rows)
+    assert all(r["fail_reason"].startswith("infeasible: ") and "> --max-macs 1 kMAC" in r["fail_reason"]
+               for r in rows)
+    assert all(int(r["macs"]) > 1000 for r in rows)  # the measured cost that broke the limit
+    assert not (tmp_path / "run" / "trials").exists()  # nothing was trained

@@ -57,9 +57,22 @@ SPECS = [
                 bridge_dilation=2),
     ResUNetSpec(encoder_widths=(6, 12, 20, 24), decoder_widths=(5, 12, 16), blocks_per_stage=2,
                 skip_attention="se", se_reduction=16, bridge_dilation=4),
-    get_space("resunet").sample_spec(RandomSuggest(0)),
-    get_space("resunet").sample_spec(RandomSuggest(5)),  # depth 5, dil4, se
+    ResUNetSpec(encoder_widths=(8, 12, 12, 24, 24), decoder_widths=(8, 12, 12, 24),
+                bridge_dilation=4, skip_attention="se"),  # depth 5, dil4, se, identity shortcuts
+    ResUNetSpec(encoder_widths=(12, 16, 24), decoder_widths=(12, 16), blocks_per_stage=3),
 ]
+
+
+def test_every_sampled_spec_counts_the_same_with_both_counters():
+    """The whole space (every block, attention, up-sampling) is seen by fvcore and the hooks alike."""
+    space = get_space("resunet")
+    for seed in range(6):
+        spec = space.sample_spec(RandomSuggest(seed))
+        spec = ResUNetSpec.from_dict({**spec.to_dict(), "encoder_widths": [min(w, 8) for w in spec.encoder_widths],
+                                      "decoder_widths": [min(w, 8) for w in spec.decoder_widths]})
+        model = space.build_model(spec, 1, 1)
+        shape = (1, 1, 2 * spec.downsampling_factor, 2 * spec.downsampling_factor)
+        assert count_macs(model, shape) == count_macs_by_hooks(model, shape) > 0, spec.summary()
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.summary())

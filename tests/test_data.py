@@ -296,16 +296,17 @@ def test_bad_folders_raise_one_line_data_errors(tmp_path, case):
 
 
 def test_unknown_synthetic_variant_is_a_data_error():
-    check_data_source("synthetic")
-    with pytest.raises(DataError, match="synthetic:blobs"):
-        check_data_source("synthetic:blobs")
-    with pytest.raises(DataError, match="synthetic:blobs"):
-        load_data("synthetic:blobs", image_size=32, seed=0)
+    for good in ("synthetic", "synthetic:vessels", "synthetic:blobs", "synthetic:volumes"):
+        check_data_source(good)
+    with pytest.raises(DataError, match="synthetic:blobs"):  # the message lists the valid kinds
+        check_data_source("synthetic:stars")
+    with pytest.raises(DataError, match="synthetic:stars"):
+        load_data("synthetic:stars", image_size=32, seed=0)
 
 
-def test_dataset_root_with_split_folder_gets_a_hint(tmp_path):
-    make_tree(tmp_path / "set" / "train", count=2)
-    with pytest.raises(DataError, match="found train/"):
+def test_folder_above_the_dataset_gets_a_hint(tmp_path):
+    make_tree(tmp_path / "set" / "cases", count=2)
+    with pytest.raises(DataError, match="found cases/"):
         check_data_source(str(tmp_path / "set"))
 
 
@@ -365,6 +366,163 @@ def test_whole_image_patch_is_a_flip_or_rotation_and_every_image_is_used_once_pe
 
 
 # ---------------------------------------------------------------------------------------------
+# layouts: FOV, split subfolders, DRIVE, volumes; synthetic kinds; patch options
+
+
+def add_fov(root: Path, stems=None) -> None:
+    for image in sorted((root / "images").iterdir()):
+        if stems is None or image.stem in stems:
+            height, width = np.asarray(Image.open(image)).shape[:2]
+            fov = np.zeros((height, width))
+            fov[:, : width // 2] = 255
+            write_png(root / "fov" / f"{image.stem}.png", fov)
+
+
+def test_fov_folder_is_loaded_per_split_and_a_missing_fov_names_the_image(tmp_path):
+    root = make_tree(tmp_path / "fov", count=4)
+    add_fov(root)
+    data = load_data(str(root), image_size=64, seed=0)
+    assert len(data.train_fovs) == len(data.train_images) and len(data.val_fovs) == len(data.val_images)
+    for image, fov in zip(data.train_images + data.val_images, data.train_fovs + data.val_fovs):
+        assert fov.shape == (1, *image.shape[1:])
+        assert fov[0, :, : image.shape[2] // 2].all() and not fov[0, :, image.shape[2] // 2:].any()
+    (root / "fov" / "img02.png").unlink()
+    with pytest.raises(DataError, match="img02.png has no FOV mask"):
+        check_data_source(str(root))
+    write_png(root / "fov" / "img02.png", np.zeros((3, 3)))
+    with pytest.raises(DataError, match="FOV mask .*fov/img02.png is 3x3"):
+        load_data(str(root), image_size=64, seed=0)
+
+
+def test_train_val_test_subfolders(tmp_path):
+    root = tmp_path / "splits"
+    make_tree(root / "train", count=3)
+    make_tree(root / "val", count=2)
+    make_tree(root / "test", count=2)
+    data = load_data(str(root), image_size=64, seed=0)
+    assert (len(data.train_images), len(data.val_images), len(data.test_images)) == (3, 2, 2)
+    assert data.test_names == ["img00", "img01"] and len(data.test_masks) == 2 and data.test_fovs == []
+    assert data.split("test")[0] is data.test_images
+    only_train = tmp_path / "only_train"
+    make_tree(only_train / "train", count=4)
+    make_tree(only_train / "test", count=1)
+    split = load_data(str(only_train), image_size=64, seed=0)  # no val/: a seeded split of train/
+    assert (len(split.train_images), len(split.val_images), len(split.test_images)) == (3, 1, 1)
+
+
+def write_drive(root: Path, split: str, ids: list[int], manual: bool = True) -> None:
+    """The DRIVE download's names: TIFF images, GIF annotations and FOV masks."""
+    for i in ids:
+        image = np.full((20, 22, 3), 40 + i, dtype=np.uint8)
+        Image.fromarray(image).save(root / split / "images" / f"{i:02d}_{split}.tif") \
+            if (root / split / "images").mkdir(parents=True, exist_ok=True) is None else None
+        vessel = np.zeros((20, 22), np.uint8)
+        vessel[5:7] = 255
+        fov = np.zeros((20, 22), np.uint8)
+        fov[2:18, 2:20] = 255
+        if manual:
+            (root / split / "1st_manual").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(vessel).save(root / split / "1st_manual" / f"{i:02d}_manual1.gif")
+        (root / split / "mask").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(fov).save(root / split / "mask" / f"{i:02d}_{split}_mask.gif")
+
+
+def test_drive_layout_without_conversion(tmp_path):
+    root = tmp_path / "DRIVE"
+    write_drive(root, "training", [21, 22, 23, 24])
+    write_drive(root, "test", [1, 2])
+    check_data_source(str(root))
+    data = load_data(str(root), image_size=64, seed=0)
+    assert len(data.train_images) + len(data.val_images) == 4 and data.test_names == ["01", "02"]
+    assert data.in_channels == 3 and all(image.shape == (3, 20, 22) for image in data.test_images)
+    assert all(mask[0, 5:7].all() and mask.sum() == 44 for mask in data.train_masks + data.test_masks)
+    assert all(fov.sum() == 16 * 18 for fov in data.train_fovs + data.val_fovs + data.test_fovs)
+    (root / "training" / "1st_manual" / "22_manual1.gif").unlink()
+    with pytest.raises(DataError, match="22_training.tif has no annotation"):
+        check_data_source(str(root))
+    unlabeled = tmp_path / "DRIVE2"
+    write_drive(unlabeled, "training", [21, 22])
+    write_drive(unlabeled, "test", [1], manual=False)  # the official test set has no annotations
+    assert load_data(str(unlabeled), image_size=64, seed=0).test_images == []
+
+
+def test_npy_volumes_and_their_errors(tmp_path):
+    root = tmp_path / "vol"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(3):
+        volume = np.random.default_rng(i).uniform(0, 1000, (6, 8, 10))  # CT-like range: min-max scaled
+        volume[0, 0, 0], volume[-1, -1, -1] = 0.0, 1000.0
+        np.save(root / "images" / f"case{i}.npy", volume)
+        np.save(root / "masks" / f"case{i}.npy", (volume > 500).astype(np.uint8))
+    data = load_data(str(root), image_size=64, seed=0)
+    assert data.spatial_dims == 3 and data.in_channels == 1
+    assert all(image.shape == (1, 6, 8, 10) and 0 <= image.min() and image.max() <= 1
+               for image in data.train_images + data.val_images)
+    assert all(torch.equal(mask, (image > 0.5).float()) for image, mask in zip(data.train_images, data.train_masks))
+    assert data.normalization.apply(torch.stack(data.train_images), spatial_dims=3).shape == (2, 1, 6, 8, 10)
+    batches = list(iterate_train_batches(data, patch_size=4, batch_size=2, seed=0, epoch=1,
+                                         patches_per_epoch=3, foreground_fraction=0.5))
+    assert [x.shape for x, _ in batches] == [(2, 1, 4, 4, 4), (1, 1, 4, 4, 4)]
+    assert all(torch.equal(y, (x > 0.5).float()) for x, y in batches)
+    np.save(root / "masks" / "case1.npy", np.full((6, 8, 10), 7))
+    with pytest.raises(DataError, match="masks/case1.npy is not binary"):
+        load_data(str(root), image_size=64, seed=0)
+    np.save(root / "masks" / "case1.npy", np.zeros((6, 8, 9)))
+    with pytest.raises(DataError, match="case1.npy is 9x8x6"):
+        load_data(str(root), image_size=64, seed=0)
+    (root / "masks" / "case1.npy").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="cannot read mask .*case1.npy"):
+        load_data(str(root), image_size=64, seed=0)
+
+
+def test_synthetic_kinds():
+    vessels = load_data("synthetic:vessels", image_size=32, seed=0, synthetic_train=4, synthetic_val=2)
+    blobs = load_data("synthetic:blobs", image_size=64, seed=0, synthetic_train=8, synthetic_val=2)
+    volumes = load_data("synthetic:volumes", image_size=32, seed=0, synthetic_train=8, synthetic_val=4)
+    assert vessels.name == "synthetic-vessels" and vessels.train_images[0].shape == (1, 32, 32)
+    assert volumes.train_images[0].shape == (1, 16, 16, 16) and len(volumes.train_images) == 2
+    assert all(0 < m.mean() < 0.5 for m in vessels.train_masks + blobs.train_masks + volumes.train_masks)
+    from nas.metrics import segmentation_quality
+
+    strata = segmentation_quality([m[0] for m in blobs.train_masks], [m[0] for m in blobs.train_masks])
+    assert all(s["count"] > 0 for s in strata["size_strata"].values())  # small, medium and large
+    default = load_data("synthetic", image_size=32, seed=0, synthetic_train=4, synthetic_val=2)
+    assert torch.equal(default.train_images[0], torch.from_numpy(make_synthetic(4, 32, 0)[0][0]))
+
+
+def test_foreground_biased_patches_hit_foreground():
+    images = [torch.zeros(1, 64, 64) for _ in range(4)]
+    masks = [torch.zeros(1, 64, 64) for _ in range(4)]
+    for mask in masks:
+        mask[0, 50:53, 7:10] = 1  # one tiny object per image
+    data = SegmentationData("t", "t", images, masks, images[:1], masks[:1], ["v"], 1, Normalization((0.0,), (1.0,)))
+    hits = lambda fraction: sum(float(y.amax()) for _, y in iterate_train_batches(  # noqa: E731
+        data, patch_size=8, batch_size=16, seed=0, epoch=0, patches_per_epoch=64, foreground_fraction=fraction))
+    assert hits(1.0) == 4  # every batch (of 16) has foreground; every patch in fact:
+    patches = next(iterate_train_batches(data, patch_size=8, batch_size=64, seed=0, epoch=0,
+                                         patches_per_epoch=64, foreground_fraction=1.0))[1]
+    assert bool((patches.amax(dim=(1, 2, 3)) == 1).all())
+    random = next(iterate_train_batches(data, patch_size=8, batch_size=64, seed=0, epoch=0, patches_per_epoch=64))[1]
+    assert float((random.amax(dim=(1, 2, 3)) == 1).float().mean()) < 0.3
+
+
+def test_augmentation_keeps_alignment_range_and_fov():
+    data = _patch_data([(32, 32)] * 4)
+    data.train_fovs = [torch.ones(1, 32, 32) for _ in range(4)]
+    plain = next(iterate_train_batches(data, patch_size=32, batch_size=4, seed=0, epoch=0))
+    x, y, fov = next(iterate_train_batches(data, patch_size=32, batch_size=4, seed=0, epoch=0, brightness=0.2,
+                                           contrast=0.3, elastic=3.0, with_fov=True))
+    assert x.shape == plain[0].shape and fov.shape == y.shape and fov.min() == 1.0
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and not torch.equal(x, plain[0])
+    assert set(y.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(y, plain[1])  # the warp moved the masks with the images
+    x2, y2, _ = next(iterate_train_batches(data, patch_size=32, batch_size=4, seed=0, epoch=0, brightness=0.2,
+                                           contrast=0.3, elastic=3.0, with_fov=True))
+    assert torch.equal(x, x2) and torch.equal(y, y2)  # deterministic
+
+
+# ---------------------------------------------------------------------------------------------
 # the shared real datasets (present beside the project root in CI)
 
 
@@ -392,3 +550,20 @@ def test_cvc_clinicdb_sample_loads():
     assert data.in_channels == 3 and len(data.normalization.std) == 3
     assert all(image.shape == (3, 288, 384) for image in data.train_images + data.val_images)
     assert all(set(mask.unique().tolist()) <= {0.0, 1.0} for mask in data.val_masks)
+
+
+def test_nifti_volumes(tmp_path):
+    nibabel = pytest.importorskip("nibabel", reason="NIfTI needs the optional 'volumes' extra (nibabel)")
+    root = tmp_path / "nii"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(2):
+        volume = np.zeros((6, 8, 10), np.float32)  # (D, H, W)
+        volume[1:3, 2:5, 3:7] = 1.0
+        mask = (volume > 0).astype(np.uint8)
+        # NIfTI stores (x, y, z): transpose so the loader's (D, H, W) is the array above.
+        nibabel.save(nibabel.Nifti1Image(volume.T, np.eye(4)), root / "images" / f"case{i}.nii.gz")
+        nibabel.save(nibabel.Nifti1Image(mask.T, np.eye(4)), root / "masks" / f"case{i}.nii")
+    data = load_data(str(root), image_size=64, seed=0)
+    assert data.train_images[0].shape == (1, 6, 8, 10) and len(data.train_names) == 1
+    assert torch.equal(data.train_masks[0], data.train_images[0])

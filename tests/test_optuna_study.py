@@ -6,8 +6,9 @@ import math
 import optuna
 import pytest
 
-from nas.optuna_study import (MAX_DUPLICATES_IN_A_ROW, StudyConfigError, count_finished, open_study,
-                              run_study, skip_if_duplicate, study_records)
+from nas.optuna_study import (MAX_DUPLICATES_IN_A_ROW, VIOLATION_ATTR, StudyConfigError, apply_verdict,
+                              count_finished, open_study, record_fixed_params, run_study, skip_if_duplicate,
+                              study_records)
 
 CONFIG = {"space": "resunet", "epochs": 1}
 
@@ -86,3 +87,58 @@ def test_a_trial_left_running_by_a_dead_process_does_not_count(storage):
     run_study(study, 1, fake_trial(study))
     states = sorted(t.state.name for t in study.trials)
     assert states == ["COMPLETE", "RUNNING"] and count_finished(study) == 1
+
+
+# --- constraints before training (nas.constraints verdicts stored by the adapter) ---------------
+
+def constrained_trial(study, limit=20):
+    """Widths above ``limit`` are infeasible: pruned before 'training', with the violation stored."""
+    from nas.constraints import Constraints, check
+
+    def run(trial):
+        value = trial.suggest_int("width", 0, 99)
+        verdict = check({"params": value + 1}, Constraints(max_params=limit + 1))
+        apply_verdict(trial, verdict)
+        skip_if_duplicate(study, trial)
+        return {"metrics": {"dice": value / 100, "macs": value * 10}, "spec": {"width": value}}
+    return run
+
+
+def test_infeasible_trials_are_pruned_with_reason_and_the_sampler_learns_from_them(storage):
+    study = open_study(storage, "s", seed=0, config=CONFIG)
+    run_study(study, 4, constrained_trial(study))
+    records = {r.number: r for r in study_records(study)}
+    assert count_finished(study) == 4
+    for trial in study.trials:
+        width = trial.params["width"]
+        assert trial.user_attrs[VIOLATION_ATTR] == [pytest.approx((width + 1) / 21 - 1)]
+        assert trial.constraints == {"params": pytest.approx((width + 1) / 21 - 1)}  # what TPE reads
+        if width > 20:
+            assert trial.state.name == "PRUNED"
+            assert records[trial.number].fail_reason == f"infeasible: {width + 1} params > --max-params 21 params"
+            assert records[trial.number].param_count == width + 1  # the measured costs are kept
+        elif trial.state.name == "COMPLETE":
+            assert records[trial.number].fail_reason is None
+    # After the 5 random start-up trials TPE proposes feasible widths far above the 21 % of chance.
+    later = [t.params["width"] for t in study.trials[5:]]
+    assert len(later) >= 5 and sum(w <= 20 for w in later) / len(later) > 2 * 0.21
+
+
+def test_constraints_no_spec_meets_stop_the_search(storage):
+    study = open_study(storage, "s", seed=0, config=CONFIG)
+    stopped = run_study(study, 3, constrained_trial(study, limit=-1 + 1e-9), max_pruned_in_a_row=6)
+    assert stopped == "pruned_in_a_row" and len(study.trials) == 6
+    assert all(r.state == "PRUNED" and r.fail_reason.startswith("infeasible") for r in study_records(study))
+
+
+def test_fixed_params_join_the_record_params(storage):
+    study = open_study(storage, "s", seed=0, config=CONFIG)
+
+    def run(trial):
+        record_fixed_params(trial, {"depth": 4})
+        return fake_trial(study)(trial)
+
+    run_study(study, 1, run)
+    record = study_records(study)[0]
+    assert record.params["depth"] == 4 and "width" in record.params
+    assert "depth" not in study.trials[0].params  # never asked from the sampler

@@ -1,0 +1,168 @@
+"""Static matplotlib figures of the fronts (PNG/SVG beside the HTML, for papers and slides).
+
+Built on ``matplotlib.figure.Figure`` directly (never pyplot), so drawing neither needs a display
+nor changes the caller's backend; matplotlib is imported only when a figure is drawn.
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+from nas.io import atomic_write_bytes
+from nas.records import TrialRecord
+
+from .fmt import KINDS, kind, scale
+from .pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, ParetoFront, pareto_front
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+FRONT_COLOR, DOMINATED_COLOR = "#d62728", "#1f77b4"
+# attribute -> (axis label, unit symbol, is a count that gets k/M/G prefixes and a log axis)
+AXES = {
+    "dice": ("Validation Dice", "", False),
+    "macs": ("MACs", "MAC", True),
+    "flops": ("FLOPs", "FLOP", True),
+    "param_count": ("Parameters", "", True),
+    "latency_ms": ("Latency", "ms", False),
+    "seconds": ("Trial time", "s", False),
+}
+# file stem -> (objectives, x attribute)
+STATIC_FRONTS = {"pareto_macs": (DICE_MACS, "macs"), "pareto_latency": (DICE_LATENCY, "latency_ms"),
+                 "pareto_params": (DICE_PARAMS, "param_count")}
+
+
+def axis_label(name: str, values: list[float]) -> tuple[str, float]:
+    label, unit, count = AXES.get(name, (name, "", False))
+    divisor, prefix = scale(values) if count else (1.0, "")
+    full_unit = f"{prefix}{unit}" if count else unit
+    return (f"{label} ({full_unit})" if full_unit else label), divisor
+
+
+def _point(record: TrialRecord, name: str) -> float | None:
+    value = getattr(record, name)
+    return None if value is None or math.isnan(float(value)) else float(value)
+
+
+def figure_pareto(front: ParetoFront, x: str, y: str | None = None, *, title: str | None = None,
+                  annotate_limit: int = 200, figsize: tuple[float, float] = (6.4, 4.2)) -> Figure:
+    """Scatter of finished trials: front highlighted and joined by its attainment step line.
+
+    Front points always carry their trial number; dominated ones only while there are at most
+    ``annotate_limit`` points. Compressed models and presets get their own marker.
+    """
+    from matplotlib.figure import Figure
+
+    y = y or next(o.name for o in front.objectives if o.name != x)
+    directions = {o.name: o.direction for o in front.objectives}
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax = fig.add_subplot()
+    groups = []
+    for records in (front.front, front.dominated):
+        pts = [(r, _point(r, x), _point(r, y)) for r in records]
+        groups.append([p for p in pts if p[1] is not None and p[2] is not None])
+    xs_all = [p[1] for g in groups for p in g]
+    xlabel, divisor = axis_label(x, xs_all)
+    ylabel, ydiv = axis_label(y, [p[2] for g in groups for p in g])
+    ax.set_title(title or f"{AXES.get(y, (y,))[0]} vs {AXES.get(x, (x,))[0]}", fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if not xs_all:
+        ax.text(0.5, 0.5, "No finished trials yet", transform=ax.transAxes, ha="center", va="center")
+        return fig
+    if AXES.get(x, ("", "", False))[2] and min(xs_all) > 0:
+        from matplotlib.ticker import LogFormatter
+
+        ax.set_xscale("log")
+        # plain numbers ("20", "300"): the default mathtext labels overlap on short ranges
+        ax.xaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+        ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    n_points = sum(len(g) for g in groups)
+    styles = ((FRONT_COLOR, 1.0, 28, "Pareto front", True),
+              (DOMINATED_COLOR, 0.3, 14, "dominated", n_points <= annotate_limit))
+    for group, (color, alpha, size, label, annotate) in zip(groups, styles):
+        for name, (kind_label, _, marker) in KINDS.items():
+            sub = [p for p in group if kind(p[0]) == name]
+            if not sub:
+                continue
+            xs = [p[1] / divisor for p in sub]
+            ys = [p[2] / ydiv for p in sub]
+            text = label if name == "search" else f"{label}, {kind_label}"
+            ax.scatter(xs, ys, s=size * (2 if marker == "*" else 1), color=color, alpha=alpha, marker=marker,
+                       label=f"{text} ({len(sub)})", zorder=3 if annotate else 2, edgecolors="none")
+            if annotate:
+                for (record, _, _), px, py in zip(sub, xs, ys):
+                    ax.annotate(str(record.number), (px, py), xytext=(3, 3), textcoords="offset points",
+                                fontsize=6, color=color, alpha=max(alpha, 0.6))
+    if groups[0] and set(directions) == {x, y}:
+        line = sorted((p[1] / divisor, p[2] / ydiv) for p in groups[0])
+        where = "post" if directions[x] == "minimize" else "pre"
+        ax.step([p[0] for p in line], [p[1] for p in line], where=where, color=FRONT_COLOR, lw=1, zorder=2)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def figure_epoch_dice(records: Iterable[TrialRecord], highlight: Iterable[int] = (),
+                      figsize: tuple[float, float] = (6.4, 3.6)) -> Figure:
+    """One validation-Dice curve per trial; ``highlight`` (front) trials drawn on top in colour."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    highlight = set(highlight)
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax = fig.add_subplot()
+    lines: dict[bool, list] = {True: [], False: []}
+    for r in records:
+        if r.epoch_dice:
+            lines[r.number in highlight].append([(i + 1, float(d)) for i, d in enumerate(r.epoch_dice)])
+    for front, color, alpha, lw in ((False, DOMINATED_COLOR, 0.25, 0.8), (True, FRONT_COLOR, 0.9, 1.3)):
+        if lines[front]:
+            ax.add_collection(LineCollection(lines[front], colors=color, alpha=alpha, linewidths=lw,
+                                             zorder=3 if front else 2))
+    ax.autoscale()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel("Validation Dice")
+    ax.set_title("Validation Dice per epoch", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend([Line2D([], [], color=FRONT_COLOR), Line2D([], [], color=DOMINATED_COLOR, alpha=0.4)],
+              [f"Pareto front ({len(lines[True])})", f"other ({len(lines[False])})"], fontsize=8,
+              loc="lower right")
+    return fig
+
+
+def svg_text(fig: Figure, salt: str) -> str:
+    """SVG text; a fixed hash salt and no date keep the file byte-for-byte reproducible."""
+    import matplotlib
+
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": f"resunet-nas-{salt}", "svg.fonttype": "none"}):
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+    return re.sub(r"<metadata>.*?</metadata>\s*", "", buffer.getvalue(), flags=re.S)
+
+
+def save_static_figures(source: ParetoFront | Iterable[TrialRecord], folder, *, dpi: int = 150,
+                        formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+    """Write ``pareto_{macs,latency,params}.{png,svg}`` (atomically) into ``folder``.
+
+    Each plot needs its own 2-objective front (Dice vs its x), so all are recomputed from the records.
+    """
+    records = list(source.records if isinstance(source, ParetoFront) else source)
+    paths = []
+    for stem, (objectives, x) in STATIC_FRONTS.items():
+        fig = figure_pareto(pareto_front(records, objectives), x)
+        for fmt in formats:
+            if fmt == "svg":
+                data = svg_text(fig, stem).encode("utf-8")
+            else:
+                buffer = io.BytesIO()
+                fig.savefig(buffer, format=fmt, dpi=dpi, metadata={"Software": None})
+                data = buffer.getvalue()
+            paths.append(atomic_write_bytes(Path(folder) / f"{stem}.{fmt}", data))
+    return paths
