@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study-name", default=None, help="study name (default: the space name)")
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed for data, sampler and training")
     parser.add_argument("--device", default=DEFAULTS["device"], help="auto (CUDA when present), cpu or cuda")
+    _add_recipe_arguments(parser)
     space = parser.add_argument_group("restricting the space (part of the study's settings: a resume must match)")
     space.add_argument("--describe", action="store_true",
                        help="print the space's dimensions, their values and the active restrictions, and exit")
@@ -120,8 +121,62 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
                           ("max_pruned_in_a_row", 1)):
         if getattr(args, name) < minimum:
             parser.error(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(args, name)}")
+    if not 0 < args.val_fraction < 1:
+        parser.error(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
+    for name in ("lr", "warmup_fraction", "foreground_fraction", "brightness", "contrast", "elastic",
+                 "aux_weight"):
+        if getattr(args, name) < 0 or (name.endswith("fraction") and getattr(args, name) > 1):
+            parser.error(f"--{name.replace('_', '-')} out of range: {getattr(args, name)}")
+    if args.early_stop_patience is not None and args.early_stop_patience < 1:
+        parser.error(f"--early-stop-patience must be >= 1, got {args.early_stop_patience}")
     if args.storage is not None and "://" not in args.storage:
         parser.error(f"--storage must be a URL such as sqlite:///path/study.db, got {args.storage!r}")
+
+
+# Training-recipe flags: (flag, TrainConfig field, type, help). Each one that differs from its
+# default joins the study's settings, so a resume with another recipe is refused.
+RECIPE = TrainConfig()
+RECIPE_FLAGS = (
+    ("--lr", "lr", float, "peak learning rate (Adam; linear warm-up, then cosine decay)"),
+    ("--warmup-fraction", "warmup_fraction", float, "share of the steps spent warming up"),
+    ("--early-stop-patience", "early_stop_patience", int, "stop a trial after N epochs without a better val Dice"),
+    ("--foreground-fraction", "foreground_fraction", float,
+     "share of training patches centred on a foreground pixel (0.5 suits sparse real data)"),
+    ("--brightness", "brightness", float, "augmentation: +- shift of [0, 1] intensities per patch"),
+    ("--contrast", "contrast", float, "augmentation: +- relative gain about the patch mean"),
+    ("--elastic", "elastic", float, "augmentation: max elastic displacement in px (2D; 0 = off)"),
+    ("--aux-weight", "aux_weight", float, "weight of each deep-supervision loss"),
+)
+RECIPE_SWITCHES = (
+    ("--no-amp", "amp", False, "no autocast on CUDA (default: bf16, or fp16 with a gradient scaler)"),
+    ("--cpu-bf16", "cpu_bf16", True, "bf16 autocast for training forwards on CPU"),
+    ("--channels-last", "channels_last", True, "channels-last memory format for model and batches"),
+    ("--grad-checkpointing", "grad_checkpointing", True, "recompute encoder/decoder stages in backward (less memory)"),
+)
+
+
+def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training recipe (part of the study's settings: a resume must match)")
+    group.add_argument("--val-fraction", type=float, default=0.25,
+                       help="share of images held out for validation when the data has no val/ folder")
+    for flag, field, kind, text in RECIPE_FLAGS:
+        group.add_argument(flag, dest=field, type=kind, default=getattr(RECIPE, field),
+                           help=f"{text} (default: {getattr(RECIPE, field)})")
+    for flag, field, value, text in RECIPE_SWITCHES:
+        group.add_argument(flag, dest=field, action="store_const", const=value,
+                           default=getattr(RECIPE, field), help=text)
+
+
+def _recipe(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any]]:
+    """The trial's TrainConfig, and the recipe settings that differ from the defaults."""
+    fields = [f for _, f, *_ in RECIPE_FLAGS] + [f for _, f, *_ in RECIPE_SWITCHES]
+    values = {f: getattr(args, f) for f in fields}
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patch_size=args.image_size,
+                         seed=args.seed, device=args.device, **values)
+    changed = {f: v for f, v in values.items() if v != getattr(RECIPE, f)}
+    if args.val_fraction != 0.25:
+        changed["val_fraction"] = args.val_fraction
+    return config, changed
 
 
 def _data_name(source: str) -> str:
@@ -171,9 +226,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     _check_arguments(parser, args)
     try:
-        data = load_data(args.data, image_size=args.image_size, seed=args.seed)
+        data = load_data(args.data, image_size=args.image_size, seed=args.seed, val_fraction=args.val_fraction)
     except DataError as error:
         parser.error(str(error))
+    if data.spatial_dims != space.spatial_dims:
+        kind = {2: "2D images", 3: "3D volumes"}
+        parser.error(f"space {space.name!r} builds {kind[space.spatial_dims]} networks but --data "
+                     f"{args.data!r} holds {kind[data.spatial_dims]}")
+    train_config, recipe_changes = _recipe(args)
 
     # Imported late: Optuna is only needed once the inputs are known to be good.
     from .objective import TrialSettings, run_trial
@@ -191,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         study_config["restriction"] = restriction.to_dict()
     if constraints:
         study_config["constraints"] = constraints.to_dict()
+    if recipe_changes:
+        study_config["recipe"] = recipe_changes
     out.mkdir(parents=True, exist_ok=True)
     try:
         study = open_study(storage, study_name, args.seed, study_config)
@@ -199,8 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = TrialSettings(
         image_size=args.image_size,
-        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patch_size=args.image_size,
-                          seed=args.seed, device=args.device),
+        train=train_config,
     )
     progress = Progress(args.trials, args.epochs)
     already = count_finished(study)
@@ -229,6 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress.trial(trial.number, count_finished(study), spec)
             if restriction:
                 record_fixed_params(trial, suggest.fixed)
+            if args.image_size // spec.downsampling_factor < 2:
+                reason = (f"depth {spec.depth} halves --image-size {args.image_size} to under 2 px "
+                          "at the bridge")
+                print(f"    -> pruned: infeasible: {reason}", flush=True)
+                apply_verdict(trial, Verdict(measured={}, violations={"image_size": 1.0}, reasons=(reason,)))
             if constraints:
                 checked.update(check_constraints(trial, spec))
             try:

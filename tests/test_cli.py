@@ -254,3 +254,36 @@ def test_constraints_no_architecture_meets_stop_quickly_with_a_message(tmp_path)
                for r in rows)
     assert all(int(r["macs"]) > 1000 for r in rows)  # the measured cost that broke the limit
     assert not (tmp_path / "run" / "trials").exists()  # nothing was trained
+
+
+def test_an_architecture_too_deep_for_the_image_size_is_pruned_before_training(tmp_path):
+    result = run_cli("--fix", "depth=5", "--image-size", "16", "--trials", "1", "--epochs", "1",
+                     "--max-pruned-in-a-row", "2", "--device", "cpu", "--out", "run", cwd=tmp_path)
+    assert "under 2 px at the bridge" in result.stdout
+    rows = read_trials(tmp_path / "run")
+    assert rows and all(r["state"] == "PRUNED" for r in rows)
+    assert all("under 2 px at the bridge" in r["fail_reason"] for r in rows)
+
+
+def test_a_volume_space_on_image_data_is_refused(tmp_path):
+    result = run_cli("--space", "resunet3d", "--data", "synthetic", "--out", "run", cwd=tmp_path)
+    assert result.returncode == 2 and "3D volumes" in result.stderr and "2D images" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_resume_with_another_training_recipe_is_refused(tiny_run):
+    workdir, run_dir, _ = tiny_run
+    result = run_cli("--space", "resunet", *TINY, "--lr", "0.01", "--out", "run", cwd=workdir)
+    assert result.returncode == 2 and "recipe" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--val-fraction", "1.5"], "--val-fraction must be in (0, 1)"),
+    (["--foreground-fraction", "2"], "--foreground-fraction out of range"),
+    (["--early-stop-patience", "0"], "--early-stop-patience must be >= 1"),
+])
+def test_bad_recipe_values_are_refused(tmp_path, args, message):
+    result = run_cli(*args, "--out", "run", cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "run").exists()
