@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study-name", default=None, help="study name (default: the space name)")
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed for data, sampler and training")
     parser.add_argument("--device", default=DEFAULTS["device"], help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--baselines", default="", metavar="PRESET[,PRESET]",
+                        help="also train these presets with the same data and recipe, as reference points "
+                             "in the report (nas-profile --list-presets names them)")
     _add_recipe_arguments(parser)
     space = parser.add_argument_group("restricting the space (part of the study's settings: a resume must match)")
     space.add_argument("--describe", action="store_true",
@@ -121,6 +124,14 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
                           ("max_pruned_in_a_row", 1)):
         if getattr(args, name) < minimum:
             parser.error(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(args, name)}")
+    if args.baselines:
+        from search_spaces.presets import get_preset
+
+        try:
+            for name in args.baselines.split(","):
+                get_preset(name.strip())
+        except ValueError as error:
+            parser.error(f"--baselines: {error}")
     if not 0 < args.val_fraction < 1:
         parser.error(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
     for name in ("lr", "warmup_fraction", "foreground_fraction", "brightness", "contrast", "elastic",
@@ -322,6 +333,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: writing the report of the finished trials", file=sys.stderr, flush=True)
+
+    if args.baselines and not interrupted:
+        from .baselines import train_baselines
+
+        try:
+            train_baselines([n.strip() for n in args.baselines.split(",")], data, settings, out,
+                            on_epoch=progress.epoch)
+        except KeyboardInterrupt:
+            interrupted = True
+            print("\ninterrupted: writing the report of the finished trials", file=sys.stderr, flush=True)
 
     records = study_records(study)
     config = {**study_config, "trials": args.trials, "study": study_name, "storage": storage,

@@ -86,6 +86,18 @@ def evaluate_spec(spec: Any, space: SearchSpace, data: SegmentationData, setting
     return TrialOutcome(spec=spec, costs=costs, train=result, model=model, quality=quality)
 
 
+def train_and_save(spec: Any, space: SearchSpace, data: SegmentationData, settings: TrialSettings,
+                   folder: Path, *, extra: dict[str, Any] | None = None,
+                   on_epoch: Callable[[int, float, float], None] | None = None) -> dict[str, Any]:
+    """Evaluate ``spec`` and write its best-epoch checkpoint to ``folder``; returns its metrics."""
+    started = time.perf_counter()
+    outcome = evaluate_spec(spec, space, data, settings, on_epoch=on_epoch)
+    metrics = {**outcome.metrics(), **(extra or {}), "seconds": time.perf_counter() - started}
+    save_checkpoint(folder, outcome.model, spec, space=space.name, in_channels=data.in_channels,
+                    out_channels=1, normalization=data.normalization, metrics=metrics)
+    return metrics
+
+
 def run_trial(suggest: Suggest, number: int, space: SearchSpace, data: SegmentationData,
               settings: TrialSettings, run_dir: Path,
               on_spec: Callable[[Any], None] | None = None,
@@ -95,11 +107,8 @@ def run_trial(suggest: Suggest, number: int, space: SearchSpace, data: Segmentat
     spec = space.sample_spec(suggest)
     if on_spec is not None:
         on_spec(spec)
-    outcome = evaluate_spec(spec, space, data, settings, on_epoch=on_epoch)
     checkpoint = Path("trials") / f"trial_{number:04d}"
-    metrics = {**outcome.metrics(), "trial": number, "seconds": time.perf_counter() - started}
-    save_checkpoint(run_dir / checkpoint, outcome.model, spec, space=space.name,
-                    in_channels=data.in_channels, out_channels=1,
-                    normalization=data.normalization, metrics=metrics)
+    metrics = train_and_save(spec, space, data, settings, run_dir / checkpoint, extra={"trial": number},
+                             on_epoch=on_epoch)
     metrics["seconds"] = time.perf_counter() - started
     return {"spec": spec.to_dict(), "metrics": metrics, "checkpoint": checkpoint.as_posix()}

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from reports import Objective, ParetoFront, pareto_front, render_report, save_static_figures
 
+from .baselines import baseline_records
 from .checkpoint import replace_folder
 from .io import staging_dir
 from .records import TrialRecord, write_trials_csv
@@ -129,10 +130,11 @@ def write_run_outputs(records: list[TrialRecord], run_dir: Path, *, title: str, 
     front = pareto_front(records, OBJECTIVES)
     if export:
         export_best(front, run_dir)
-    save_static_figures(records, run_dir)
+    shown = records + baseline_records(run_dir)  # baselines are drawn (own marker), never exported
+    save_static_figures(shown, run_dir)
     extras = report_extras(run_dir, config, records, study=study, overlays=overlays,
                            overlay_images=overlay_images)
     best = {int(p.name.rsplit("_", 1)[-1]): f"best/{p.name}" for p in sorted((run_dir / "best").glob("trial_*"))
             if p.name.rsplit("_", 1)[-1].isdigit()}
-    render_report(records, run_dir / "report.html", title=title, config=config, exported=best, **extras)
+    render_report(shown, run_dir / "report.html", title=title, config=config, exported=best, **extras)
     return front

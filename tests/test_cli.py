@@ -287,3 +287,27 @@ def test_bad_recipe_values_are_refused(tmp_path, args, message):
     result = run_cli(*args, "--out", "run", cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_baseline_presets_are_trained_once_drawn_and_never_exported(tmp_path):
+    args = ["--trials", "1", "--epochs", "1", "--image-size", "32", "--fix", "depth=3", "--device", "cpu",
+            "--baselines", "unet-16", "--out", "run"]
+    first = run_cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    folder = tmp_path / "run" / "baselines" / "unet-16"
+    info = read_checkpoint_info(folder)
+    assert info.metrics["kind"] == "preset" and 0 <= info.metrics["dice"] <= 1
+    model, _ = load_checkpoint(folder)
+    assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+    assert not (tmp_path / "run" / "best" / "unet-16").exists()
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "baseline preset" in report and "unet-16" in report
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0 and "baseline unet-16: already trained" in again.stdout
+
+
+def test_an_unknown_baseline_preset_is_refused(tmp_path):
+    result = run_cli("--baselines", "unet-17", "--out", "run", cwd=tmp_path)
+    assert result.returncode == 2 and "unknown preset 'unet-17'" in result.stderr
+    assert not (tmp_path / "run").exists()
