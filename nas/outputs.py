@@ -130,7 +130,11 @@ def write_run_outputs(records: list[TrialRecord], run_dir: Path, *, title: str, 
     front = pareto_front(records, OBJECTIVES)
     if export:
         export_best(front, run_dir)
-    shown = records + baseline_records(run_dir)  # baselines are drawn (own marker), never exported
+    from compress.index import compressed_records
+
+    first = max((r.number for r in records), default=-1) + 1
+    # compressed variants and baselines are drawn (own markers) but never exported to best/
+    shown = records + compressed_records(run_dir, first_number=first) + baseline_records(run_dir)
     save_static_figures(shown, run_dir)
     extras = report_extras(run_dir, config, records, study=study, overlays=overlays,
                            overlay_images=overlay_images)

@@ -1,0 +1,54 @@
+"""``<run>/compressed/compressed.json``: every compressed variant of a run, kept or rejected by the gate.
+
+Plain JSON, no torch import, so the report side (``nas.outputs``) can read it cheaply and turn the
+kept variants into ``TrialRecord``s that ``reports.render_report`` draws with the compressed marker.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nas.io import atomic_write_json
+from nas.records import TrialRecord
+
+INDEX_FILE = "compressed.json"
+FORMAT = "resunet-nas-compressed"
+
+
+def index_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "compressed" / INDEX_FILE
+
+
+def read_index(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The variants listed so far (empty when the run was never compressed or the file is unreadable)."""
+    try:
+        data = json.loads(index_path(run_dir).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return list(data.get("variants", [])) if isinstance(data, dict) and data.get("format") == FORMAT else []
+
+
+def write_index(run_dir: str | Path, variants: list[dict[str, Any]]) -> Path:
+    """Merge ``variants`` into the index by name (a re-run replaces its earlier entry), atomically."""
+    merged = {v["name"]: v for v in read_index(run_dir)}
+    merged.update({v["name"]: v for v in variants})
+    return atomic_write_json(index_path(run_dir), {"format": FORMAT, "variants": sorted(
+        merged.values(), key=lambda v: v["name"])})
+
+
+def compressed_records(run_dir: str | Path, first_number: int) -> list[TrialRecord]:
+    """Kept variants as records numbered from ``first_number`` (above every search trial's number)."""
+    records = []
+    for offset, variant in enumerate(v for v in read_index(run_dir) if v.get("kept") and v.get("checkpoint")):
+        metrics = dict(variant.get("metrics") or {})
+        records.append(TrialRecord(
+            number=first_number + offset, state="COMPLETE", spec=variant.get("spec"), dice=metrics.get("dice"),
+            macs=metrics.get("macs"), flops=metrics.get("flops"), param_count=metrics.get("params"),
+            latency_ms=metrics.get("latency_ms"), latency_device=metrics.get("latency_device"),
+            seconds=metrics.get("seconds"), best_epoch=metrics.get("best_epoch"),
+            epoch_dice=tuple(metrics.get("epoch_dice") or ()), checkpoint=variant["checkpoint"],
+            params={"parent_trial": metrics.get("parent_trial"), "importance": metrics.get("importance"),
+                    "ratio": metrics.get("ratio")},
+            metrics=metrics))
+    return records
