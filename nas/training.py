@@ -237,9 +237,13 @@ def gradient_checkpointing(model: nn.Module, enabled: bool = True):
 EpochCallback = Callable[[int, float, float], None]  # (epoch, train loss, val dice)
 
 
+ExtraLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (normalized input, logits) -> loss
+
+
 def _forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fov: torch.Tensor | None,
-                  config: TrainConfig, deep: bool) -> torch.Tensor:
-    """Main loss, plus ``aux_weight`` x each deep-supervision loss when the model provides them."""
+                  config: TrainConfig, deep: bool, extra_loss: ExtraLoss | None = None) -> torch.Tensor:
+    """Main loss, plus ``aux_weight`` x each deep-supervision loss when the model provides them,
+    plus ``extra_loss(x, logits)`` (e.g. distillation from a teacher) when given."""
     if deep:
         logits, aux = model.forward_with_aux(x)  # (B, 1, *P), [(B, 1, *P), ...]
     else:
@@ -247,11 +251,13 @@ def _forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fov: torch
     loss = dice_focal_loss(logits, y, config.focal_gamma, config.focal_weight, fov)
     for extra in aux:
         loss = loss + config.aux_weight * dice_focal_loss(extra, y, config.focal_gamma, config.focal_weight, fov)
+    if extra_loss is not None:
+        loss = loss + extra_loss(x, logits)
     return loss
 
 
 def train_model(model: nn.Module, data: SegmentationData, config: TrainConfig,
-                on_epoch: EpochCallback | None = None) -> TrainResult:
+                on_epoch: EpochCallback | None = None, extra_loss: ExtraLoss | None = None) -> TrainResult:
     """Train in place and return the curve plus the best epoch's weights (on CPU)."""
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -296,7 +302,7 @@ def train_model(model: nn.Module, data: SegmentationData, config: TrainConfig,
                 y = masks.to(device, non_blocking=True)  # (B, 1, *P)
                 fov = batch[2].to(device, non_blocking=True) if with_fov else None
                 with _autocast(device, use_amp, config.cpu_bf16):
-                    loss = _forward_loss(model, x, y, fov, config, deep)
+                    loss = _forward_loss(model, x, y, fov, config, deep, extra_loss)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)

@@ -242,3 +242,19 @@ def test_trial_metrics_carry_json_safe_quality_for_val_and_test(data):
     assert quality["val"]["dice"] == pytest.approx(metrics["dice"], abs=1e-6)
     assert metrics["train_peak_memory_bytes"] is None and metrics["epochs_run"] == 1
     assert json_safe({"a": [float("nan"), 1.0]}) == {"a": [None, 1.0]}
+
+
+def test_extra_loss_hook_joins_the_training_loss(data):
+    seen = []
+
+    def extra(x, logits):
+        seen.append((tuple(x.shape), tuple(logits.shape)))
+        return logits.new_tensor(5.0)
+
+    torch.manual_seed(0)
+    model = build_model(SPEC, data.in_channels, 1)
+    config = TrainConfig(epochs=1, batch_size=4, patch_size=32, seed=0, device="cpu")
+    with_extra = train_model(model, data, config, extra_loss=extra)
+    _, plain = _train(data, epochs=1)
+    assert seen and all(x[0] == logits[0] and logits[1] == 1 for x, logits in seen)
+    assert with_extra.epoch_loss[0] == pytest.approx(plain.epoch_loss[0] + 5.0, rel=1e-4)
