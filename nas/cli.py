@@ -16,9 +16,12 @@ from search_spaces import get_space, list_spaces
 from search_spaces.overrides import (OverrideError, Restriction, RestrictedSuggest, RestrictionConflict,
                                      check_restriction, describe_dimensions, restriction_from_args)
 
-from .constraints import Constraints, Verdict, check_model, parse_count
+from .constraints import Constraints, parse_count
 from .data import DataError, check_data_source, load_data
+from .objectives import Objectives
 from .training import TrainConfig, resolve_device
+
+SAMPLERS = ("tpe", "nsga2", "nsga3", "random")  # = nas.optuna_study.SAMPLERS (Optuna imported late)
 
 MAX_PRUNED_IN_A_ROW = 25  # default of --max-pruned-in-a-row (= nas.optuna_study.MAX_DUPLICATES_IN_A_ROW)
 DEFAULTS = dict(data="synthetic", trials=20, epochs=10, image_size=64, seed=0, device="auto",
@@ -46,6 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study-name", default=None, help="study name (default: the space name)")
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed for data, sampler and training")
     parser.add_argument("--device", default=DEFAULTS["device"], help="auto (CUDA when present), cpu or cuda")
+    engine = parser.add_argument_group("search engine")
+    engine.add_argument("--objectives", default=str(Objectives()), metavar="dice,COST[,COST]",
+                        help="what to optimise: dice and one or two of macs, latency, params, memory "
+                             "(training-step MB), e.g. dice,latency or dice,macs,memory (default dice,macs)")
+    engine.add_argument("--sampler", default="tpe", choices=SAMPLERS,
+                        help="Optuna multi-objective sampler, seeded by --seed (default tpe)")
+    engine.add_argument("--early-stop", default="on", choices=("on", "off"),
+                        help="cost-aware successive halving: at epochs 1, 3, 9, ... stop a trial whose Dice is "
+                             "beaten by most trials that cost no more (default on)")
+    engine.add_argument("--timeout", type=_positive_float, default=None, metavar="SECONDS",
+                        help="wall-clock budget: no new trial starts after it (the running ones finish)")
+    engine.add_argument("--max-failures", type=int, default=5, metavar="N",
+                        help="end the search after N failed trials (exceptions, NaN losses, out of memory)")
+    engine.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="N processes of this machine share the study (one GPU each when there are "
+                             "several; a journal file is the default storage then)")
+    engine.add_argument("--worker-id", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--baselines", default="", metavar="PRESET[,PRESET]",
                         help="also train these presets with the same data and recipe, as reference points "
                              "in the report (nas-profile --list-presets names them)")
@@ -121,7 +141,7 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     except (ValueError, DataError) as error:
         parser.error(str(error))
     for name, minimum in (("trials", 1), ("epochs", 1), ("batch_size", 1), ("image_size", 16),
-                          ("max_pruned_in_a_row", 1)):
+                          ("max_pruned_in_a_row", 1), ("max_failures", 1), ("workers", 1)):
         if getattr(args, name) < minimum:
             parser.error(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(args, name)}")
     if args.baselines:
@@ -142,6 +162,13 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error(f"--early-stop-patience must be >= 1, got {args.early_stop_patience}")
     if args.storage is not None and "://" not in args.storage:
         parser.error(f"--storage must be a URL such as sqlite:///path/study.db, got {args.storage!r}")
+    if args.workers > 1 and args.storage and args.storage.startswith("sqlite"):
+        parser.error("--workers > 1 needs a storage that takes several writers: leave --storage out "
+                     "(a journal file), or use journal:///path or postgresql://...")
+    try:
+        Objectives.parse(args.objectives)
+    except ValueError as error:
+        parser.error(f"--objectives: {error}")
 
 
 # Training-recipe flags: (flag, TrainConfig field, type, help). Each one that differs from its
@@ -199,25 +226,6 @@ def _data_name(source: str) -> str:
     return f"{folder.parent.name}-{folder.name}" if generic else folder.name
 
 
-class Progress:
-    """One line per epoch and per trial, flushed, so a long search shows it is alive."""
-
-    def __init__(self, total: int, epochs: int) -> None:
-        self.total, self.epochs = total, epochs
-        self.started = time.perf_counter()
-
-    def trial(self, number: int, finished: int, spec: Any) -> None:
-        print(f"trial {number:>3} ({finished}/{self.total} finished)  {spec.summary()}", flush=True)
-
-    def epoch(self, epoch: int, loss: float, dice: float) -> None:
-        print(f"    epoch {epoch}/{self.epochs}  loss {loss:.3f}  val dice {dice:.3f}", flush=True)
-
-    def done(self, metrics: dict[str, Any]) -> None:
-        print(f"    -> dice {metrics['dice']:.3f} (epoch {metrics['best_epoch']})  "
-              f"{metrics['macs'] / 1e6:.1f} MMAC  {metrics['params'] / 1e3:.1f} k params  "
-              f"{metrics['latency_ms']:.2f} ms  {metrics['seconds']:.1f} s", flush=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -246,14 +254,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"{args.data!r} holds {kind[data.spatial_dims]}")
     train_config, recipe_changes = _recipe(args)
 
-    # Imported late: Optuna is only needed once the inputs are known to be good.
-    from .objective import TrialSettings, run_trial
-    from .optuna_study import (StudyConfigError, apply_verdict, count_finished, open_study,
-                               record_fixed_params, run_study, skip_if_duplicate, study_records)
-    from .outputs import write_run_outputs
+    return _run_search(args, argv, parser, space, restriction, constraints, data, train_config, recipe_changes)
 
+
+def _run_search(args, argv, parser, space, restriction, constraints, data, train_config, recipe_changes) -> int:
+    """Open (or resume) the study and run it: in this process, in ``--workers`` processes, or as one worker."""
+    # Imported late: Optuna is only needed once the inputs are known to be good.
+    from .early_stop import RungPolicy
+    from .objective import TrialSettings
+    from .optuna_search import search
+    from .optuna_study import (StudyConfigError, count_finished, default_storage, open_study,
+                               recover_lost_trials, study_records)
+    from .outputs import write_run_outputs
+    from .run_lock import RunLocked, lock_run
+    from .search import LiveView, SearchJob
+
+    objectives = Objectives.parse(args.objectives)
     out = Path(args.out or Path("runs") / f"{space.name}-{_data_name(args.data)}").resolve()
-    storage = args.storage or f"sqlite:///{out / 'study.db'}"
+    storage = args.storage or default_storage(out, args.workers)
     study_name = args.study_name or space.name
     data_id = args.data if args.data.startswith("synthetic") else str(Path(args.data).resolve())
     study_config = {"space": space.name, "data": data_id, "epochs": args.epochs,
@@ -264,72 +282,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         study_config["constraints"] = constraints.to_dict()
     if recipe_changes:
         study_config["recipe"] = recipe_changes
+    for key, value, default in (("objectives", str(objectives), "dice,macs"), ("sampler", args.sampler, "tpe"),
+                                ("early_stop", args.early_stop, "on")):
+        if value != default:
+            study_config[key] = value
     out.mkdir(parents=True, exist_ok=True)
+    worker = args.worker_id is not None
+    lock = None
+    if not worker:
+        try:
+            lock = lock_run(out)
+        except RunLocked as error:
+            parser.error(str(error))
     try:
-        study = open_study(storage, study_name, args.seed, study_config)
+        study = open_study(storage, study_name, args.seed, study_config, objectives, args.sampler)
     except StudyConfigError as error:
         parser.error(str(error))
+    own_storage = storage.endswith((str(out / "study.db"), str(out / "study.journal")))
+    if not worker:
+        for number in recover_lost_trials(study, local=own_storage):
+            print(f"trial {number} was lost (killed or interrupted): queued again", flush=True)
 
-    settings = TrialSettings(
-        image_size=args.image_size,
-        train=train_config,
-    )
-    progress = Progress(args.trials, args.epochs)
+    settings = TrialSettings(image_size=args.image_size, train=train_config,
+                             measure_train_memory=objectives.needs_memory)
+    job = SearchJob(space=space, data=data, settings=settings, out=out, trials=args.trials,
+                    restriction=restriction, constraints=constraints, objectives=objectives,
+                    early_stop=RungPolicy.for_epochs(args.epochs) if args.early_stop == "on" else None,
+                    max_failures=args.max_failures, max_pruned_in_a_row=args.max_pruned_in_a_row,
+                    timeout=args.timeout)
     already = count_finished(study)
+    live = LiveView(out, args.trials, objectives, already)
+    if worker:
+        print(f"nas-search worker {args.worker_id} (pid {os.getpid()}): storage {storage}", flush=True)
+        search(job, study)
+        return 0
     print(f"nas-search: space {space.name}, data {data.name} ({len(data.train_images)} train / "
           f"{len(data.val_images)} val images, {data.in_channels} channel(s)), "
-          f"device {resolve_device(args.device)}, {already}/{args.trials} trials finished, out {out}",
-          flush=True)
-
-    device = resolve_device(args.device)
-
-    def check_constraints(trial, spec: Any) -> dict[str, Any]:
-        """Milliseconds instead of an epoch: prune (infeasible) before any training."""
-        model = space.build_model(spec, data.in_channels, 1)
-        verdict = check_model(model, constraints, in_channels=data.in_channels, image_size=args.image_size,
-                              batch_size=args.batch_size, device=device)
-        if not verdict.feasible:
-            print(f"    -> pruned: {verdict.reason}", flush=True)
-        apply_verdict(trial, verdict)
-        return verdict.measured
-
-    def trial_function(trial) -> dict[str, Any]:
-        suggest = RestrictedSuggest(trial, restriction) if restriction else trial
-        checked: dict[str, Any] = {}
-
-        def on_spec(spec: Any) -> None:
-            progress.trial(trial.number, count_finished(study), spec)
-            if restriction:
-                record_fixed_params(trial, suggest.fixed)
-            if args.image_size // spec.downsampling_factor < 2:
-                reason = (f"depth {spec.depth} halves --image-size {args.image_size} to under 2 px "
-                          "at the bridge")
-                print(f"    -> pruned: infeasible: {reason}", flush=True)
-                apply_verdict(trial, Verdict(measured={}, violations={"image_size": 1.0}, reasons=(reason,)))
-            if constraints:
-                checked.update(check_constraints(trial, spec))
-            try:
-                skip_if_duplicate(study, trial)
-            except Exception:
-                print(f"    -> skipped: {trial.user_attrs['fail_reason']}", flush=True)
-                raise
-
-        try:
-            attrs = run_trial(suggest, trial.number, space, data, settings, out, on_spec=on_spec,
-                              on_epoch=progress.epoch)
-        except RestrictionConflict as error:  # a conditional dimension this architecture lacks
-            print(f"trial {trial.number:>3}  -> pruned: infeasible: {error}", flush=True)
-            apply_verdict(trial, Verdict(measured={}, violations={"restriction": 1.0}, reasons=(str(error),)))
-            raise
-        # Costs measured only for the check (training-step memory) join the trial's metrics.
-        attrs["metrics"].update({k: v for k, v in checked.items() if k not in attrs["metrics"]})
-        progress.done(attrs["metrics"])
-        return attrs
+          f"device {resolve_device(args.device)}, {already}/{args.trials} trials finished, "
+          f"objectives {objectives}, sampler {args.sampler}, early stop {args.early_stop}, "
+          f"{args.workers} worker(s), out {out}", flush=True)
 
     interrupted = False
     stopped = None
     try:
-        stopped = run_study(study, args.trials, trial_function, max_pruned_in_a_row=args.max_pruned_in_a_row)
+        if args.workers > 1:
+            from .workers import run_workers
+
+            stopped = run_workers(
+                list(sys.argv[1:] if argv is None else argv), args.workers, storage, out,
+                poll=lambda: live.update(study_records(study)),
+                recover=lambda: recover_lost_trials(study, local=False),
+                remaining=lambda: args.trials - count_finished(study), max_failures=args.max_failures,
+                gpu_count=_gpu_count(args.device))
+        else:
+            stopped = search(job, study, live)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: writing the report of the finished trials", file=sys.stderr, flush=True)
@@ -339,24 +345,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             train_baselines([n.strip() for n in args.baselines.split(",")], data, settings, out,
-                            on_epoch=progress.epoch)
+                            on_epoch=lambda e, loss, dice: print(f"    epoch {e}/{args.epochs}  loss {loss:.3f}  "
+                                                                 f"val dice {dice:.3f}", flush=True))
         except KeyboardInterrupt:
             interrupted = True
             print("\ninterrupted: writing the report of the finished trials", file=sys.stderr, flush=True)
 
     records = study_records(study)
-    config = {**study_config, "trials": args.trials, "study": study_name, "storage": storage,
-              "device": str(resolve_device(args.device)), "torch_threads": _threads()}
+    live.update(records)
+    config = {**study_config, "objectives": str(objectives), "trials": args.trials, "study": study_name,
+              "storage": storage, "device": str(resolve_device(args.device)), "torch_threads": _threads()}
     front = write_run_outputs(records, out, title=f"nas-search: {space.name} on {data.name}", config=config)
     finished = sum(r.finished for r in records)
-    print(f"\n{finished} finished trial(s); Pareto front (Dice vs MACs):")
+    print(f"\n{finished} finished trial(s); Pareto front ({' vs '.join(objectives.names)}):")
     for record in front.front:
         print(f"  trial {record.number:>3}  dice {record.dice:.3f}  {record.macs / 1e6:.1f} MMAC  "
-              f"-> {out / 'best' / Path(record.checkpoint or '').name}")
+              f"{record.latency_ms:.2f} ms  -> {out / 'best' / Path(record.checkpoint or '').name}")
     print(f"report: {out / 'report.html'}\ntable:  {out / 'trials.csv'}")
+    if stopped == "timeout":
+        print(f"nas-search: stopped: --timeout {args.timeout:g} s reached with {finished}/{args.trials} "
+              "finished; the same command resumes", flush=True)
+    if stopped == "failures":
+        print(f"nas-search: stopped: {args.max_failures} trials failed (see fail_reason in trials.csv)",
+              file=sys.stderr, flush=True)
+        return 1
     if stopped == "pruned_in_a_row":
         return _explain_pruned_stop(records, args.max_pruned_in_a_row)
     return 130 if interrupted else 0
+
+
+def _gpu_count(device: str) -> int:
+    import torch
+
+    return torch.cuda.device_count() if device in ("auto", "cuda") and torch.cuda.is_available() else 0
 
 
 def _explain_pruned_stop(records: list, in_a_row: int) -> int:

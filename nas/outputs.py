@@ -22,6 +22,15 @@ from .io import staging_dir
 from .records import TrialRecord, write_trials_csv
 
 OBJECTIVES = (Objective("dice", "maximize"), Objective("macs", "minimize"))
+
+
+def run_objectives(config: Mapping[str, Any]) -> tuple[Objective, ...]:
+    """The axes ``best/`` is ranked by: the search's ``--objectives`` (Dice vs MACs by default)."""
+    from .objectives import Objectives
+    from .search import report_objectives
+
+    names = config.get("objectives")
+    return report_objectives(Objectives.parse(names)) if names else OBJECTIVES
 VERSIONED = ("torch", "optuna", "numpy", "plotly", "onnxruntime")
 
 
@@ -114,7 +123,8 @@ def report_extras(run_dir: Path, config: Mapping[str, Any], records: list[TrialR
             extras["overlays"] = prediction_overlays(run_dir, config, n_images=overlay_images)
         except Exception as error:
             note = _warn("prediction overlays", error)
-            extras["overlays"] = {r.number: {"error": note} for r in pareto_front(records, OBJECTIVES).front}
+            front = pareto_front(records, run_objectives(config)).front
+            extras["overlays"] = {r.number: {"error": note} for r in front}
     return extras
 
 
@@ -127,7 +137,7 @@ def write_run_outputs(records: list[TrialRecord], run_dir: Path, *, title: str, 
     """
     run_dir = Path(run_dir)
     write_trials_csv(records, run_dir / "trials.csv")
-    front = pareto_front(records, OBJECTIVES)
+    front = pareto_front(records, run_objectives(config))
     if export:
         export_best(front, run_dir)
     from compress.index import compressed_records

@@ -15,6 +15,7 @@ from nas.records import TrialRecord
 
 DIRECTIONS = ("maximize", "minimize")
 _RECORD_FIELDS = frozenset(f.name for f in fields(TrialRecord))
+METRIC_OBJECTIVES = frozenset({"train_memory_mb"})  # read from ``record.metrics``
 _CHUNK_CELLS = 4_000_000  # bounds the (rows x n x k) comparison block, so memory stays ~tens of MB
 
 
@@ -28,7 +29,7 @@ class Objective:
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
-        if self.name not in _RECORD_FIELDS:
+        if self.name not in _RECORD_FIELDS | METRIC_OBJECTIVES:
             raise ValueError(f"{self.name!r} is not a TrialRecord field")
 
 
@@ -83,7 +84,7 @@ def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str])
 
 
 def _value(record: TrialRecord, name: str) -> float | None:
-    raw = getattr(record, name)
+    raw = record.metrics.get(name) if name in METRIC_OBJECTIVES else getattr(record, name)
     if raw is None:
         return None
     value = float(raw)
