@@ -295,7 +295,9 @@ def _run_search(args, argv, parser, space, restriction, constraints, data, train
         except RunLocked as error:
             parser.error(str(error))
     try:
-        study = open_study(storage, study_name, args.seed, study_config, objectives, args.sampler)
+        # Each worker samples with its own seed: the same seed would propose the same architectures.
+        sampler_seed = args.seed + 7919 * (args.worker_id + 1) if worker else args.seed
+        study = open_study(storage, study_name, sampler_seed, study_config, objectives, args.sampler)
     except StudyConfigError as error:
         parser.error(str(error))
     own_storage = storage.endswith((str(out / "study.db"), str(out / "study.journal")))

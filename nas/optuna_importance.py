@@ -61,5 +61,7 @@ def param_importances(study: optuna.Study, *, seed: int = 0) -> dict[str, Any]:
 def importances_from_storage(storage: str, study_name: str) -> dict[str, Any]:
     """Load the study read-only-ish (no heartbeat, no writes) and compute its importances."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    from .optuna_study import make_storage
+
+    study = optuna.load_study(study_name=study_name, storage=make_storage(storage))
     return param_importances(study)

@@ -131,13 +131,14 @@ def apply_verdict(trial: optuna.Trial, verdict: Any) -> None:
 
 
 def skip_if_duplicate(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Prune a trial whose sampled params equal a finished trial's: same spec, same seed, same result.
+    """Prune a trial whose sampled params equal a finished (or, with several workers, a running)
+    trial's: same spec, same seed, same result.
 
     Call it once the params are sampled, before training; the pruned trial records which
     trial it repeats and does not count as finished.
     """
-    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if other.params == trial.params:
+    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+        if other.number != trial.number and other.params == trial.params:
             trial.set_user_attr("fail_reason", f"duplicate of trial {other.number}")
             raise optuna.TrialPruned(f"duplicate of trial {other.number}")
 
