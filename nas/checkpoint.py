@@ -15,17 +15,19 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
 from torch import nn
 
 from search_spaces import get_space
 
 from .data import Normalization
-from .io import atomic_write, atomic_write_json, staging_dir
+from .io import WriteError, atomic_write_bytes, atomic_write_json, staging_dir
 
 FORMAT = "resunet-nas-checkpoint"
 FORMAT_VERSION = 1
 SPEC_FILE, WEIGHTS_FILE, METRICS_FILE = "spec.json", "model.safetensors", "metrics.json"
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")  # named in errors, never opened
 
 
 class CheckpointError(ValueError):
@@ -59,7 +61,8 @@ def save_checkpoint(folder: str | os.PathLike, model: nn.Module, spec: Any, *, s
     try:
         weights = staging / WEIGHTS_FILE
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT}))
+        # serialized in memory, then written with os.write: a full disk is an OSError (WriteError)
+        atomic_write_bytes(weights, save_bytes(state, metadata={"format": FORMAT}))
         atomic_write_json(staging / SPEC_FILE, {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -80,11 +83,19 @@ def save_checkpoint(folder: str | os.PathLike, model: nn.Module, spec: Any, *, s
 def replace_folder(source: Path, target: Path) -> None:
     """Rename ``source`` onto ``target``; an existing target is moved aside first, then deleted."""
     trash = None
-    if target.exists():
-        trash = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(target, trash)
-    os.replace(source, target)
+    try:
+        if target.exists():
+            trash = target.with_name(f".{target.name}.old-{os.getpid()}")
+            shutil.rmtree(trash, ignore_errors=True)
+            os.replace(target, trash)
+        try:
+            os.replace(source, target)
+        except BaseException:
+            if trash is not None:
+                os.replace(trash, target)  # the previous version goes back
+            raise
+    except OSError as error:
+        raise WriteError(target, error) from error
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
 
@@ -102,7 +113,9 @@ def read_checkpoint_info(folder: str | os.PathLike) -> CheckpointInfo:
     """Parse ``spec.json`` and ``metrics.json`` (no weights), validating every field."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise CheckpointError(f"{folder}: not a checkpoint folder")
+        hint = (" (pickled checkpoints are never loaded: a checkpoint is a folder with spec.json and "
+                f"{WEIGHTS_FILE})") if folder.suffix.lower() in PICKLE_SUFFIXES else ""
+        raise CheckpointError(f"{folder}: not a checkpoint folder{hint}")
     header = _read_json(folder / SPEC_FILE)
     where = folder / SPEC_FILE
     if not isinstance(header, dict) or header.get("format") != FORMAT:
@@ -134,9 +147,15 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     info = read_checkpoint_info(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
-        raise CheckpointError(f"{weights}: missing")
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+        found = f" (found {', '.join(pickles)}: pickled weights are never loaded)" if pickles else ""
+        raise CheckpointError(f"{weights}: missing{found}")
     expected = info.metrics.get("weights_sha256")
-    if expected is not None and file_sha256(weights) != expected:
+    try:
+        actual = file_sha256(weights)
+    except OSError as error:
+        raise CheckpointError(f"{weights}: cannot read it ({error.strerror or error})") from None
+    if expected is not None and actual != expected:
         raise CheckpointError(f"{weights}: content hash does not match metrics.json (corrupt or replaced)")
     try:
         state = load_file(weights)  # safetensors: plain tensors, never executes code

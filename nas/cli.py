@@ -160,6 +160,14 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
             parser.error(f"--{name.replace('_', '-')} out of range: {getattr(args, name)}")
     if args.early_stop_patience is not None and args.early_stop_patience < 1:
         parser.error(f"--early-stop-patience must be >= 1, got {args.early_stop_patience}")
+    if args.out is not None:
+        from .io import unwritable
+
+        problem = unwritable(Path(args.out), folder=True)
+        if problem:
+            parser.error(f"--out {args.out}: {problem}")
+    if not args.lr > 0:
+        parser.error(f"--lr must be > 0, got {args.lr}")
     if args.storage is not None and "://" not in args.storage:
         parser.error(f"--storage must be a URL such as sqlite:///path/study.db, got {args.storage!r}")
     if args.workers > 1 and args.storage and args.storage.startswith("sqlite"):
@@ -254,7 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"{args.data!r} holds {kind[data.spatial_dims]}")
     train_config, recipe_changes = _recipe(args)
 
-    return _run_search(args, argv, parser, space, restriction, constraints, data, train_config, recipe_changes)
+    try:
+        return _run_search(args, argv, parser, space, restriction, constraints, data, train_config, recipe_changes)
+    except OSError as error:  # disk full, folder made read-only meanwhile: one line, the study intact
+        print(f"nas-search: error: {error}", file=sys.stderr, flush=True)
+        return 1
 
 
 def _run_search(args, argv, parser, space, restriction, constraints, data, train_config, recipe_changes) -> int:

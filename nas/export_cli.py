@@ -1,16 +1,19 @@
 """``nas-export``: write a checkpoint as ONNX, TorchScript or safetensors, checked against PyTorch.
 
-Bad input (not a checkpoint folder, corrupt files, a bad size) ends with one line and exit code 2;
-an export that does not match PyTorch is not written and ends with exit code 1.
+Bad input (not a checkpoint folder, corrupt files, a bad size, an unwritable --output) ends with one
+line and exit code 2; an export that does not match PyTorch, or a write that fails (disk full), is not
+written and ends with one line and exit code 1 (the previous file, if any, stays as it was).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from .checkpoint import load_checkpoint
-from .export import FORMATS, ExportError, export_checkpoint
+from .export import DEFAULT_FILES, FORMATS, ExportError, export_checkpoint
+from .io import unwritable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,11 +41,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         size = size[0] if len(size) == 1 else tuple(size)
     try:
         load_checkpoint(args.checkpoint, "cpu")  # corrupt or mismatched files: refused before writing
-        result = export_checkpoint(args.checkpoint, args.format, output=args.output, input_size=size)
-    except ValueError as error:  # CheckpointError, or --input-size sides that do not fit the model
+    except ValueError as error:  # CheckpointError
+        parser.error(str(error))
+    output = Path(args.output) if args.output else Path(args.checkpoint) / DEFAULT_FILES[args.format]
+    problem = unwritable(output)
+    if problem:
+        parser.error(f"cannot write {output}: {problem}")
+    try:
+        result = export_checkpoint(args.checkpoint, args.format, output=output, input_size=size)
+    except ValueError as error:  # --input-size sides that do not fit the model
         parser.error(str(error))
     except ExportError as error:
         print(f"{parser.prog}: export failed: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # disk full, folder made read-only meanwhile: nothing half-written
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
     print(result.summary())
     return 0

@@ -1,7 +1,8 @@
 """``nas-predict``: segment images of any size with a checkpoint (PyTorch or its ONNX file).
 
 Every input is read and checked before anything is written: a missing input, an empty folder, an
-unreadable image or a channel count the model does not take ends with one line and exit code 2.
+unreadable image, a channel count the model does not take or an unwritable --output ends with one
+line and exit code 2; a write that fails midway (disk full) ends with one line and exit code 1.
 Masks (output channel 0) are PNG 0/255 with the input's stem; overlays (``<stem>_overlay.png``)
 tint the mask red. Images are processed one at a time, so memory is one image and its logits.
 """
@@ -11,7 +12,7 @@ import argparse
 import io
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
 from .data import IMAGE_SUFFIXES, DataError, _read_image
 from .export import DEFAULT_FILES, INPUT_NAME, checkpoint_spatial_dims, default_input_size
 from .inference import MAX_OVERLAP, Predictor, sliding_window_logits
-from .io import atomic_write_bytes
+from .io import atomic_write_bytes, unwritable
 from .training import resolve_device
 
 OVERLAY_ALPHA = 0.5
@@ -119,6 +120,9 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[l
     output = Path(args.output)
     if output.exists() and not output.is_dir():
         parser.error(f"--output {output} exists and is not a folder")
+    problem = unwritable(output, folder=True)
+    if problem:
+        parser.error(f"--output {output}: {problem}")
     try:
         info = read_checkpoint_info(args.checkpoint)
         if checkpoint_spatial_dims(info.space) != 2:
@@ -153,6 +157,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))
     patch = _patch_size(parser, args, info, fixed)
 
+    try:
+        _predict_all(args, inputs, info, predictor, device, patch)
+    except OSError as error:  # disk full, folder made read-only meanwhile: masks written so far are whole
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _predict_all(args: argparse.Namespace, inputs: list[Path], info, predictor, device,
+                 patch: tuple[int, int]) -> None:
+    """Segment every input and write its mask (and overlay), each file atomically."""
     output = Path(args.output)
     logit_threshold = _logit(args.threshold)
     for path in inputs:
@@ -167,7 +182,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{path.name}: {image.shape[1]}x{image.shape[0]}, foreground {mask.mean():.2%}", flush=True)
     print(f"wrote {len(inputs)} mask(s) to {output} (patch {patch[0]}x{patch[1]}, overlap {args.overlap}, "
           f"{'onnxruntime' if args.onnx else 'PyTorch ' + str(device)})")
-    return 0
 
 
 def _patch_size(parser: argparse.ArgumentParser, args: argparse.Namespace, info,

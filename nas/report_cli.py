@@ -1,7 +1,10 @@
 """``nas-report --run DIR``: rebuild ``report.html``, ``trials.csv`` and the static fronts from a run's study.
 
-Reads the study storage only (never trains, never changes ``best/``); bad input ends with one line
-on stderr and exit code 2, before anything is written.
+Reads the study storage only (never trains, never changes ``best/``); bad input (including a run
+directory it cannot write) ends with one line on stderr and exit code 2, before anything is written.
+A write that fails midway (disk full) ends with one line and exit code 1; every file is written
+atomically, so each one is the new or the previous version, and the study is only read. A ``best/``
+checkpoint that cannot be loaded (corrupt, a pickle) is named in a warning; its overlay is skipped.
 """
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Sequence
+
+from .io import unwritable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +38,17 @@ def _title(config: dict) -> str:
     return f"nas-search: {config.get('space', '?')} on {name}"
 
 
+def _warn_unloadable(run: Path, prog: str) -> None:
+    """One warning line per ``best/`` checkpoint the overlays cannot load (the page says why too)."""
+    from .checkpoint import CheckpointError, load_checkpoint
+
+    for folder in sorted((run / "best").glob("trial_*")):
+        try:
+            load_checkpoint(folder)  # safetensors only: a pickle is refused, never unpickled
+        except (CheckpointError, OSError) as error:
+            print(f"{prog}: warning: {error} (its overlay is skipped)", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -41,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--run {args.run}: no such run directory")
     if args.overlay_images < 1:
         parser.error(f"--overlay-images must be >= 1, got {args.overlay_images}")
+    problem = unwritable(run, folder=True)
+    if problem:
+        parser.error(f"--run {args.run}: {problem}")
     if args.storage is None:
         if not (run / "study.db").is_file():
             parser.error(f"--run {args.run}: no study.db in it (pass --storage for another storage)")
@@ -59,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     except Exception as error:  # unreadable or foreign storage
-        parser.error(f"--storage {storage}: cannot be read ({type(error).__name__}: {str(error).splitlines()[0]})")
+        where = f"--storage {storage}" if args.storage else f"{run / 'study.db'}"
+        parser.error(f"{where}: cannot be read ({type(error).__name__}: {str(error).splitlines()[0]})")
     if args.study_name is None and len(names) != 1:
         found = ", ".join(names) or "none"
         parser.error(f"{storage}: {'no study' if not names else 'several studies'} in it "
@@ -71,9 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     search_config = dict(study.user_attrs.get(CONFIG_ATTR) or {})
     records = study_records(study)
     config = {**search_config, "study": name, "storage": storage}
-    write_run_outputs(records, run, title=_title(search_config), config=config, study=study,
-                      overlays=not args.no_overlays and bool(search_config), overlay_images=args.overlay_images,
-                      export=False)
+    overlays = not args.no_overlays and bool(search_config)
+    if overlays:
+        _warn_unloadable(run, parser.prog)
+    try:
+        write_run_outputs(records, run, title=_title(search_config), config=config, study=study,
+                          overlays=overlays, overlay_images=args.overlay_images, export=False)
+    except OSError as error:  # disk full, folder made read-only meanwhile
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
     finished = sum(r.finished for r in records)
     print(f"nas-report: {len(records)} trial(s), {finished} finished -> {run / 'report.html'}")
     return 0
