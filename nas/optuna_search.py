@@ -6,6 +6,7 @@ line and cost-aware early stopping, which reads the other trials' curves from th
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import optuna
@@ -23,6 +24,7 @@ from .training import resolve_device
 
 COSTS_ATTR = "objective_costs"  # the trial's cost objectives, known before training
 CURVE_ATTR = "epoch_dice"  # validation Dice per epoch so far: the partial curve of a stopped trial
+TRAIN_SECONDS_ATTR = "train_seconds"  # wall seconds in training and per-epoch validation
 
 
 def rung_peers(study: optuna.Study, number: int, epoch: int) -> list[RungPoint]:
@@ -39,28 +41,42 @@ def rung_peers(study: optuna.Study, number: int, epoch: int) -> list[RungPoint]:
     return peers
 
 
-def epoch_hook(job: SearchJob, study: optuna.Study, trial: optuna.Trial,
-               show: Callable[[int, float, float], None]) -> Callable[[int, float, float], None]:
-    """Keep the partial curve in the storage; stop the trial at a rung where cheaper trials beat it."""
-    curve: list[float] = []
+class EpochHook:
+    """Keep the partial curve in the storage; stop the trial at a rung where cheaper trials beat it.
 
-    def on_epoch(epoch: int, loss: float, dice: float) -> None:
-        show(epoch, loss, dice)
-        curve.append(dice)
-        trial.set_user_attr(CURVE_ATTR, list(curve))
-        costs = trial.user_attrs.get(COSTS_ATTR)
-        if job.early_stop is None or costs is None or epoch not in job.early_stop.rungs:
+    Also stores the seconds spent training (and validating each epoch) since ``start_training()``:
+    everything else in a trial is the engine's own overhead.
+    """
+
+    def __init__(self, job: SearchJob, study: optuna.Study, trial: optuna.Trial,
+                 show: Callable[[int, float, float], None]) -> None:
+        self.job, self.study, self.trial, self.show = job, study, trial, show
+        self.curve: list[float] = []
+        self.training_started = time.perf_counter()
+
+    def start_training(self) -> None:
+        self.training_started = time.perf_counter()
+
+    def __call__(self, epoch: int, loss: float, dice: float) -> None:
+        self.show(epoch, loss, dice)
+        self.curve.append(dice)
+        self.trial.set_user_attr(CURVE_ATTR, list(self.curve))
+        self.trial.set_user_attr(TRAIN_SECONDS_ATTR, time.perf_counter() - self.training_started)
+        policy, costs = self.job.early_stop, self.trial.user_attrs.get(COSTS_ATTR)
+        if policy is None or costs is None or epoch not in policy.rungs:
             return
-        reason = rung_verdict(job.early_stop, epoch, curve, costs, rung_peers(study, trial.number, epoch))
+        reason = rung_verdict(policy, epoch, self.curve, costs, rung_peers(self.study, self.trial.number, epoch))
         if reason is not None:
             print(f"    -> {reason}", flush=True)
             raise EarlyStopped(reason, epoch)
 
-    return on_epoch
+
+def _log(text: str) -> None:
+    print(text, flush=True)
 
 
 def make_trial_function(job: SearchJob, study: optuna.Study,
-                        log: Callable[[str], None] = print) -> Callable[[optuna.Trial], dict[str, Any]]:
+                        log: Callable[[str], None] = _log) -> Callable[[optuna.Trial], dict[str, Any]]:
     device = resolve_device(job.settings.train.device)
     epochs = job.settings.train.epochs
 
@@ -97,12 +113,15 @@ def make_trial_function(job: SearchJob, study: optuna.Study,
                 log(f"    -> skipped: {trial.user_attrs['fail_reason']}")
                 raise
 
+        on_epoch = EpochHook(job, study, trial, show_epoch)
+
         def on_costs(costs: dict[str, Any]) -> None:
             trial.set_user_attr(COSTS_ATTR, list(job.objectives.cost_values({**checked, **costs})))
+            on_epoch.start_training()
 
         try:
             attrs = run_trial(suggest, trial.number, job.space, job.data, job.settings, job.out, on_spec=on_spec,
-                              on_epoch=epoch_hook(job, study, trial, show_epoch), on_costs=on_costs)
+                              on_epoch=on_epoch, on_costs=on_costs)
         except RestrictionConflict as error:  # a conditional dimension this architecture lacks
             log(f"trial {trial.number:>3}  -> pruned: infeasible: {error}")
             apply_verdict(trial, Verdict(measured={}, violations={"restriction": 1.0}, reasons=(str(error),)))

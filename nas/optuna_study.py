@@ -288,7 +288,7 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
         param_count=metrics.get("params"),
         latency_ms=metrics.get("latency_ms"),
         latency_device=metrics.get("latency_device"),
-        seconds=metrics.get("seconds"),
+        seconds=metrics.get("seconds") or trial.user_attrs.get("device_seconds"),  # pruned/failed cost too
         best_epoch=metrics.get("best_epoch"),
         epoch_dice=tuple(metrics.get("epoch_dice") or trial.user_attrs.get("epoch_dice") or ()),
         fail_reason=trial.user_attrs.get("fail_reason"),
