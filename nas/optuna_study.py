@@ -46,6 +46,14 @@ def default_storage(out: Path, workers: int) -> str:
     return f"sqlite:///{sqlite}"
 
 
+def run_storage(run: Path) -> str | None:
+    """The URL of the storage a run directory holds (journal file or SQLite), or None."""
+    for name, scheme in (("study.journal", JOURNAL_SCHEME), ("study.db", "sqlite:///")):
+        if (Path(run) / name).is_file():
+            return f"{scheme}{(Path(run) / name).resolve()}"
+    return None
+
+
 def make_storage(url: str) -> optuna.storages.BaseStorage:
     """RDB storages get a heartbeat, so a trial of a killed process on another machine is marked
     failed and retried once; ``journal:///path`` is Optuna's journal file storage."""

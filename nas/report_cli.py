@@ -60,10 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = unwritable(run, folder=True)
     if problem:
         parser.error(f"--run {args.run}: {problem}")
+    from .optuna_study import run_storage  # imports Optuna, but only once the arguments are known to be good
+
     if args.storage is None:
-        if not (run / "study.db").is_file():
-            parser.error(f"--run {args.run}: no study.db in it (pass --storage for another storage)")
-        storage = f"sqlite:///{(run / 'study.db').resolve()}"
+        storage = run_storage(run)
+        if storage is None:
+            parser.error(f"--run {args.run}: no study.db or study.journal in it (pass --storage for another storage)")
     elif "://" not in args.storage:
         parser.error(f"--storage must be a URL such as sqlite:///path/study.db, got {args.storage!r}")
     else:
@@ -71,14 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import optuna  # late: argument errors stay fast
 
-    from .optuna_study import CONFIG_ATTR, study_records
+    from .optuna_study import CONFIG_ATTR, make_storage, study_records
     from .outputs import write_run_outputs
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        opened = make_storage(storage)
+        names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
     except Exception as error:  # unreadable or foreign storage
-        where = f"--storage {storage}" if args.storage else f"{run / 'study.db'}"
+        where = f"--storage {storage}" if args.storage else storage.split(":///", 1)[-1]
         parser.error(f"{where}: cannot be read ({type(error).__name__}: {str(error).splitlines()[0]})")
     if args.study_name is None and len(names) != 1:
         found = ", ".join(names) or "none"
@@ -87,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = args.study_name or names[0]
     if name not in names:
         parser.error(f"--study-name {name!r}: no such study in {storage} (found: {', '.join(names) or 'none'})")
-    study = optuna.load_study(study_name=name, storage=storage)
+    study = optuna.load_study(study_name=name, storage=opened)
     search_config = dict(study.user_attrs.get(CONFIG_ATTR) or {})
     records = study_records(study)
     config = {**search_config, "study": name, "storage": storage}

@@ -82,7 +82,7 @@ def test_run_without_study(tmp_path, capsys):
         report_main(["--run", str(tmp_path)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == f"nas-report: error: --run {tmp_path}: no study.db in it (pass --storage for another storage)"
+    assert err[-1] == f"nas-report: error: --run {tmp_path}: no study.db or study.journal in it (pass --storage for another storage)"
     assert list(tmp_path.iterdir()) == []
     # a storage that exists but holds no study
     optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'other.db'}")
