@@ -22,6 +22,7 @@ from torch import nn
 from search_spaces import get_space
 
 from .data import Normalization
+from .failpoints import failpoint
 from .io import WriteError, atomic_write_bytes, atomic_write_json, staging_dir
 
 FORMAT = "resunet-nas-checkpoint"
@@ -74,6 +75,7 @@ def save_checkpoint(folder: str | os.PathLike, model: nn.Module, spec: Any, *, s
         })
         atomic_write_json(staging / METRICS_FILE,
                           {**(metrics or {}), "weights_sha256": file_sha256(weights)})
+        failpoint("checkpoint")
         replace_folder(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -88,6 +90,7 @@ def replace_folder(source: Path, target: Path) -> None:
             trash = target.with_name(f".{target.name}.old-{os.getpid()}")
             shutil.rmtree(trash, ignore_errors=True)
             os.replace(target, trash)
+            failpoint("replace_folder")
         try:
             os.replace(source, target)
         except BaseException:

@@ -314,6 +314,10 @@ def _run_search(args, argv, parser, space, restriction, constraints, data, train
         parser.error(str(error))
     own_storage = storage.endswith((str(out / "study.db"), str(out / "study.journal")))
     if not worker:
+        from .io import clean_stale_writes
+
+        for path in clean_stale_writes(out):
+            print(f"cleaned up after an interrupted write: {path.relative_to(out)}", flush=True)
         for number in recover_lost_trials(study, local=own_storage):
             print(f"trial {number} was lost (killed or interrupted): queued again", flush=True)
 

@@ -129,3 +129,30 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def clean_stale_writes(root: str | os.PathLike) -> list[Path]:
+    """Undo what a killed writer left under ``root``: its temp files and staging folders
+    (``.NAME.*.tmp``) are deleted; a folder moved aside for a swap (``.NAME.old-PID``) is put back
+    when ``NAME`` is missing (the kill fell between the two renames), else deleted.
+
+    Only call it while no other process writes there (``nas.run_lock``). Returns what it touched.
+    """
+    import re
+    import shutil
+
+    touched = []
+    for path in sorted(Path(root).rglob(".*"), key=lambda p: len(p.parts), reverse=True):
+        aside = re.fullmatch(r"\.(.+)\.old-\d+", path.name)
+        if path.name.endswith(".tmp"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        elif aside and path.is_dir():
+            target = path.with_name(aside.group(1))
+            if target.exists():
+                shutil.rmtree(path)
+            else:
+                os.replace(path, target)
+        else:
+            continue
+        touched.append(path)
+    return touched

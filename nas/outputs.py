@@ -18,6 +18,7 @@ from reports import Objective, ParetoFront, pareto_front, render_report, save_st
 
 from .baselines import baseline_records
 from .checkpoint import replace_folder
+from .failpoints import failpoint
 from .io import staging_dir
 from .records import TrialRecord, write_trials_csv
 
@@ -137,6 +138,7 @@ def write_run_outputs(records: list[TrialRecord], run_dir: Path, *, title: str, 
     """
     run_dir = Path(run_dir)
     write_trials_csv(records, run_dir / "trials.csv")
+    failpoint("report")
     front = pareto_front(records, run_objectives(config))
     if export:
         export_best(front, run_dir)

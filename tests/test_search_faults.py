@@ -151,3 +151,47 @@ def test_two_workers_on_postgresql(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     _check_workers(optuna.load_study(study_name=name, storage=url), 4)
+
+
+def _all_checkpoints_load(run: Path) -> None:
+    from nas import load_checkpoint
+
+    for folder in [*(run / "trials").iterdir(), *(run / "best").iterdir()]:
+        load_checkpoint(folder)
+
+
+@pytest.mark.parametrize("point", ["checkpoint:2", "report:1"])
+def test_kill_9_while_writing_then_resume(tmp_path, point):
+    """Killed between staging a checkpoint and swapping it in, or between the table and the report."""
+    args = ["--trials", "2", *SMALL, "--epochs", "1", "--early-stop", "off", "--out", "run"]
+    killed = subprocess.run([str(NAS_SEARCH), *args], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "NAS_FAILPOINT": point})
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    run = tmp_path / "run"
+    again = subprocess.run([str(NAS_SEARCH), *args], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    done = complete(load(run))
+    assert len(done) == 2 and len({json.dumps(t.params, sort_keys=True) for t in done}) == 2
+    if point.startswith("checkpoint"):
+        assert "cleaned up after an interrupted write" in again.stdout
+        assert "trial 1 was lost" in again.stdout
+    assert (run / "report.html").is_file()
+    assert not [p for p in run.rglob(".*") if p.name.endswith(".tmp") or ".old-" in p.name]
+    _all_checkpoints_load(run)
+
+
+def test_kill_9_between_the_two_renames_of_a_folder_swap_puts_the_old_folder_back(tmp_path):
+    args = ["--trials", "1", *SMALL, "--epochs", "1", "--out", "run"]
+    first = subprocess.run([str(NAS_SEARCH), *args], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    run = tmp_path / "run"
+    more = ["--trials", "2", *args[2:]]
+    killed = subprocess.run([str(NAS_SEARCH), *more], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "NAS_FAILPOINT": "replace_folder"})
+    assert killed.returncode == -signal.SIGKILL
+    assert not (run / "best").exists() and list(run.glob(".best.old-*")), "killed with best/ moved aside"
+    again = subprocess.run([str(NAS_SEARCH), *more], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "cleaned up after an interrupted write: .best.old-" in again.stdout
+    assert (run / "best").is_dir() and not list(run.glob(".best.old-*"))
+    _all_checkpoints_load(run)
