@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="N processes of this machine share the study (one GPU each when there are "
                              "several; a journal file is the default storage then)")
     engine.add_argument("--worker-id", type=int, default=None, help=argparse.SUPPRESS)
+    engine.add_argument("--backend", default="optuna", choices=("optuna", "ray"),
+                        help="optuna: trials in this process (or --workers processes); ray: Ray Tune runs them "
+                             "(pip install .[ray])")
+    engine.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
+                        help="with --backend ray: join this Ray cluster (default: start Ray on this machine)")
+    engine.add_argument("--gpus-per-trial", type=float, default=None, metavar="G",
+                        help="with --backend ray: GPUs per trial, may be fractional (default 1 with CUDA, else 0)")
+    engine.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="C",
+                        help="with --backend ray: CPUs per trial (default 1)")
     parser.add_argument("--baselines", default="", metavar="PRESET[,PRESET]",
                         help="also train these presets with the same data and recipe, as reference points "
                              "in the report (nas-profile --list-presets names them)")
@@ -177,6 +186,15 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         Objectives.parse(args.objectives)
     except ValueError as error:
         parser.error(f"--objectives: {error}")
+    if args.backend == "ray":
+        if args.workers > 1:
+            parser.error("--workers and --backend ray do not mix: Ray runs the trials in parallel itself")
+        from .ray_backend import check_ray_backend
+
+        try:
+            check_ray_backend(args.device, _gpus_per_trial(args), args.cpus_per_trial)
+        except (RuntimeError, ValueError) as error:
+            parser.error(str(error))
 
 
 # Training-recipe flags: (flag, TrainConfig field, type, help). Each one that differs from its
@@ -352,6 +370,13 @@ def _run_search(args, argv, parser, space, restriction, constraints, data, train
                 recover=lambda: recover_lost_trials(study, local=False),
                 remaining=lambda: args.trials - count_finished(study), max_failures=args.max_failures,
                 gpu_count=_gpu_count(args.device))
+        elif args.backend == "ray":
+            from .ray_backend import run_ray_search
+
+            stopped = run_ray_search(job, study, storage=storage, study_name=study_name, seed=args.seed,
+                                     sampler=args.sampler, ray_address=args.ray_address,
+                                     gpus_per_trial=_gpus_per_trial(args), cpus_per_trial=args.cpus_per_trial,
+                                     resume=True)
         else:
             stopped = search(job, study, live)
     except KeyboardInterrupt:
@@ -390,6 +415,10 @@ def _run_search(args, argv, parser, space, restriction, constraints, data, train
     if stopped == "pruned_in_a_row":
         return _explain_pruned_stop(records, args.max_pruned_in_a_row)
     return 130 if interrupted else 0
+
+
+def _gpus_per_trial(args: argparse.Namespace) -> float:
+    return args.gpus_per_trial if args.gpus_per_trial is not None else float(_gpu_count(args.device) > 0)
 
 
 def _gpu_count(device: str) -> int:
