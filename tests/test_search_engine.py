@@ -266,3 +266,24 @@ def test_live_view_counts_and_estimates(tmp_path):
     assert (tmp_path / "status.json").is_file()
     live.update(records)
     assert len(logged) == 1  # nothing changed, nothing printed
+
+
+# --- worker pool ---------------------------------------------------------------------------------
+
+def test_each_worker_gets_one_gpu_round_robin_or_none_on_a_cpu_machine():
+    from nas.workers import gpu_pool
+
+    assert gpu_pool(3, 2) == ["0", "1", "0"]
+    assert gpu_pool(2, 0) == [None, None]
+
+
+def test_a_worker_is_the_same_command_with_worker_overrides(tmp_path):
+    from nas.cli import build_parser
+    from nas.workers import worker_command
+
+    argv = ["--trials", "7", "--workers", "3", "--storage", "journal:///x", "--out", "elsewhere", "--seed", "4"]
+    command = worker_command(argv, 2, f"journal:///{tmp_path}/study.journal", tmp_path)
+    assert command[1:3] == ["-m", "nas.cli"]
+    args = build_parser().parse_args(command[3:])
+    assert (args.trials, args.seed, args.workers, args.worker_id) == (7, 4, 1, 2)
+    assert args.storage == f"journal:///{tmp_path}/study.journal" and args.out == str(tmp_path)
