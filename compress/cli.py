@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-quantize", action="store_true",
                         help="skip the fp32/fp16/int8 ONNX exports and their measurements")
     parser.add_argument("--batch-size", type=int, default=8, help="fine-tuning batch size")
-    parser.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate")
+    parser.add_argument("--lr", type=float, default=3e-3,
+                        help="peak fine-tuning learning rate (warm-up, cosine decay; 1e-3 recovered less in 2 epochs)")
     return parser
 
 
@@ -67,15 +68,16 @@ def _floats(parser: argparse.ArgumentParser, text: str) -> tuple[float, ...]:
 
 def _search_config(run: Path) -> dict[str, Any]:
     """``search_config`` of the run's study, or {} when there is no readable single study."""
-    if not (run / "study.db").is_file():
-        return {}
     import optuna
 
-    from nas.optuna_study import CONFIG_ATTR
+    from nas.optuna_study import CONFIG_ATTR, make_storage, run_storage
 
+    url = run_storage(run)
+    if url is None:
+        return {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = f"sqlite:///{(run / 'study.db').resolve()}"
     try:
+        storage = make_storage(url)
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         if len(names) != 1:
             return {}
@@ -121,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = _search_config(run)
     source = args.data or config.get("data")
     if source is None:
-        parser.error("no data source: the run has no readable study.db; pass --data")
+        parser.error("no data source: the run has no readable study (study.db or study.journal); pass --data")
     image_size = args.image_size or int(config.get("image_size") or 64)
     seed = args.seed if args.seed is not None else int(config.get("seed") or 0)
     if image_size < 8:
@@ -138,6 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, ValueError, OSError) as error:
         parser.error(f"--data {source}: {error}")
     out = Path(args.out) if args.out else run / "compressed"
+    from nas.io import unwritable
+
+    problem = unwritable(out, folder=True)
+    if problem:
+        parser.error(f"--out {out}: {problem}")
     options = CompressOptions(
         ratios=ratios, importances=importances, ratio_of=args.ratio_of, global_pruning=args.global_pruning,
         iterative_steps=args.iterative_steps, round_to=args.round_to, finetune_epochs=args.finetune_epochs,
@@ -145,9 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_dice_drop=args.max_dice_drop, quantize=not args.no_quantize, image_size=image_size,
         train=TrainConfig(batch_size=args.batch_size, lr=args.lr, seed=seed))
     entries = []
-    for folder in folders:
-        entries += compress_checkpoint(folder, data, out, options, run_dir=run)
-    index = write_index(run, entries) if out.resolve() == (run / "compressed").resolve() else None
+    try:
+        for folder in folders:
+            entries += compress_checkpoint(folder, data, out, options, run_dir=run)
+        index = write_index(run, entries) if out.resolve() == (run / "compressed").resolve() else None
+    except OSError as error:  # disk full, folder made read-only meanwhile: variants written so far stay whole
+        print(f"nas-compress: error: {error}", file=sys.stderr, flush=True)
+        return 1
     kept = sum(e["kept"] for e in entries)
     print(f"nas-compress: {len(entries)} variant(s), {kept} kept -> {out}" + (f" (index {index})" if index else ""))
     return 0

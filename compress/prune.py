@@ -21,7 +21,8 @@ from torch import nn
 
 from nas.costs import count_macs_by_hooks
 from search_spaces.resunet import ResUNetSpec, build_model
-from search_spaces.resunet.blocks import BasicBlock, BottleneckBlock, InvertedBlock, PlainBlock, PreActBlock
+from search_spaces.resunet.blocks import (BasicBlock, BottleneckBlock, InvertedBlock, PixelShuffleUp, PlainBlock,
+                                         PreActBlock)
 from search_spaces.resunet.model import ResUNet
 from search_spaces.resunet.pruning import pruning_setup, spec_from_model
 
@@ -56,25 +57,54 @@ def stem_conv(model: ResUNet) -> nn.Module:
 
 
 class NormScaleImportance:
-    """|gamma| of the affine norm layers in a group (network slimming), for batch, group and instance norm.
+    """A channel's norm scale as the next layers read it: mean |gamma_c| x mean ||W_next[:, c]||.
 
-    torch-pruning's ``BNScaleImportance`` sees batch norm only; the space also has group and
-    instance norm. A group without a norm (an attention MLP) gets no score and is left as it is.
+    Network slimming ranks by |gamma| alone, which is meaningful only after training with its L1
+    penalty on gamma. Without it every |gamma| stays near 1 and is not rescaling-invariant (a norm
+    before a ReLU can trade gamma against the next layer's weights, Ye et al. 2018): its small
+    drift follows the sign of the head's weight, so ranking by it removed every channel that
+    votes for foreground and the pruned model predicted background only (Dice 0, not recovered by
+    fine-tuning). Weighting by the consumers' input weights (the protected head included) keeps
+    the channels the output reads. Batch, group and instance norm all count; a group without a
+    norm (an attention MLP) gets no score and is left as it is.
     """
 
     def __call__(self, group) -> torch.Tensor | None:
         norms = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
-        total, count = torch.zeros(len(group[0].idxs)), 0  # one score per channel of the root layer
+        size = len(group[0].idxs)  # one score per channel of the root layer
+        scale, scales = torch.zeros(size), 0
+        reads, readers = torch.zeros(size), 0
         for i, (dep, idxs) in enumerate(group):
             layer, roots = dep.target.module, group[i].root_idxs
-            if not isinstance(layer, norms) or getattr(layer, "weight", None) is None or None in roots:
+            if None in roots:
                 continue
-            total.scatter_add_(0, torch.tensor(roots), layer.weight.detach().abs()[idxs].float())
-            count += 1
-        if count == 0:
+            index = torch.tensor(roots)
+            if isinstance(layer, norms) and getattr(layer, "weight", None) is not None:
+                scale.scatter_add_(0, index, layer.weight.detach().abs()[idxs].float())
+                scales += 1
+            elif (norm := _input_weight_norms(layer, dep.handler)) is not None:
+                reads.scatter_add_(0, index, (norm / norm.mean().clamp_min(1e-12))[idxs])
+                readers += 1
+        if scales == 0:
             return None
-        total = total / count
-        return total / total.mean().clamp_min(1e-12)
+        score = scale / scales * (reads / readers if readers else 1.0)
+        return score / score.mean().clamp_min(1e-12)
+
+
+def _input_weight_norms(layer: nn.Module, handler) -> torch.Tensor | None:
+    """||W[:, c]|| per input channel c of a dense (not grouped) conv / linear that reads the group, else None."""
+    if getattr(handler, "__name__", "") != "prune_in_channels":
+        return None
+    if isinstance(layer, PixelShuffleUp):
+        layer = layer.conv
+    if isinstance(layer, nn.modules.conv._ConvNd) and layer.groups == 1:
+        weight = layer.weight.detach().float()  # (out, in, *k), transposed: (in, out, *k)
+        weight = weight.transpose(0, 1) if not layer.transposed else weight
+    elif isinstance(layer, nn.Linear):
+        weight = layer.weight.detach().float().t()  # (in, out)
+    else:
+        return None
+    return weight.flatten(1).norm(dim=1)  # (in,)
 
 
 def make_importance(name: str):

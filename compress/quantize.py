@@ -4,9 +4,12 @@
 * fp16: the fp32 graph converted by ONNX Runtime's ``float16`` tool with fp32 inputs/outputs kept
   (``keep_io_types``) -> ``model.fp16.onnx``; meant for GPUs, measured on CPU like the others.
 * int8: ONNX Runtime ``quantize_static``, QDQ format, per-channel int8 weights, uint8 activations,
-  MinMax calibration on normalized training patches -> ``model.int8.onnx``. Transposed convs are
-  left in float by default (``keep_transposed_float``): per-channel QDQ for ConvTranspose is a weak
-  spot of the CPU kernels and the up-sampling path is where int8 rounding shows most in masks.
+  MinMax calibration on normalized training patches -> ``model.int8.onnx``. Every conv is
+  quantized, transposed ones included: measured on the benchmark's parent they agree with fp32 on as
+  many pixels as when left in float (99.86 %, Dice unchanged), and in float they held a quarter
+  of the int8 file. ``keep_transposed_float=True`` leaves them in float where they do not.
+  The quantizer names every Q/DQ node and tensor after the layer it wraps (about 12 % of a small
+  model's file); ``compact_names`` renames them to short ids (graph input/output names kept).
 
 No ``torch.ao.quantization`` (deprecated for removal). Latency is the median batch-1 ONNX Runtime
 run at the export size with as many intra-op threads as torch uses, after warm-up.
@@ -81,8 +84,30 @@ def calibration_batches(data: SegmentationData, patch_size: int, count: int, see
     return out[:count]
 
 
+def compact_names(model: Any) -> Any:
+    """Short ids for every node and inner tensor name (weights included), no ``value_info``; same graph."""
+    graph = model.graph
+    keep = {v.name for v in (*graph.input, *graph.output)}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return names.setdefault(name, f"t{len(names):x}")
+
+    for init in graph.initializer:
+        init.name = short(init.name)
+    for index, node in enumerate(graph.node):
+        node.name = f"n{index:x}"
+        node.doc_string = ""
+        node.input[:] = [short(n) for n in node.input]
+        node.output[:] = [short(n) for n in node.output]
+    del graph.value_info[:]
+    return model
+
+
 def quantize_int8(fp32_path: Path, int8_path: Path, batches: list[np.ndarray], *,
-                  keep_transposed_float: bool = True) -> list[str]:
+                  keep_transposed_float: bool = False) -> list[str]:
     """Static QDQ quantization; returns the names of the nodes left in float."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -102,6 +127,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, batches: list[np.ndarray], *
         quantize_static(str(fp32_path), tmp, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         nodes_to_exclude=excluded)
+        onnx.save(compact_names(onnx.load(tmp)), tmp)
 
     quiet = logging.getLogger()  # quantize_static logs a pre-processing hint on the root logger
     level = quiet.level
@@ -146,7 +172,7 @@ def _dice(predictions: list[torch.Tensor], data: SegmentationData) -> float:
 
 
 def export_precisions(model: nn.Module, folder: str | Path, data: SegmentationData, *, input_size: int,
-                      calibration_patches: int = 32, seed: int = 0, keep_transposed_float: bool = True,
+                      calibration_patches: int = 32, seed: int = 0, keep_transposed_float: bool = False,
                       latency_repeats: int = 20, config: TrainConfig | None = None) -> dict[str, Any]:
     """Write ``model.onnx``, ``model.fp16.onnx``, ``model.int8.onnx`` into ``folder`` and measure each.
 

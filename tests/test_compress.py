@@ -6,8 +6,10 @@ import re
 import warnings
 
 import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 
 from compress.finetune import distillation_loss, finetune
 from compress.index import compressed_records, read_index
@@ -134,9 +136,34 @@ def test_int8_and_fp16_onnx_run_and_agree_with_fp32(small_data, tmp_path):
         assert (tmp_path / file).stat().st_size == precisions[name]["size_bytes"] > 0
     assert precisions["int8"]["error"] is None and precisions["int8"]["agreement_with_fp32"] >= 0.9
     assert precisions["int8"]["latency_ms"] > 0 and 0 <= precisions["int8"]["dice"] <= 1
-    assert all("ConvTranspose" in n for n in out["float_nodes"]) and out["float_nodes"]
+    assert out["float_nodes"] == []  # transposed convs included
     got = session(tmp_path / "model.int8.onnx").run(None, {"image": X[:1].numpy()})[0]
     assert got.shape == (1, 1, 32, 32)
+    # every conv reads int8 weights through a DequantizeLinear, and no fp32 copy of a weight is kept
+    graph = onnx.load(str(tmp_path / "model.int8.onnx")).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    produced_by = {o: n for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    assert convs and all(produced_by[n.input[1]].op_type == "DequantizeLinear" for n in convs)
+    assert all(inits[produced_by[n.input[1]].input[0]].dtype == np.int8 for n in convs)
+    fp32_weights = sum(a.nbytes for a in inits.values() if a.dtype == np.float32)
+    assert fp32_weights < 0.05 * precisions["fp32"]["size_bytes"]  # only scales left in float
+    assert precisions["int8"]["size_bytes"] < precisions["fp32"]["size_bytes"] / 2.5  # graph overhead: tiny model
+
+
+def test_int8_can_leave_transposed_convs_in_float(small_data, tmp_path):
+    from compress.quantize import calibration_batches, quantize_int8
+    from nas.export import export_onnx
+
+    export_onnx(build_model(tiny(), 1, 1).eval(), tmp_path / "model.onnx", input_size=32, in_channels=1,
+                spatial_dims=2)
+    batches = calibration_batches(small_data, 32, 4, seed=0)
+    floats = quantize_int8(tmp_path / "model.onnx", tmp_path / "model.int8.onnx", batches, keep_transposed_float=True)
+    graph = onnx.load(str(tmp_path / "model.int8.onnx")).graph
+    transposed = [n for n in graph.node if n.op_type == "ConvTranspose"]
+    assert len(floats) == len(transposed) == 2
+    produced_by = {o: n.op_type for n in graph.node for o in n.output}
+    assert all(produced_by.get(n.input[1]) != "DequantizeLinear" for n in transposed)
 
 
 # --------------------------------------------------------------------------------------------- CLI

@@ -2,7 +2,8 @@
 
 ``pruning_setup(model)`` gives the keyword arguments a torch-pruning pruner needs (heads kept,
 pixel-shuffle convs pruned in whole sub-pixel groups, ASPP branch widths kept, the auxiliary heads
-traced). ``spec_from_model(model)`` reads the widths a (pruned) model really has back into a
+traced, the one-channel gate convs of scSE / CBAM / attention gates handled so the widths they
+gate are pruned). ``spec_from_model(model)`` reads the widths a (pruned) model really has back into a
 ``ResUNetSpec``, so ``build_model(spec_from_model(m))`` loads ``m.state_dict()`` strictly.
 torch-pruning is imported lazily: the builder itself never needs it.
 """
@@ -54,20 +55,98 @@ def _pixel_shuffle_pruner():
     return PixelShuffleUpPruner()
 
 
+def _gate_conv_pruner():
+    import torch_pruning as tp
+
+    class GateConvPruner(tp.pruner.function.BasePruningFunc):
+        """A conv that makes the one-channel spatial gate of scSE, CBAM or an attention gate.
+
+        Its map multiplies every channel of the features it gates (a broadcast), which the
+        dependency graph reads as an element-wise op over those channels: the group of the stage
+        width then holds a one-channel layer, and torch-pruning never prunes such a group (and
+        infers a concat's input widths wrongly from it). Here the conv reports the width it gates
+        (``gated_channels``) as its output width and pruning those channels only counts them down:
+        the single gate map itself is never cut. Its inputs follow the graph, except CBAM's (the
+        channel mean and max: always two).
+        """
+
+        TARGET_MODULES = tuple(_GATE_CONVS.values())
+
+        def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+            layer.gated_channels -= len(set(idxs))  # one gate map, broadcast over fewer channels
+            return layer
+
+        def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+            if getattr(layer, "fixed_inputs", False):
+                return layer
+            drop = set(idxs)
+            keep = [i for i in range(layer.in_channels) if i not in drop]
+            layer.weight = nn.Parameter(layer.weight.data[:, keep].clone())
+            layer.in_channels = len(keep)
+            return layer
+
+        def get_out_channels(self, layer: nn.Module) -> int:
+            return layer.gated_channels
+
+        def get_in_channels(self, layer: nn.Module) -> int | None:
+            return None if getattr(layer, "fixed_inputs", False) else layer.in_channels
+
+    return GateConvPruner()
+
+
+# Behaviour-identical subclasses that tell torch-pruning which convs make a broadcast gate map.
+_GATE_CONVS = {cls: type(f"Gate{cls.__name__}", (cls,), {"__module__": __name__}) for cls in (nn.Conv2d, nn.Conv3d)}
+
+
+def _mark_gate_convs(model: ResUNet) -> None:
+    """Re-class the one-channel gate convs in place (same weights, same forward) and note what they gate."""
+    for module in model.modules():
+        if isinstance(module, SpatialChannelSE):
+            conv, gated, fixed = module.spatial, module.spatial.in_channels, False
+        elif isinstance(module, CBAM):
+            conv, gated, fixed = module.spatial, module.fc1.in_channels, True
+        elif isinstance(module, AttentionGate):
+            conv, gated, fixed = module.psi, module.theta.in_channels, False
+        else:
+            continue
+        if type(conv) in _GATE_CONVS:
+            conv.__class__ = _GATE_CONVS[type(conv)]
+        conv.gated_channels, conv.fixed_inputs = gated, fixed
+
+
+def _traced_forward(model: ResUNet, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The forward torch-pruning traces: with the auxiliary heads, and CBAM's spatial gate reading a
+    detached input. Its input is the channel mean and max (always two channels); traced, the
+    reductions would look element-wise and map the stage channels onto those two."""
+    def detach(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return tuple(t.detach() for t in inputs)
+
+    hooks = [m.register_forward_pre_hook(detach) for m in model.modules() if getattr(m, "fixed_inputs", False)]
+    try:
+        return model.forward_with_aux(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def pruning_setup(model: ResUNet) -> dict[str, Any]:
     """Keyword arguments for any torch-pruning pruner over ``model`` (add importance, ratio...).
 
     Kept: the output heads (their width is the class count) and the ASPP branches (one
     ``aspp_width`` for all five). The auxiliary heads are traced through ``forward_with_aux`` so
-    their inputs are pruned along with the decoder stages they read.
+    their inputs are pruned along with the decoder stages they read. The one-channel gate convs of
+    scSE, CBAM and attention gates are marked in place (see ``GateConvPruner``) so the widths of
+    the stages they gate are pruned too.
     """
     ignored: list[nn.Module] = [model.head, *model.aux_heads]
     if not isinstance(model.aspp, nn.Identity):
         ignored += [branch[0] for branch in model.aspp.branches] + [model.aspp.pool[1]]
+    _mark_gate_convs(model)
+    gate = _gate_conv_pruner()
     return {
         "ignored_layers": ignored,
-        "customized_pruners": {PixelShuffleUp: _pixel_shuffle_pruner()},
-        "forward_fn": lambda m, x: m.forward_with_aux(x),
+        "customized_pruners": {PixelShuffleUp: _pixel_shuffle_pruner(), **dict.fromkeys(_GATE_CONVS.values(), gate)},
+        "forward_fn": _traced_forward,
         "output_transform": lambda out: out[0].sum() + sum(a.sum() for a in out[1]),
     }
 
