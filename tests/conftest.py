@@ -25,3 +25,13 @@ def shared_dataset(name: str) -> Path:
     if not folder.is_dir():
         pytest.skip(f"shared dataset not found at {folder}: it sits beside the project root in CI")
     return folder
+
+
+def call(capsys, main, *args) -> tuple[int, str, str]:
+    """A CLI's ``main`` in-process, as a user's shell sees it: (exit code, stdout, stderr)."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import call
 import torch
 from PIL import Image
 
@@ -28,16 +29,6 @@ TINY = ["--trials", "1", "--epochs", "1", "--image-size", "32", "--device", "cpu
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def call(capsys, main, *args: str) -> tuple[int, str, str]:
-    """A CLI's ``main`` in-process: (exit code, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 def assert_refused(code: int, err: str, prog: str, *needles: str) -> str:
     """Exit 2 and exactly one error line (argparse's usage block may precede it); returns the line."""

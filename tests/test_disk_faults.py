@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import call
 import torch
 from PIL import Image
 
@@ -45,15 +46,6 @@ def _permission_bits_bind() -> bool:
 
 
 PERMISSIONS_IGNORED = not _permission_bits_bind()
-
-
-def call(capsys, main, *args) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def error_line(err: str, prog: str) -> str:
