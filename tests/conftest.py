@@ -35,3 +35,22 @@ def call(capsys, main, *args) -> tuple[int, str, str]:
         code = exit_.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def make_study(run: Path, spec: dict, checkpoint: str = "trials/trial_0000") -> Path:
+    """A one-trial study as nas-search leaves it (search_config, metrics/spec/checkpoint attrs)."""
+    import optuna
+
+    from nas.optuna_study import CONFIG_ATTR
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{run / 'study.db'}", study_name="resunet",
+                                directions=["maximize", "minimize"])
+    study.set_user_attr(CONFIG_ATTR, {"space": "resunet", "data": "synthetic", "epochs": 1, "image_size": 32,
+                                      "batch_size": 4, "seed": 0})
+    metrics = {"dice": 0.5, "macs": 1000, "flops": 2000, "params": 100, "latency_ms": 1.0, "seconds": 1.0,
+               "best_epoch": 1, "epoch_dice": [0.5], "trial": 0, "input_shape": [1, 1, 32, 32]}
+    study.add_trial(optuna.trial.create_trial(
+        params={"depth": 3}, distributions={"depth": optuna.distributions.IntDistribution(3, 6)},
+        values=[0.5, 1000.0], user_attrs={"metrics": metrics, "spec": spec, "checkpoint": checkpoint}))
+    return run

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import call
+from conftest import call, make_study
 import torch
 from PIL import Image
 
@@ -504,31 +504,12 @@ def test_report_overlay_images_zero(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def make_study(run: Path, checkpoint: str = "trials/trial_0000") -> Path:
-    """A one-trial study as nas-search leaves it (search_config, metrics/spec/checkpoint attrs)."""
-    import optuna
-
-    from nas.optuna_study import CONFIG_ATTR
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=f"sqlite:///{run / 'study.db'}", study_name="resunet",
-                                directions=["maximize", "minimize"])
-    study.set_user_attr(CONFIG_ATTR, {"space": "resunet", "data": "synthetic", "epochs": 1, "image_size": 32,
-                                      "batch_size": 4, "seed": 0})
-    metrics = {"dice": 0.5, "macs": 1000, "flops": 2000, "params": 100, "latency_ms": 1.0, "seconds": 1.0,
-               "best_epoch": 1, "epoch_dice": [0.5], "trial": 0, "input_shape": [1, 1, 32, 32]}
-    study.add_trial(optuna.trial.create_trial(
-        params={"depth": 3}, distributions={"depth": optuna.distributions.IntDistribution(3, 6)},
-        values=[0.5, 1000.0], user_attrs={"metrics": metrics, "spec": SPEC.to_dict(), "checkpoint": checkpoint}))
-    return run
-
-
 @pytest.mark.slow
 def test_report_with_a_pickled_best_checkpoint_warns_and_never_unpickles(ckpt, tmp_path, capsys):
     """nas-report rebuilds the page anyway (the study is fine): the bad model is named, never run."""
     from nas.report_cli import main
 
-    run = make_study(ckpt.parent.parent)
+    run = make_study(ckpt.parent.parent, SPEC.to_dict())
     marker = tmp_path / "marker"
     set_weights(ckpt, pickle.dumps({"head.weight": Exploit(marker)}), rehash=True)
     code, out, err = call(capsys, main, "--run", run, "--overlay-images", "1")

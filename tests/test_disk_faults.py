@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import call
+from conftest import call, make_study
 import torch
 from PIL import Image
 
@@ -178,26 +178,6 @@ def test_read_only_folder_by_permissions(tmp_path):
 
 # ----------------------------------------------------------------------------- the CLIs
 
-def make_study(run: Path) -> Path:
-    """A one-trial study as nas-search leaves it (search_config and the trial's metrics attrs)."""
-    import optuna
-
-    from nas.optuna_study import CONFIG_ATTR
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=f"sqlite:///{run / 'study.db'}", study_name="resunet",
-                                directions=["maximize", "minimize"])
-    study.set_user_attr(CONFIG_ATTR, {"space": "resunet", "data": "synthetic", "epochs": 1, "image_size": 32,
-                                      "batch_size": 4, "seed": 0})
-    metrics = {"dice": 0.5, "macs": 1000, "flops": 2000, "params": 100, "latency_ms": 1.0, "seconds": 1.0,
-               "best_epoch": 1, "epoch_dice": [0.5], "trial": 0}
-    study.add_trial(optuna.trial.create_trial(
-        params={"depth": 3}, distributions={"depth": optuna.distributions.IntDistribution(3, 6)},
-        values=[0.5, 1000.0], user_attrs={"metrics": metrics, "spec": SPEC.to_dict(),
-                                          "checkpoint": "trials/trial_0000"}))
-    return run
-
-
 @pytest.fixture
 def images(tmp_path) -> Path:
     folder = tmp_path / "in"
@@ -277,7 +257,7 @@ def test_predict_into_a_read_only_folder_by_permissions(tmp_path, images, capsys
 def test_report_on_a_full_disk_keeps_the_previous_report_and_the_study(tmp_path, monkeypatch, capsys):
     from nas.report_cli import main
 
-    run = make_study(tmp_path)
+    run = make_study(tmp_path, SPEC.to_dict())
     (run / "report.html").write_text("previous report")
     study = digest(run / "study.db")
     DiskFull(monkeypatch, run, budget=500_000)  # trials.csv and figures fit; the 5 MB page does not
