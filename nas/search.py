@@ -81,8 +81,7 @@ class LiveView:
     def status(self, records: Sequence[TrialRecord]) -> dict[str, Any]:
         states = [r.state for r in records]
         finished = sum(r.finished for r in records)
-        early = sum(1 for r in records if r.state == "PRUNED" and r.metrics.get("stopped_at_epoch") is not None
-                    or (r.fail_reason or "").startswith("early-stopped"))
+        early = sum(1 for r in records if r.state == "PRUNED" and (r.fail_reason or "").startswith("early-stopped"))
         elapsed = time.monotonic() - self.started
         new = finished - self.already
         remaining = max(0, self.target - finished)

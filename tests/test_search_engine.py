@@ -287,3 +287,10 @@ def test_a_worker_is_the_same_command_with_worker_overrides(tmp_path):
     args = build_parser().parse_args(command[3:])
     assert (args.trials, args.seed, args.workers, args.worker_id) == (7, 4, 1, 2)
     assert args.storage == f"journal:///{tmp_path}/study.journal" and args.out == str(tmp_path)
+
+
+def test_the_cli_offers_exactly_the_adapters_samplers():
+    """The CLI keeps its own copy so --help does not import Optuna; the two must not drift."""
+    from nas import cli, optuna_study
+
+    assert cli.SAMPLERS == optuna_study.SAMPLERS
