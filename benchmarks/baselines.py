@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 
 from nas import load_checkpoint, read_checkpoint_info
-from nas.baselines import baseline_records
-from nas.costs import measure_latency
-from nas.optuna_study import make_storage, run_storage, study_records
+from nas.engine.baselines import baseline_records
+from nas.costs.measure import measure_latency
+from nas.engine.optuna_adapter.study import make_storage, run_storage, study_records
 from reports import Objective, pareto_front
 
 ROOT = Path(__file__).resolve().parents[1]

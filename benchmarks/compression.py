@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from compress.finetune import finetune  # noqa: E402
 from compress.prune import macs_of, prune_channels  # noqa: E402
 from compress.quantize import FILES, export_precisions  # noqa: E402
-from nas.data import load_data  # noqa: E402
-from nas.training import TrainConfig, evaluate_dice, train_model  # noqa: E402
+from nas.data.loading import load_data  # noqa: E402
+from nas.train.trainer import TrainConfig, evaluate_dice, train_model  # noqa: E402
 from search_spaces.resunet import ResUNetSpec, build_model  # noqa: E402
 
 

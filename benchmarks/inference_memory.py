@@ -1,6 +1,6 @@
 """Memory and time of sliding-window inference on a 4K image at batch 1, against the stated bound.
 
-The bound (``nas.inference``): the float32 output ``out * H * W * 4`` B plus one batch of windows and
+The bound (``nas.train.inference``): the float32 output ``out * H * W * 4`` B plus one batch of windows and
 its activations. Peak memory is the growth of the process's anonymous RSS, sampled every 2 ms in a
 thread (libraries' file-backed pages faulted in later are not the algorithm's), plus ``ru_maxrss``
 growth for reference; the raw image itself is allocated before measuring.
@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from nas.data import Normalization
-from nas.inference import sliding_window_logits, window_starts
+from nas.data.loading import Normalization
+from nas.train.inference import sliding_window_logits, window_starts
 from search_spaces import get_space
 from search_spaces.resunet import ResUNetSpec
 

@@ -5,7 +5,7 @@ The architecture is the ``resunet-standard`` preset (Zhang et al. 2018) with its
 minutes on 2 CPU cores). The recipe: Adam 3e-3 with warm-up + cosine, Dice + focal loss,
 ``--patch`` px patches (``--foreground-fraction``, 0.5, centred on foreground), flips, 90-degree
 rotations, +-10 % brightness/contrast, best-epoch weights; metrics on full validation images
-(``nas.metrics``).
+(``nas.train.metrics``).
 
     .venv/bin/python benchmarks/quality.py --data ../shared/data/isbi2012_em/train
     .venv/bin/python benchmarks/quality.py --data ../shared/data/cvc_clinicdb_sample
@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from nas.data import load_data
-from nas.objective import json_safe
-from nas.training import TrainConfig, evaluate_quality, resolve_device, train_model
+from nas.data.loading import load_data
+from nas.engine.trial import json_safe
+from nas.train.trainer import TrainConfig, evaluate_quality, resolve_device, train_model
 from search_spaces import get_space
 from search_spaces.presets import get_preset
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nas.records import TrialRecord
+from nas.results.records import TrialRecord
 from reports import hypervolume_over_compute, render_report, save_static_figures
 from reports.templates import plotly_js
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import optuna
 
-from nas.optuna_study import make_storage, study_records
+from nas.engine.optuna_adapter.study import make_storage, study_records
 from reports.hypervolume import REFERENCE, hypervolume_2d
 
 NAS_SEARCH = Path(sys.executable).parent / "nas-search"

@@ -18,8 +18,9 @@ from contextlib import nullcontext
 
 import torch
 
-from nas.data import iterate_train_batches, load_data
-from nas.training import TrainConfig, dice_focal_loss, resolve_device, train_model
+from nas.data.loading import load_data
+from nas.data.patches import iterate_train_batches
+from nas.train.trainer import TrainConfig, dice_focal_loss, resolve_device, train_model
 from search_spaces import RandomSuggest, get_space
 from search_spaces.resunet import ResUNetSpec
 

@@ -1,6 +1,6 @@
 """Fine-tuning a pruned model, optionally distilled from its unpruned parent.
 
-This is ``nas.training.train_model`` itself (same schedule, AMP, channels_last, checkpointing);
+This is ``nas.train.trainer.train_model`` itself (same schedule, AMP, channels_last, checkpointing);
 distillation enters through its ``extra_loss`` hook: loss = task loss + ``weight`` x distillation
 loss between the student's and the frozen teacher's logits.
 """
@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.data import SegmentationData
-from nas.training import EpochCallback, TrainConfig, TrainResult, resolve_device, train_model
+from nas.data.loading import SegmentationData
+from nas.train.trainer import EpochCallback, TrainConfig, TrainResult, resolve_device, train_model
 
 DISTILL_LOSSES = ("mse", "kl")
 

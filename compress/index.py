@@ -1,6 +1,6 @@
 """``<run>/compressed/compressed.json``: every compressed variant of a run, kept or rejected by the gate.
 
-Plain JSON, no torch import, so the report side (``nas.outputs``) can read it cheaply and turn the
+Plain JSON, no torch import, so the report side (``nas.run.outputs``) can read it cheaply and turn the
 kept variants into ``TrialRecord``s that ``reports.render_report`` draws with the compressed marker.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.io import atomic_write_json
-from nas.records import TrialRecord
+from nas.results.records import TrialRecord
 
 INDEX_FILE = "compressed.json"
 FORMAT = "resunet-nas-compressed"

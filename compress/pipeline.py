@@ -15,17 +15,17 @@ from typing import Any, Callable
 
 import torch
 
-from nas.checkpoint import METRICS_FILE, load_checkpoint, read_checkpoint_info, save_checkpoint
-from nas.costs import measure_costs
-from nas.data import SegmentationData
+from nas.deploy.checkpoint import METRICS_FILE, load_checkpoint, read_checkpoint_info, save_checkpoint
+from nas.costs.measure import measure_costs
+from nas.data.loading import SegmentationData
 from nas.io import atomic_write_json
-from nas.objective import json_safe
-from nas.patches import iterate_train_batches
-from nas.training import TrainConfig, dice_focal_loss, evaluate_dice
+from nas.engine.trial import json_safe
+from nas.data.patches import iterate_train_batches
+from nas.train.trainer import TrainConfig, dice_focal_loss, evaluate_dice
 
-from .finetune import finetune
-from .prune import prune_channels
-from .quantize import export_precisions
+from compress.finetune import finetune
+from compress.prune import prune_channels
+from compress.quantize import export_precisions
 
 
 @dataclass(frozen=True)

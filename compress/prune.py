@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from nas.costs import count_macs_by_hooks
+from nas.costs.measure import count_macs_by_hooks
 from search_spaces.resunet import ResUNetSpec, build_model
 from search_spaces.resunet.blocks import (BasicBlock, BottleneckBlock, InvertedBlock, PixelShuffleUp, PlainBlock,
                                          PreActBlock)

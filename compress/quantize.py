@@ -1,6 +1,6 @@
 """fp32, fp16 and static INT8 ONNX models of one checkpoint, each measured: file size, CPU latency, Dice.
 
-* fp32: ``nas.export.export_onnx`` (parity-checked against PyTorch) -> ``model.onnx``.
+* fp32: ``nas.deploy.export.export_onnx`` (parity-checked against PyTorch) -> ``model.onnx``.
 * fp16: the fp32 graph converted by ONNX Runtime's ``float16`` tool with fp32 inputs/outputs kept
   (``keep_io_types``) -> ``model.fp16.onnx``; meant for GPUs, measured on CPU like the others.
 * int8: ONNX Runtime ``quantize_static``, QDQ format, per-channel int8 weights, uint8 activations,
@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.costs import measure_latency
-from nas.data import SegmentationData
-from nas.export import INPUT_NAME, export_onnx
+from nas.costs.measure import measure_latency
+from nas.data.loading import SegmentationData
+from nas.deploy.export import INPUT_NAME, export_onnx
 from nas.io import atomic_write
-from nas.patches import iterate_train_batches
-from nas.training import TrainConfig, dice_per_image, predict_masks
+from nas.data.patches import iterate_train_batches
+from nas.train.trainer import TrainConfig, dice_per_image, predict_masks
 
 FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
@@ -51,7 +51,7 @@ class Precision:
 
 
 class OrtPredictor(nn.Module):
-    """An ONNX Runtime session as a module: normalized ``(B, C, *S)`` -> logits, for ``nas.training``'s evaluation."""
+    """An ONNX Runtime session as a module: normalized ``(B, C, *S)`` -> logits, for ``nas.train.trainer``'s evaluation."""
 
     def __init__(self, session: Any) -> None:
         super().__init__()

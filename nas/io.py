@@ -136,7 +136,7 @@ def clean_stale_writes(root: str | os.PathLike) -> list[Path]:
     (``.NAME.*.tmp``) are deleted; a folder moved aside for a swap (``.NAME.old-PID``) is put back
     when ``NAME`` is missing (the kill fell between the two renames), else deleted.
 
-    Only call it while no other process writes there (``nas.run_lock``). Returns what it touched.
+    Only call it while no other process writes there (``nas.engine.run_lock``). Returns what it touched.
     """
     import re
     import shutil

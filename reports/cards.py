@@ -8,9 +8,9 @@ import base64
 import shlex
 from typing import Any, Mapping
 
-from nas.records import TrialRecord
+from nas.results.records import TrialRecord
 
-from .fmt import esc, fixed, flops, human, kv_table, quality
+from reports.fmt import esc, fixed, flops, human, kv_table, quality
 
 QUALITY_KEYS = ("dice", "iou", "precision", "sensitivity", "specificity", "hd95")
 STRATA = (("small", "< 8 px"), ("medium", "8–32 px"), ("large", "> 32 px"))
@@ -50,7 +50,7 @@ def quality_section(front: tuple[TrialRecord, ...]) -> str:
              "2·√(area/π): small &lt; 8 px, medium 8–32 px, large &gt; 32 px. An object is detected when at least "
              "half of its pixels are predicted; “% detected” pools the objects of all images; a stratum's Dice "
              "is measured in the neighbourhood of its objects (a few px around them) and averaged over the images "
-             "that have such objects. HD95 in px. Definitions: <code>nas/metrics.py</code>.</p>")
+             "that have such objects. HD95 in px. Definitions: <code>nas/train/metrics.py</code>.</p>")
     if not rows:
         return intro + f'<p class="empty">Size-stratified Dice: {NOT_MEASURED} (no trial of this run carries quality metrics).</p>'
     return intro + quality_table(rows)

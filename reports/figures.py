@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from nas.io import atomic_write_bytes
-from nas.records import TrialRecord
+from nas.results.records import TrialRecord
 
-from .fmt import KINDS, kind, scale
-from .pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, ParetoFront, pareto_front
+from reports.fmt import KINDS, kind, scale
+from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, ParetoFront, pareto_front
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any, Iterable, Mapping
 
-from nas.records import TrialRecord
+from nas.results.records import TrialRecord
 
 # record kind -> (legend label, plotly marker symbol, matplotlib marker)
 KINDS = {"search": ("search", "circle", "o"), "compressed": ("compressed", "diamond", "D"),

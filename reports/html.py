@@ -12,14 +12,14 @@ from typing import Any, Mapping
 from urllib.parse import quote, urlsplit
 
 from nas.io import atomic_write_text
-from nas.records import TrialRecord
+from nas.results.records import TrialRecord
 
-from .cards import cards_section, importance_section, quality_section
-from .fmt import KINDS, arch_summary, esc, fixed, flops, human, kind, kv_table, small_dice
-from .hypervolume import REFERENCE, hypervolume_over_compute
-from .pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, pareto_front
-from .plots import curves_plot, front_plots, hover_text, hypervolume_plot
-from .templates import CSS, SCRIPT, json_script, plotly_js
+from reports.cards import cards_section, importance_section, quality_section
+from reports.fmt import KINDS, arch_summary, esc, fixed, flops, human, kind, kv_table, small_dice
+from reports.hypervolume import REFERENCE, hypervolume_over_compute
+from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, pareto_front
+from reports.plots import curves_plot, front_plots, hover_text, hypervolume_plot
+from reports.templates import CSS, SCRIPT, json_script, plotly_js
 
 STATE_ORDER = ("COMPLETE", "RUNNING", "WAITING", "PRUNED", "FAIL")
 
@@ -104,7 +104,7 @@ def render_report(records: list[TrialRecord], path, *, title: str, config: dict,
     """Write the study page to ``path`` atomically and return it; works for empty studies too.
 
     ``importance``: ``{"evaluator", "n_trials", "targets": {target: {param: share}}, "note"}`` (see
-    ``nas.optuna_importance``). ``overlays``: trial number -> ``{"png": bytes, "images", "dice"}`` or
+    ``nas.engine.optuna_adapter.importance``). ``overlays``: trial number -> ``{"png": bytes, "images", "dice"}`` or
     ``{"error": text}``. ``exported``: trial number -> its ``best/`` folder (default: front checkpoints).
     """
     records = sorted(records, key=lambda r: r.number)

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from nas.records import TrialRecord
+from nas.results.records import TrialRecord
 
 # Dice 0 and 10^11 MACs (100 GMAC): worse than any useful model, fixed so runs compare.
 REFERENCE = (0.0, 11.0)
@@ -55,7 +55,7 @@ def hypervolume_over_compute(records: Iterable[TrialRecord],
     presets are not search trials and are left out. The front is kept incrementally, so 1,000 trials
     take milliseconds.
     """
-    from .fmt import kind
+    from reports.fmt import kind
 
     out: list[HypervolumePoint] = []
     front: list[tuple[float, float]] = []

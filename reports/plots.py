@@ -8,12 +8,12 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-from nas.records import TrialRecord
+from nas.results.records import TrialRecord
 
-from .figures import AXES, DOMINATED_COLOR, FRONT_COLOR
-from .fmt import KINDS, arch_summary, esc, fixed, flops, human, kind, small_dice
-from .hypervolume import REFERENCE, HypervolumePoint
-from .pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, ParetoFront, pareto_front
+from reports.figures import AXES, DOMINATED_COLOR, FRONT_COLOR
+from reports.fmt import KINDS, arch_summary, esc, fixed, flops, human, kind, small_dice
+from reports.hypervolume import REFERENCE, HypervolumePoint
+from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, ParetoFront, pareto_front
 
 PRUNED_COLOR = "#7f7f7f"
 # plot id -> (objectives, x attribute, log x axis)

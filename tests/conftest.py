@@ -41,7 +41,7 @@ def make_study(run: Path, spec: dict, checkpoint: str = "trials/trial_0000") -> 
     """A one-trial study as nas-search leaves it (search_config, metrics/spec/checkpoint attrs)."""
     import optuna
 
-    from nas.optuna_study import CONFIG_ATTR
+    from nas.engine.optuna_adapter.study import CONFIG_ATTR
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=f"sqlite:///{run / 'study.db'}", study_name="resunet",

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from nas import save_checkpoint
-from nas.data import Normalization
+from nas.data.loading import Normalization
 from search_spaces import get_space
 from search_spaces.resunet import ResUNetSpec
 
@@ -117,7 +117,7 @@ def image_dir(tmp_path) -> Path:
 
 
 def search(capsys, tmp_path, *args):
-    from nas.cli import main
+    from nas.cli.search import main
 
     return call(capsys, main, *args, "--out", tmp_path / "out")
 
@@ -277,7 +277,7 @@ def test_constraints_no_architecture_meets_stop_after_n_pruned_without_training(
 # ----------------------------------------------------------------------------- nas-profile
 
 def test_profile_unknown_preset(capsys):
-    from nas.profile_cli import main
+    from nas.cli.profile import main
 
     code, out, err = call(capsys, main, "--preset", "resunet-huge")
     assert_refused(code, err, "nas-profile", "unknown preset 'resunet-huge'", "resunet-standard")
@@ -286,14 +286,14 @@ def test_profile_unknown_preset(capsys):
 
 @pytest.mark.parametrize("flag, value", [("--input-size", "0"), ("--repeats", "0"), ("--batch", "-2")])
 def test_profile_zero_or_negative_numbers(capsys, flag, value):
-    from nas.profile_cli import main
+    from nas.cli.profile import main
 
     code, _, err = call(capsys, main, "--preset", "unet-16", flag, value)
     assert_refused(code, err, "nas-profile", f"{flag} must be >= 1, got {value}")
 
 
 def test_profile_spec_file_that_is_a_pickle(tmp_path, capsys):
-    from nas.profile_cli import main
+    from nas.cli.profile import main
 
     marker = tmp_path / "marker"
     torch.save({"model": Exploit(marker)}, tmp_path / "model.pt")
@@ -305,7 +305,7 @@ def test_profile_spec_file_that_is_a_pickle(tmp_path, capsys):
 # ----------------------------------------------------------------------------- checkpoints
 
 def test_truncated_weights_fail_the_hash_check(ckpt, capsys):
-    from nas.export_cli import main
+    from nas.cli.export import main
 
     weights = ckpt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:200])
@@ -317,7 +317,7 @@ def test_truncated_weights_fail_the_hash_check(ckpt, capsys):
 
 def test_corrupt_weights_that_metrics_vouch_for(ckpt, capsys):
     """The hash matches (metrics.json rewritten too), so the safetensors parser itself must refuse."""
-    from nas.export_cli import main
+    from nas.cli.export import main
 
     set_weights(ckpt, (ckpt / "model.safetensors").read_bytes()[:200], rehash=True)
     before = snapshot(ckpt.parent)
@@ -328,7 +328,7 @@ def test_corrupt_weights_that_metrics_vouch_for(ckpt, capsys):
 
 
 def test_weights_swapped_for_another_model(ckpt, tmp_path, capsys):
-    from compress.cli import main
+    from nas.cli.compress import main
 
     torch.manual_seed(1)  # a valid safetensors file with other weights
     model = get_space("resunet").build_model(SPEC, 1, 1)
@@ -342,7 +342,7 @@ def test_weights_swapped_for_another_model(ckpt, tmp_path, capsys):
 
 
 def test_spec_from_a_newer_schema(ckpt, image_dir, tmp_path, capsys):
-    from nas.predict_cli import main
+    from nas.cli.predict import main
 
     edit_json(ckpt / "spec.json", lambda header: header["spec"].update(schema_version=99))
     code, _, err = call(capsys, main, "--checkpoint", ckpt, "--input", image_dir, "--output", tmp_path / "masks")
@@ -351,7 +351,7 @@ def test_spec_from_a_newer_schema(ckpt, image_dir, tmp_path, capsys):
 
 
 def test_checkpoint_format_from_a_newer_version(ckpt, capsys):
-    from nas.export_cli import main
+    from nas.cli.export import main
 
     edit_json(ckpt / "spec.json", lambda header: header.update(format_version=7))
     before = snapshot(ckpt)
@@ -374,9 +374,9 @@ def test_the_exploit_would_run_if_anything_unpickled_it(tmp_path):
 @pytest.mark.parametrize("cli", ["nas-predict", "nas-export", "nas-compress"])
 def test_model_safetensors_that_is_really_a_pickle_is_never_unpickled(ckpt, image_dir, tmp_path, capsys, cli):
     """metrics.json vouches for the pickle, so only the loader's format check stands in the way."""
-    from compress.cli import main as compress_main
-    from nas.export_cli import main as export_main
-    from nas.predict_cli import main as predict_main
+    from nas.cli.compress import main as compress_main
+    from nas.cli.export import main as export_main
+    from nas.cli.predict import main as predict_main
 
     marker = tmp_path / "marker"
     set_weights(ckpt, pickle.dumps({"head.weight": Exploit(marker)}), rehash=True)
@@ -405,7 +405,7 @@ def test_the_installed_console_script_refuses_a_pickle_too(ckpt, image_dir, tmp_
 
 
 def test_a_torch_save_file_as_checkpoint_is_never_unpickled(tmp_path, capsys):
-    from nas.export_cli import main
+    from nas.cli.export import main
 
     marker = tmp_path / "marker"
     torch.save({"state_dict": Exploit(marker)}, tmp_path / "model.pth")
@@ -417,7 +417,7 @@ def test_a_torch_save_file_as_checkpoint_is_never_unpickled(tmp_path, capsys):
 
 
 def test_a_folder_with_pt_weights_instead_of_safetensors(ckpt, tmp_path, capsys):
-    from compress.cli import main
+    from nas.cli.compress import main
 
     marker = tmp_path / "marker"
     (ckpt / "model.safetensors").unlink()
@@ -430,7 +430,7 @@ def test_a_folder_with_pt_weights_instead_of_safetensors(ckpt, tmp_path, capsys)
 
 
 def test_metrics_json_that_is_not_json(ckpt, image_dir, tmp_path, capsys):
-    from nas.predict_cli import main
+    from nas.cli.predict import main
 
     (ckpt / "metrics.json").write_text('{"weights_sha256": ')
     code, _, err = call(capsys, main, "--checkpoint", ckpt, "--input", image_dir, "--output", tmp_path / "masks")
@@ -441,7 +441,7 @@ def test_metrics_json_that_is_not_json(ckpt, image_dir, tmp_path, capsys):
 # ----------------------------------------------------------------------------- the other CLIs' inputs
 
 def test_predict_unreadable_input_image(ckpt, image_dir, tmp_path, capsys):
-    from nas.predict_cli import main
+    from nas.cli.predict import main
 
     (image_dir / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     code, _, err = call(capsys, main, "--checkpoint", ckpt, "--input", image_dir, "--output", tmp_path / "masks")
@@ -455,7 +455,7 @@ def test_predict_unreadable_input_image(ckpt, image_dir, tmp_path, capsys):
     ("--patch-size", "0", "--patch-size must be >= 8"),
 ])
 def test_predict_zero_or_negative_numbers(ckpt, image_dir, tmp_path, capsys, flag, value, needle):
-    from nas.predict_cli import main
+    from nas.cli.predict import main
 
     code, _, err = call(capsys, main, "--checkpoint", ckpt, "--input", image_dir, "--output", tmp_path / "masks",
                         flag, value)
@@ -464,7 +464,7 @@ def test_predict_zero_or_negative_numbers(ckpt, image_dir, tmp_path, capsys, fla
 
 
 def test_export_input_size_too_small(ckpt, capsys):
-    from nas.export_cli import main
+    from nas.cli.export import main
 
     before = snapshot(ckpt)
     code, _, err = call(capsys, main, "--checkpoint", ckpt, "--format", "onnx", "--input-size", "0")
@@ -478,7 +478,7 @@ def test_export_input_size_too_small(ckpt, capsys):
     ("--batch-size", "0", "--batch-size must be >= 1"),
 ])
 def test_compress_zero_or_negative_numbers(ckpt, tmp_path, capsys, flag, value, needle):
-    from compress.cli import main
+    from nas.cli.compress import main
 
     before = snapshot(tmp_path)
     code, _, err = call(capsys, main, "--checkpoint", ckpt, "--data", "synthetic", flag, value)
@@ -487,7 +487,7 @@ def test_compress_zero_or_negative_numbers(ckpt, tmp_path, capsys, flag, value, 
 
 
 def test_report_of_a_corrupt_study_db(tmp_path, capsys):
-    from nas.report_cli import main
+    from nas.cli.report import main
 
     (tmp_path / "study.db").write_bytes(b"this is not an SQLite database" * 20)
     before = snapshot(tmp_path)
@@ -497,7 +497,7 @@ def test_report_of_a_corrupt_study_db(tmp_path, capsys):
 
 
 def test_report_overlay_images_zero(tmp_path, capsys):
-    from nas.report_cli import main
+    from nas.cli.report import main
 
     code, _, err = call(capsys, main, "--run", tmp_path, "--overlay-images", "0")
     assert_refused(code, err, "nas-report", "--overlay-images must be >= 1, got 0")
@@ -507,7 +507,7 @@ def test_report_overlay_images_zero(tmp_path, capsys):
 @pytest.mark.slow
 def test_report_with_a_pickled_best_checkpoint_warns_and_never_unpickles(ckpt, tmp_path, capsys):
     """nas-report rebuilds the page anyway (the study is fine): the bad model is named, never run."""
-    from nas.report_cli import main
+    from nas.cli.report import main
 
     run = make_study(ckpt.parent.parent, SPEC.to_dict())
     marker = tmp_path / "marker"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nas import CheckpointError, load_checkpoint, read_checkpoint_info, save_checkpoint
-from nas.data import Normalization
+from nas.data.loading import Normalization
 from search_spaces.resunet import ResUNetSpec, build_model
 
 SPEC = ResUNetSpec(encoder_widths=(8, 16, 32), decoder_widths=(8, 12), skip_attention="se",

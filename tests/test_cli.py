@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from nas import load_checkpoint, read_checkpoint_info
-from nas.data import load_data
-from nas.training import evaluate_dice
+from nas.data.loading import load_data
+from nas.train.trainer import evaluate_dice
 
 NAS_SEARCH = Path(sys.executable).parent / "nas-search"
 TINY = ["--trials", "2", "--epochs", "1", "--image-size", "32", "--seed", "1", "--device", "cpu"]
@@ -132,7 +132,7 @@ def test_list_spaces(tmp_path):
 
 def run_main(capsys, *args: str) -> tuple[int, str, str]:
     """The CLI in-process (fast): exit code, stdout, stderr."""
-    from nas.cli import main
+    from nas.cli.search import main
 
     try:
         code = main(list(args))

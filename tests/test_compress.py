@@ -16,8 +16,8 @@ from compress.index import compressed_records, read_index
 from compress.prune import PruningError, macs_of, prune_channels, stem_conv
 from compress.quantize import export_precisions, session
 from nas import load_checkpoint, save_checkpoint
-from nas.data import Normalization, load_data
-from nas.training import TrainConfig, train_model
+from nas.data.loading import Normalization, load_data
+from nas.train.trainer import TrainConfig, train_model
 from search_spaces.resunet import ResUNetSpec, build_model
 
 X = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -153,7 +153,7 @@ def test_int8_and_fp16_onnx_run_and_agree_with_fp32(small_data, tmp_path):
 
 def test_int8_can_leave_transposed_convs_in_float(small_data, tmp_path):
     from compress.quantize import calibration_batches, quantize_int8
-    from nas.export import export_onnx
+    from nas.deploy.export import export_onnx
 
     export_onnx(build_model(tiny(), 1, 1).eval(), tmp_path / "model.onnx", input_size=32, in_channels=1,
                 spatial_dims=2)
@@ -169,7 +169,7 @@ def test_int8_can_leave_transposed_convs_in_float(small_data, tmp_path):
 # --------------------------------------------------------------------------------------------- CLI
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    from compress.cli import main
+    from nas.cli.compress import main
 
     try:
         code = main(list(args))

@@ -10,8 +10,8 @@ import torch
 
 from compress.finetune import finetune
 from compress.prune import prune_channels
-from nas.data import load_data
-from nas.training import TrainConfig, evaluate_dice, train_model
+from nas.data.loading import load_data
+from nas.train.trainer import TrainConfig, evaluate_dice, train_model
 from search_spaces.resunet import ResUNetSpec, build_model
 
 X = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(1))

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from nas.constraints import (MB, Constraints, check, check_model, format_count, parse_count,
+from nas.costs.constraints import (MB, Constraints, check, check_model, format_count, parse_count,
                              training_step_memory)
-from nas.costs import count_macs, count_params
+from nas.costs.measure import count_macs, count_params
 
 
 def conv_model() -> nn.Module:

@@ -1,4 +1,4 @@
-"""nas.costs: fvcore MACs == layer-hook MACs == a hand count from the ResUNet spec; costs plumbing."""
+"""nas.costs.measure: fvcore MACs == layer-hook MACs == a hand count from the ResUNet spec; costs plumbing."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from nas.costs import (Costs, count_macs, count_macs_by_hooks, count_params, describe_device,
+from nas.costs.measure import (Costs, count_macs, count_macs_by_hooks, count_params, describe_device,
                        measure_costs, measure_latency)
 from search_spaces import RandomSuggest, get_space
 from search_spaces.resunet import ResUNetSpec

@@ -10,15 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from nas.data import (
+from nas.data.loading import (
     DataError,
     Normalization,
     SegmentationData,
     check_data_source,
-    iterate_train_batches,
     load_data,
 )
-from nas.synthetic import SYNTHETIC_NAME, make_synthetic
+from nas.data.patches import iterate_train_batches
+from nas.data.synthetic import SYNTHETIC_NAME, make_synthetic
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -483,7 +483,7 @@ def test_synthetic_kinds():
     assert vessels.name == "synthetic-vessels" and vessels.train_images[0].shape == (1, 32, 32)
     assert volumes.train_images[0].shape == (1, 16, 16, 16) and len(volumes.train_images) == 2
     assert all(0 < m.mean() < 0.5 for m in vessels.train_masks + blobs.train_masks + volumes.train_masks)
-    from nas.metrics import segmentation_quality
+    from nas.train.metrics import segmentation_quality
 
     strata = segmentation_quality([m[0] for m in blobs.train_masks], [m[0] for m in blobs.train_masks])
     assert all(s["count"] > 0 for s in strata["size_strata"].values())  # small, medium and large

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from nas import load_checkpoint, save_checkpoint
-from nas.data import Normalization
+from nas.data.loading import Normalization
 from nas.io import WriteError, atomic_write_bytes, atomic_write_json, atomic_write_text
 from search_spaces import get_space
 from search_spaces.resunet import ResUNetSpec
@@ -189,7 +189,7 @@ def images(tmp_path) -> Path:
 
 
 def test_predict_on_a_full_disk_stops_with_one_line_and_whole_files(tmp_path, images, monkeypatch, capsys):
-    from nas.predict_cli import main
+    from nas.cli.predict import main
 
     ckpt = make_checkpoint(tmp_path / "ckpt")
     assert call(capsys, main, "--checkpoint", ckpt, "--input", images, "--output", tmp_path / "free")[0] == 0
@@ -208,7 +208,7 @@ def test_predict_on_a_full_disk_stops_with_one_line_and_whole_files(tmp_path, im
 
 
 def test_export_on_a_full_disk_keeps_the_previous_export(tmp_path, monkeypatch, capsys):
-    from nas.export_cli import main
+    from nas.cli.export import main
 
     ckpt = make_checkpoint(tmp_path / "ckpt")
     (ckpt / "model.onnx").write_bytes(b"previous export")
@@ -223,7 +223,7 @@ def test_export_on_a_full_disk_keeps_the_previous_export(tmp_path, monkeypatch, 
 
 
 def test_export_to_a_read_only_folder_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
-    from nas.export_cli import main
+    from nas.cli.export import main
 
     ckpt = make_checkpoint(tmp_path / "ckpt")
     locked = tmp_path / "locked"
@@ -240,7 +240,7 @@ def test_export_to_a_read_only_folder_is_refused_before_any_work(tmp_path, monke
 @pytest.mark.skipif(PERMISSIONS_IGNORED, reason="running as root: permission bits do not stop root's writes "
                     "(test_export_to_a_read_only_folder_is_refused_before_any_work simulates it)")
 def test_predict_into_a_read_only_folder_by_permissions(tmp_path, images, capsys):
-    from nas.predict_cli import main
+    from nas.cli.predict import main
 
     ckpt = make_checkpoint(tmp_path / "ckpt")
     locked = tmp_path / "locked"
@@ -255,7 +255,7 @@ def test_predict_into_a_read_only_folder_by_permissions(tmp_path, images, capsys
 
 
 def test_report_on_a_full_disk_keeps_the_previous_report_and_the_study(tmp_path, monkeypatch, capsys):
-    from nas.report_cli import main
+    from nas.cli.report import main
 
     run = make_study(tmp_path, SPEC.to_dict())
     (run / "report.html").write_text("previous report")
@@ -273,8 +273,8 @@ def test_report_on_a_full_disk_keeps_the_previous_report_and_the_study(tmp_path,
 @pytest.mark.slow
 def test_a_full_disk_while_exporting_best_keeps_the_previous_best(tmp_path, monkeypatch):
     """``best/`` is assembled beside the old one and swapped in whole: a failure leaves the old one."""
-    from nas.outputs import OBJECTIVES, export_best
-    from nas.records import TrialRecord
+    from nas.run.outputs import OBJECTIVES, export_best
+    from nas.results.records import TrialRecord
     from reports import pareto_front
 
     make_checkpoint(tmp_path / "trials" / "trial_0000", trial=0)

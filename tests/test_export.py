@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from nas import load_checkpoint, save_checkpoint
-from nas.data import Normalization
-from nas.export import ExportError, export_onnx, export_torchscript
-from nas.export_cli import main as export_main
-from nas.model_card import prepare_deployment, write_model_card
+from nas.data.loading import Normalization
+from nas.deploy.export import ExportError, export_onnx, export_torchscript
+from nas.cli.export import main as export_main
+from nas.deploy.model_card import prepare_deployment, write_model_card
 from search_spaces import get_space, list_spaces
 from search_spaces.resunet import ResUNetSpec
 
@@ -177,7 +177,7 @@ def test_deployment_of_an_unexportable_model_writes_the_card_and_warns(tmp_path,
     def refuse(*args, **kwargs):
         raise ExportError("exported model differs from PyTorch at input (1, 1, 64, 64)")
 
-    monkeypatch.setattr("nas.model_card.export_onnx", refuse)
+    monkeypatch.setattr("nas.deploy.model_card.export_onnx", refuse)
     with pytest.warns(UserWarning, match="no ONNX export"):
         assert prepare_deployment(folder) is None
     assert not (folder / "model.onnx").exists()

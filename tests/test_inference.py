@@ -9,8 +9,8 @@ import textwrap
 import pytest
 import torch
 
-from nas.data import Normalization
-from nas.inference import gaussian_importance, sliding_window_logits, window_starts
+from nas.data.loading import Normalization
+from nas.train.inference import gaussian_importance, sliding_window_logits, window_starts
 from search_spaces import get_space
 from search_spaces.resunet import ResUNetSpec
 
@@ -92,8 +92,8 @@ def test_bad_arguments_are_refused():
 
 _MEMORY_SCRIPT = textwrap.dedent("""
     import json, threading, torch
-    from nas.data import Normalization
-    from nas.inference import sliding_window_logits
+    from nas.data.loading import Normalization
+    from nas.train.inference import sliding_window_logits
     torch.set_num_threads(1)  # 2 threads on 2 shared cores is several times slower here
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),

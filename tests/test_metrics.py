@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nas.metrics import (
+from nas.train.metrics import (
     DETECTION_OVERLAP,
     aggregate,
     connected_components,
@@ -172,7 +172,7 @@ def test_accepts_tensors_with_a_channel_axis_and_3d():
 
 
 def test_distance_transform_matches_brute_force_and_hd95_paths_agree(monkeypatch):
-    import nas.metrics as metrics
+    import nas.train.metrics as metrics
 
     rng = np.random.default_rng(0)
     feature = rng.random((23, 31)) < 0.03

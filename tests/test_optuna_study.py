@@ -6,7 +6,7 @@ import math
 import optuna
 import pytest
 
-from nas.optuna_study import (MAX_DUPLICATES_IN_A_ROW, VIOLATION_ATTR, StudyConfigError, apply_verdict,
+from nas.engine.optuna_adapter.study import (MAX_DUPLICATES_IN_A_ROW, VIOLATION_ATTR, StudyConfigError, apply_verdict,
                               count_finished, open_study, record_fixed_params, run_study, skip_if_duplicate,
                               study_records)
 
@@ -89,11 +89,11 @@ def test_a_trial_left_running_by_a_dead_process_does_not_count(storage):
     assert states == ["COMPLETE", "RUNNING"] and count_finished(study) == 1
 
 
-# --- constraints before training (nas.constraints verdicts stored by the adapter) ---------------
+# --- constraints before training (nas.costs.constraints verdicts stored by the adapter) ---------------
 
 def constrained_trial(study, limit=20):
     """Widths above ``limit`` are infeasible: pruned before 'training', with the violation stored."""
-    from nas.constraints import Constraints, check
+    from nas.costs.constraints import Constraints, check
 
     def run(trial):
         value = trial.suggest_int("width", 0, 99)

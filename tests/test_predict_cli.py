@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 
 from nas import read_checkpoint_info, save_checkpoint
-from nas.data import Normalization
-from nas.export import export_onnx
-from nas.inference import sliding_window_logits
-from nas.predict_cli import main as predict_main
+from nas.data.loading import Normalization
+from nas.deploy.export import export_onnx
+from nas.train.inference import sliding_window_logits
+from nas.cli.predict import main as predict_main
 from search_spaces import get_space
 from search_spaces.resunet import ResUNetSpec
 

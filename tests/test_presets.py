@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nas.costs import count_macs, count_params
+from nas.costs.measure import count_macs, count_params
 from search_spaces import get_space
 from search_spaces.presets import Preset, get_preset, list_presets
 from search_spaces.resunet import build_model

@@ -1,13 +1,13 @@
-"""``nas-profile``: its figures are nas.costs' on the same spec; bad input is one line and exit 2."""
+"""``nas-profile``: its figures are nas.costs.measure' on the same spec; bad input is one line and exit 2."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from nas.constraints import training_step_memory
-from nas.costs import count_macs, count_params
-from nas.profile_cli import main
+from nas.costs.constraints import training_step_memory
+from nas.costs.measure import count_macs, count_params
+from nas.cli.profile import main
 from search_spaces import get_space
 from search_spaces.resunet import ResUNetSpec
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.objective import TrialSettings
-from nas.objectives import Objectives
-from nas.optuna_study import count_finished, open_study, study_records
-from nas.search import SearchJob, front_size
-from nas.training import TrainConfig
+from nas.engine.trial import TrialSettings
+from nas.engine.objectives import Objectives
+from nas.engine.optuna_adapter.study import count_finished, open_study, study_records
+from nas.engine.job import SearchJob, front_size
+from nas.train.trainer import TrainConfig
 
 RESTRICT = ["depth=3", "base_width=8", "blocks_per_stage=1", "width_mode=growth", "block=basic"]
 EPOCHS = 2
@@ -27,7 +27,7 @@ def tiny_job(out: Path, trials: int, **changes) -> SearchJob:
     from search_spaces import get_space
     from search_spaces.overrides import restriction_from_args
 
-    from nas.data import load_data
+    from nas.data.loading import load_data
 
     space = get_space("resunet")
     data = load_data("synthetic", image_size=32, seed=1, synthetic_train=8, synthetic_val=4)
@@ -42,7 +42,7 @@ def test_outcomes_of_ray_trials_are_told_apart(tmp_path):
     """Without Ray: a finished trainable, a scheduler stop and a crash give three different states."""
     from optuna.trial import TrialState
 
-    from nas.ray_backend import OUTCOME_KEY, _Session
+    from nas.engine.ray_adapter import OUTCOME_KEY, _Session
 
     session = _Session(job=tiny_job(tmp_path, 1), study=None, live=None)  # outcome() reads only the job
     metrics = {"dice": 0.5, "macs": 1e6}
@@ -57,7 +57,7 @@ def test_outcomes_of_ray_trials_are_told_apart(tmp_path):
 
 
 def test_the_search_ends_on_the_same_rules_as_the_optuna_path(tmp_path, monkeypatch):
-    from nas.ray_backend import _Session
+    from nas.engine.ray_adapter import _Session
 
     session = _Session(job=tiny_job(tmp_path, 3, max_failures=2, timeout=60.0), study=None, live=None)
     assert session.stop_reason(running=2) is None
@@ -74,7 +74,7 @@ def test_without_ray_the_backend_says_what_to_install(monkeypatch):
     import subprocess
     import sys
 
-    from nas.ray_backend import INSTALL_HINT, check_ray_backend, run_ray_search
+    from nas.engine.ray_adapter import INSTALL_HINT, check_ray_backend, run_ray_search
 
     monkeypatch.setitem(sys.modules, "ray", None)  # ``import ray`` now raises ImportError
     job = tiny_job(Path("unused"), 1)
@@ -83,7 +83,7 @@ def test_without_ray_the_backend_says_what_to_install(monkeypatch):
                                         ray_address=None, gpus_per_trial=0, cpus_per_trial=1, resume=False)):
         with pytest.raises(RuntimeError, match=r"pip install \.\[ray\]"):
             call()
-    code = "import sys; sys.modules['ray'] = None; import nas.ray_backend, nas.cli"  # importable without Ray
+    code = "import sys; sys.modules['ray'] = None; import nas.engine.ray_adapter, nas.cli.search"  # importable without Ray
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
     assert INSTALL_HINT == "the Ray backend needs `pip install .[ray]`"
 
@@ -93,7 +93,7 @@ def test_without_ray_the_backend_says_what_to_install(monkeypatch):
     ("cpu", 0, 0, "--cpus-per-trial must be > 0")])
 def test_resources_that_cannot_work_are_refused(device, gpus, cpus, message):
     pytest.importorskip("ray.tune", reason="Ray is optional: pip install .[ray]")
-    from nas.ray_backend import check_ray_backend
+    from nas.engine.ray_adapter import check_ray_backend
 
     with pytest.raises(ValueError, match=re.escape(message)):
         check_ray_backend(device, gpus, cpus)
@@ -103,7 +103,7 @@ def test_replay_rebuilds_the_spec_and_the_distributions():
     from search_spaces import RandomSuggest, get_space
     from search_spaces.overrides import RestrictedSuggest, restriction_from_args
 
-    from nas.ray_backend import replay
+    from nas.engine.ray_adapter import replay
 
     space = get_space("resunet")
     restriction = restriction_from_args(space.dimensions, RESTRICT)
@@ -147,8 +147,8 @@ def stop_one_trial_after_epoch_one():
 
 @pytest.mark.slow
 def test_a_ray_search_fills_the_study_and_a_scheduler_stop_is_pruned(local_ray, tmp_path):
-    from nas.checkpoint import load_checkpoint
-    from nas.ray_backend import RAY_TRIAL_ATTR, run_ray_search
+    from nas.deploy.checkpoint import load_checkpoint
+    from nas.engine.ray_adapter import RAY_TRIAL_ATTR, run_ray_search
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = open_study(storage, "resunet", 1, {"space": "resunet"}, Objectives())
@@ -193,7 +193,7 @@ def test_a_ray_search_fills_the_study_and_a_scheduler_stop_is_pruned(local_ray, 
 def test_failing_ray_trials_are_recorded_and_end_the_search(local_ray, tmp_path):
     """An exception in a Ray worker (Adam refuses lr NaN) is a FAIL with its reason; ``max_failures``
     of them end the search (trials already running still finish)."""
-    from nas.ray_backend import run_ray_search
+    from nas.engine.ray_adapter import run_ray_search
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = open_study(storage, "resunet", 1, {"space": "resunet"}, Objectives())
@@ -225,7 +225,7 @@ def interrupt_after_first_finished_trial(marker: Path):
 
 @pytest.mark.slow
 def test_an_interrupted_ray_search_is_restored_without_losing_or_repeating_trials(local_ray, tmp_path):
-    from nas.ray_backend import RAY_TRIAL_ATTR, run_ray_search
+    from nas.engine.ray_adapter import RAY_TRIAL_ATTR, run_ray_search
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = open_study(storage, "resunet", 1, {"space": "resunet"}, Objectives())

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nas.records import TrialRecord
+from nas.results.records import TrialRecord
 from reports import render_report
 
 BROWSER = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")

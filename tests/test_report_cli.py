@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 from nas import save_checkpoint
-from nas.optuna_importance import param_importances
-from nas.optuna_study import open_study
-from nas.overlays import FN, FP, TP, grid_png, overlay_row, prediction_overlays, validation_data
-from nas.report_cli import main as report_main
+from nas.engine.optuna_adapter.importance import param_importances
+from nas.engine.optuna_adapter.study import open_study
+from nas.deploy.overlays import FN, FP, TP, grid_png, overlay_row, prediction_overlays, validation_data
+from nas.cli.report import main as report_main
 from search_spaces import get_space
 from search_spaces.resunet import ResUNetSpec
 
@@ -183,8 +183,8 @@ def test_prediction_overlays_from_real_checkpoints(tmp_path):
 
 def test_write_run_outputs_as_nas_search_calls_it(tmp_path):
     """No study object: importance comes from config's storage; best/ is exported, then drawn."""
-    from nas.optuna_study import study_records
-    from nas.outputs import write_run_outputs
+    from nas.engine.optuna_adapter.study import study_records
+    from nas.run.outputs import write_run_outputs
 
     run = make_run(tmp_path / "run")
     normalization = validation_data(CONFIG).normalization

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from nas.records import TrialRecord
+from nas.results.records import TrialRecord
 from reports import (
     DICE_MACS,
     REFERENCE,

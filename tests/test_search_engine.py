@@ -11,13 +11,13 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from nas.early_stop import EarlyStopped, RungPoint, RungPolicy, rung_dice, rung_verdict
-from nas.objectives import Objectives
-from nas.optuna_study import (WORKER_ATTR, count_finished, default_storage, open_study, recover_lost_trials,
+from nas.engine.early_stop import EarlyStopped, RungPoint, RungPolicy, rung_dice, rung_verdict
+from nas.engine.objectives import Objectives
+from nas.engine.optuna_adapter.study import (WORKER_ATTR, count_finished, default_storage, open_study, recover_lost_trials,
                               run_study, study_records)
-from nas.records import TrialRecord
-from nas.search import LiveView
-from nas.training import TrainingError
+from nas.results.records import TrialRecord
+from nas.engine.job import LiveView
+from nas.train.trainer import TrainingError
 
 CONFIG = {"space": "resunet", "epochs": 1}
 POLICY = RungPolicy(rungs=(1, 3), eta=3, min_peers=3)
@@ -100,7 +100,7 @@ def test_bad_objectives_are_refused(text):
 
 
 def test_a_study_refuses_other_objectives_on_resume(storage):
-    from nas.optuna_study import StudyConfigError
+    from nas.engine.optuna_adapter.study import StudyConfigError
 
     open_study(storage, "s", 0, CONFIG)
     with pytest.raises(StudyConfigError, match="objectives"):
@@ -271,26 +271,33 @@ def test_live_view_counts_and_estimates(tmp_path):
 # --- worker pool ---------------------------------------------------------------------------------
 
 def test_each_worker_gets_one_gpu_round_robin_or_none_on_a_cpu_machine():
-    from nas.workers import gpu_pool
+    from nas.engine.workers import gpu_pool
 
     assert gpu_pool(3, 2) == ["0", "1", "0"]
     assert gpu_pool(2, 0) == [None, None]
 
 
 def test_a_worker_is_the_same_command_with_worker_overrides(tmp_path):
-    from nas.cli import build_parser
-    from nas.workers import worker_command
+    from nas.cli.search import build_parser
+    from nas.engine.workers import worker_command
 
     argv = ["--trials", "7", "--workers", "3", "--storage", "journal:///x", "--out", "elsewhere", "--seed", "4"]
     command = worker_command(argv, 2, f"journal:///{tmp_path}/study.journal", tmp_path)
-    assert command[1:3] == ["-m", "nas.cli"]
+    assert command[1:3] == ["-m", "nas.cli.search"]
     args = build_parser().parse_args(command[3:])
     assert (args.trials, args.seed, args.workers, args.worker_id) == (7, 4, 1, 2)
     assert args.storage == f"journal:///{tmp_path}/study.journal" and args.out == str(tmp_path)
 
 
-def test_the_cli_offers_exactly_the_adapters_samplers():
-    """The CLI keeps its own copy so --help does not import Optuna; the two must not drift."""
-    from nas import cli, optuna_study
+def test_every_sampler_the_cli_offers_is_one_the_adapter_builds():
+    """One list of sampler names (``nas.engine.job.SAMPLERS``): the CLI offers it, the adapter builds each."""
+    from nas.cli.search import build_parser
+    from nas.engine.job import SAMPLERS
+    from nas.engine.optuna_adapter.study import make_sampler
 
-    assert cli.SAMPLERS == optuna_study.SAMPLERS
+    choices = next(a.choices for a in build_parser()._actions if a.dest == "sampler")
+    assert tuple(choices) == SAMPLERS
+    for name in SAMPLERS:
+        assert make_sampler(name, seed=0) is not None
+    with pytest.raises(ValueError, match="unknown sampler"):
+        make_sampler("grid", seed=0)

@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nas.optuna_study import make_storage
+from nas.engine.optuna_adapter.study import make_storage
 
 NAS_SEARCH = Path(sys.executable).parent / "nas-search"
 SMALL = ["--epochs", "2", "--image-size", "32", "--seed", "3", "--device", "cpu",

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from nas import load_checkpoint, save_checkpoint
-from nas.data import Normalization
+from nas.data.loading import Normalization
 from search_spaces import RandomSuggest, get_space, list_spaces
 from search_spaces.resunet import ResUNetSpec, build_model
 from search_spaces.resunet.pruning import pruning_setup, spec_from_model

@@ -6,8 +6,8 @@ import copy
 import pytest
 import torch
 
-from nas.data import load_data
-from nas.training import TrainConfig, dice_focal_loss, dice_per_image, evaluate_dice, train_model
+from nas.data.loading import load_data
+from nas.train.trainer import TrainConfig, dice_focal_loss, dice_per_image, evaluate_dice, train_model
 from search_spaces.resunet import ResUNetSpec, build_model
 
 SPEC = ResUNetSpec(encoder_widths=(8, 16, 32), decoder_widths=(8, 16))
@@ -71,7 +71,7 @@ def test_it_learns(data):
 
 
 def test_nan_loss_fails_the_trial_clearly(data):
-    from nas.training import TrainingError
+    from nas.train.trainer import TrainingError
 
     model = build_model(SPEC, data.in_channels, 1)
     with torch.no_grad():
@@ -89,7 +89,7 @@ def _config(**overrides):
 
 
 def test_warmup_cosine_schedule():
-    from nas.training import warmup_cosine
+    from nas.train.trainer import warmup_cosine
 
     values = [warmup_cosine(step, 100, 0.1) for step in range(100)]
     assert values[0] == pytest.approx(0.04) and values[10] == pytest.approx(1.0)
@@ -120,7 +120,7 @@ def test_channels_last_matches_the_default_layout(data):
 
 
 def test_gradient_checkpointing_gives_the_same_losses_and_refuses_other_models(data):
-    from nas.training import gradient_checkpointing
+    from nas.train.trainer import gradient_checkpointing
 
     _, plain = _train(data, epochs=1)
     torch.manual_seed(0)
@@ -184,7 +184,7 @@ def test_fov_weight_ignores_pixels_outside():
 
 
 def test_training_with_fov_and_quality_report(data):
-    from nas.training import evaluate_quality
+    from nas.train.trainer import evaluate_quality
 
     fov_data = copy.copy(data)
     fov_data.train_fovs = [torch.ones_like(m) for m in data.train_masks]
@@ -208,7 +208,7 @@ def test_large_images_validate_by_sliding_window(data):
 
 
 def test_3d_training_step_and_metrics():
-    from nas.training import evaluate_quality
+    from nas.train.trainer import evaluate_quality
 
     volumes = load_data("synthetic:volumes", image_size=32, seed=0, synthetic_train=8, synthetic_val=4)
     torch.manual_seed(0)
@@ -223,7 +223,7 @@ def test_3d_training_step_and_metrics():
 def test_trial_metrics_carry_json_safe_quality_for_val_and_test(data):
     import json
 
-    from nas.objective import TrialSettings, evaluate_spec, json_safe
+    from nas.engine.trial import TrialSettings, evaluate_spec, json_safe
     from search_spaces import get_space
 
     with_test = copy.copy(data)

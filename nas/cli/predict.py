@@ -1,0 +1,209 @@
+"""``nas-predict``: segment images of any size with a checkpoint (PyTorch or its ONNX file).
+
+Every input is read and checked before anything is written: a missing input, an empty folder, an
+unreadable image, a channel count the model does not take or an unwritable --output ends with one
+line and exit code 2; a write that fails midway (disk full) ends with one line and exit code 1.
+Masks (output channel 0) are PNG 0/255 with the input's stem; overlays (``<stem>_overlay.png``)
+tint the mask red. Images are processed one at a time, so memory is one image and its logits.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from nas.deploy.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
+from nas.data.loading import IMAGE_SUFFIXES, DataError, _read_image
+from nas.deploy.export import DEFAULT_FILES, INPUT_NAME, checkpoint_spatial_dims, default_input_size
+from nas.train.inference import MAX_OVERLAP, Predictor, sliding_window_logits
+from nas.io import atomic_write_bytes, unwritable
+from nas.train.trainer import resolve_device
+
+OVERLAY_ALPHA = 0.5
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nas-predict",
+        description="Sliding-window segmentation of images of any size; writes PNG masks (0/255), same stems.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder (spec.json, model.safetensors)")
+    parser.add_argument("--input", required=True,
+                        help="an image (PNG/JPEG/TIFF/BMP, grey or RGB) or a folder of them")
+    parser.add_argument("--output", required=True, help="folder for <stem>.png masks (created if needed)")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="foreground where sigmoid(logit) >= T (default 0.5)")
+    parser.add_argument("--overlay", action="store_true",
+                        help="also write <stem>_overlay.png (mask tinted red on the image)")
+    parser.add_argument("--patch-size", type=int, default=None,
+                        help="window side in px (default: the size costs were measured at, from metrics.json; "
+                             "a fixed-size ONNX model's own size)")
+    parser.add_argument("--overlap", type=float, default=0.5,
+                        help=f"fraction of a window shared with its neighbour, 0..{MAX_OVERLAP} (default 0.5)")
+    parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="run the folder's model.onnx with onnxruntime instead of PyTorch")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA when present), cpu or cuda; ignored with --onnx")
+    return parser
+
+
+def list_inputs(source: Path) -> list[Path]:
+    """The image itself, or the folder's image files sorted by name; ``DataError`` if none or duplicated stems."""
+    if not source.exists():
+        raise DataError(f"input {source} does not exist")
+    if source.is_file():
+        if source.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DataError(f"input {source} is not an image ({', '.join(IMAGE_SUFFIXES)})")
+        return [source]
+    files = sorted(p for p in source.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"no images in {source} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    stems: dict[str, Path] = {}
+    for path in files:
+        if path.stem in stems:
+            first = stems[path.stem].name
+            raise DataError(f"two files with the stem {path.stem!r} in {source}: {first}, {path.name}")
+        stems[path.stem] = path
+    return files
+
+
+def onnx_predictor(path: Path) -> tuple[Predictor, tuple[int, int] | None]:
+    """An onnxruntime session as a window predictor, and its fixed (H, W) if the export has one."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types for bad files
+        raise CheckpointError(f"{path}: not a readable ONNX model ({str(error).splitlines()[0][:160]})") from None
+    dims = session.get_inputs()[0].shape  # e.g. ['batch', 1, 'height', 'width'] or ['batch', 1, 64, 64]
+    fixed = (dims[2], dims[3]) if all(isinstance(d, int) for d in dims[2:4]) else None
+
+    def predict(windows: torch.Tensor) -> torch.Tensor:
+        array = windows.detach().cpu().numpy().astype(np.float32)  # (N, C, P, P)
+        return torch.from_numpy(session.run(None, {INPUT_NAME: array})[0])  # (N, out, P, P)
+
+    return predict, fixed
+
+
+def overlay_png(image: np.ndarray, mask: np.ndarray) -> bytes:
+    """``image`` (H, W, C) in [0, 1], ``mask`` (H, W) bool -> RGB PNG with the mask tinted red."""
+    rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[..., :3]  # (H, W, 3)
+    tinted = rgb.copy()
+    tinted[mask] = (1 - OVERLAY_ALPHA) * rgb[mask] + OVERLAY_ALPHA * np.array([1.0, 0.0, 0.0])
+    return png_bytes((tinted * 255).round().clip(0, 255).astype(np.uint8))
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[Path], object]:
+    """Everything that can be refused, before anything is written; returns (inputs, checkpoint info)."""
+    if not 0.0 <= args.threshold <= 1.0:
+        parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
+    if not 0.0 <= args.overlap <= MAX_OVERLAP:
+        parser.error(f"--overlap must be in [0, {MAX_OVERLAP}], got {args.overlap}")
+    if args.patch_size is not None and args.patch_size < 8:
+        parser.error(f"--patch-size must be >= 8, got {args.patch_size}")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        parser.error(f"--output {output} exists and is not a folder")
+    problem = unwritable(output, folder=True)
+    if problem:
+        parser.error(f"--output {output}: {problem}")
+    try:
+        info = read_checkpoint_info(args.checkpoint)
+        if checkpoint_spatial_dims(info.space) != 2:
+            raise CheckpointError(f"{args.checkpoint}: a {checkpoint_spatial_dims(info.space)}D model; nas-predict "
+                                  "segments 2D images (nas-export exports volume models)")
+        if args.onnx and not (Path(args.checkpoint) / DEFAULT_FILES["onnx"]).is_file():
+            raise CheckpointError(f"{Path(args.checkpoint) / DEFAULT_FILES['onnx']}: missing "
+                                  f"(run nas-export --checkpoint {args.checkpoint} --format onnx)")
+        inputs = list_inputs(Path(args.input))
+    except (CheckpointError, DataError) as error:
+        parser.error(str(error))
+    return inputs, info
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    inputs, info = _check(parser, args)
+    try:
+        if args.onnx:
+            predictor, fixed = onnx_predictor(Path(args.checkpoint) / DEFAULT_FILES["onnx"])
+            device = "cpu"
+        else:
+            device = resolve_device(args.device)
+            predictor, _ = load_checkpoint(args.checkpoint, device)
+            fixed = None
+        for path in inputs:  # decoded once to check, again below: memory holds one image at a time
+            channels = _read_image(path).shape[2]
+            if channels != info.in_channels:
+                raise DataError(f"image {path} has {channels} channel(s) but the model takes {info.in_channels}")
+    except ValueError as error:  # CheckpointError, DataError, an unknown or absent --device
+        parser.error(str(error))
+    patch = _patch_size(parser, args, info, fixed)
+
+    try:
+        _predict_all(args, inputs, info, predictor, device, patch)
+    except OSError as error:  # disk full, folder made read-only meanwhile: masks written so far are whole
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _predict_all(args: argparse.Namespace, inputs: list[Path], info, predictor, device,
+                 patch: tuple[int, int]) -> None:
+    """Segment every input and write its mask (and overlay), each file atomically."""
+    output = Path(args.output)
+    logit_threshold = _logit(args.threshold)
+    for path in inputs:
+        image = _read_image(path)  # (H, W, C) float32 in [0, 1]
+        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))  # (C, H, W)
+        logits = sliding_window_logits(predictor, tensor, normalization=info.normalization, patch_size=patch,
+                                       overlap=args.overlap, batch_size=args.batch_size, device=device)
+        mask = (logits[0, 0] >= logit_threshold).numpy()  # (H, W) bool
+        atomic_write_bytes(output / f"{path.stem}.png", png_bytes(mask.astype(np.uint8) * 255))
+        if args.overlay:
+            atomic_write_bytes(output / f"{path.stem}_overlay.png", overlay_png(image, mask))
+        print(f"{path.name}: {image.shape[1]}x{image.shape[0]}, foreground {mask.mean():.2%}", flush=True)
+    print(f"wrote {len(inputs)} mask(s) to {output} (patch {patch[0]}x{patch[1]}, overlap {args.overlap}, "
+          f"{'onnxruntime' if args.onnx else 'PyTorch ' + str(device)})")
+
+
+def _patch_size(parser: argparse.ArgumentParser, args: argparse.Namespace, info,
+                fixed: tuple[int, int] | None) -> tuple[int, int]:
+    if fixed is not None:
+        if args.patch_size is not None and (args.patch_size, args.patch_size) != fixed:
+            parser.error(f"--patch-size {args.patch_size} does not fit the ONNX model, exported with a fixed "
+                         f"{fixed[0]}x{fixed[1]} input")
+        return fixed
+    if args.patch_size is not None:
+        return args.patch_size, args.patch_size
+    return default_input_size(info.metrics)
+
+
+def _logit(probability: float) -> float:
+    """The logit of a probability threshold, so no sigmoid of the whole image is needed (0 and 1 inclusive)."""
+    if probability <= 0.0:
+        return float("-inf")
+    if probability >= 1.0:
+        return float("inf")
+    return float(np.log(probability / (1.0 - probability)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Costs of an architecture before any training: MACs/FLOPs, params, latency, memory; constraints on them."""

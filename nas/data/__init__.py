@@ -1,0 +1,1 @@
+"""Data: folders and synthetic tasks -> ``SegmentationData`` (tensors, split, normalization); training patches."""

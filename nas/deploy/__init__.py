@@ -1,0 +1,1 @@
+"""Deployment: checkpoints (spec JSON + safetensors), ONNX export, model cards, prediction overlays."""

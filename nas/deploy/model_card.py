@@ -1,0 +1,154 @@
+"""A short ``README.md`` model card in a checkpoint folder, and ``prepare_deployment`` (ONNX + card).
+
+The card is what someone who receives only the folder reads: what the model is, what it costs,
+how well it did, how to load it and how to run it on their images. Every number comes from
+``spec.json`` / ``metrics.json`` (or is counted from the rebuilt model when metrics.json lacks it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from nas.deploy.checkpoint import METRICS_FILE, SPEC_FILE, WEIGHTS_FILE, load_checkpoint, read_checkpoint_info
+from nas.deploy.export import (DEFAULT_FILES, ExportError, ExportResult, checkpoint_spatial_dims, default_input_size,
+                     export_onnx)
+from nas.io import atomic_write_text
+
+CARD_FILE = "README.md"
+_FILE_ROLES = {
+    SPEC_FILE: "architecture (JSON), channels and input normalization",
+    WEIGHTS_FILE: "weights (safetensors, no pickles); SHA-256 in metrics.json",
+    METRICS_FILE: "validation metrics and measured costs",
+    DEFAULT_FILES["onnx"]: "ONNX export (input `image`: normalized (B, C, H, W); output `logits`)",
+    DEFAULT_FILES["torchscript"]: "TorchScript export (`torch.jit.load`)",
+    CARD_FILE: "this card",
+}
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple, dict)):
+        return f"`{json.dumps(value)}`"
+    return f"`{value}`" if isinstance(value, str) else str(value)
+
+
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else "not measured"
+
+
+def _costs(folder: Path, info, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Costs from metrics.json; params and MACs counted here when a checkpoint lacks them."""
+    costs = {k: metrics.get(k) for k in ("params", "macs", "flops", "latency_ms", "latency_device", "input_shape")}
+    if costs["params"] is None or costs["macs"] is None:
+        from nas.costs.measure import count_macs, count_params
+
+        model, _ = load_checkpoint(folder, "cpu")
+        size = default_input_size(metrics, checkpoint_spatial_dims(info.space))
+        costs["input_shape"] = costs["input_shape"] or [1, info.in_channels, *size]
+        costs["params"] = count_params(model)
+        costs["macs"] = count_macs(model, costs["input_shape"])
+        costs["flops"] = 2 * costs["macs"]
+    return costs
+
+
+def render_model_card(folder: str | os.PathLike, export: ExportResult | None = None,
+                      export_error: str | None = None) -> str:
+    """The card's Markdown text (see ``write_model_card``)."""
+    folder = Path(folder)
+    info = read_checkpoint_info(folder)
+    metrics = info.metrics
+    costs = _costs(folder, info, metrics)
+    summary = info.spec.summary() if hasattr(info.spec, "summary") else ""
+    name = folder.name
+    lines = [f"# {name}: {info.space} segmentation model", ""]
+    lines += [f"A `{info.space}` network ({summary}) taking {info.in_channels}-channel images and "
+              f"returning {info.out_channels} logit channel(s) at the input's height and width "
+              "(foreground probability = sigmoid(logit)).", ""]
+
+    lines += ["## Architecture", "", "| field | value |", "|---|---|"]
+    lines += [f"| {key} | {_value(value)} |" for key, value in info.spec.to_dict().items()]
+
+    shape = costs["input_shape"]
+    known = isinstance(shape, list) and len(shape) >= 4
+    at = f"batch 1, {'x'.join(map(str, shape[2:]))} px" if known else "unknown input"
+    latency = (f"{costs['latency_ms']:.3g} ms on {costs['latency_device']}"
+               if isinstance(costs["latency_ms"], (int, float)) else "not measured")
+    lines += ["", f"## Costs ({at})", "", "| cost | value |", "|---|---|",
+              f"| parameters | {_count(costs['params'])} |",
+              f"| MACs | {_count(costs['macs'])} |",
+              f"| FLOPs (= 2 x MACs) | {_count(costs['flops'])} |",
+              f"| latency (median, batch 1) | {latency} |"]
+
+    lines += ["", "## Metrics", ""]
+    if isinstance(metrics.get("dice"), (int, float)):
+        lines += ["| metric | value |", "|---|---|", f"| Dice | {metrics['dice']:.4f} |"]
+        for key, label in (("best_epoch", "best epoch"), ("trial", "trial"), ("train_seconds", "training seconds"),
+                           ("train_device", "training device")):
+            if key in metrics:
+                lines.append(f"| {label} | {_value(metrics[key])} |")
+        if "dice_definition" in metrics:
+            lines += ["", f"Dice: {metrics['dice_definition']}."]
+    else:
+        lines.append("No validation metrics recorded in metrics.json.")
+
+    mean = ", ".join(f"{v:.6g}" for v in info.normalization.mean)
+    std = ", ".join(f"{v:.6g}" for v in info.normalization.std)
+    lines += ["", "## Input normalization", "",
+              f"Images scaled to [0, 1] (8-bit / 255, 16-bit / 65535), then per channel "
+              f"`(x - mean) / std` with mean = [{mean}], std = [{std}] (computed on the training split). "
+              "`nas-predict` applies it; a raw ONNX or TorchScript caller must apply it too."]
+
+    has_onnx = (folder / DEFAULT_FILES["onnx"]).is_file()
+    lines += ["", "## Use", "", "```python", "import nas",
+              f'model, spec = nas.load_checkpoint("{name}")  # eval mode, weights hash-checked',
+              f'info = nas.read_checkpoint_info("{name}")',
+              "logits = model(info.normalization.apply(images))  # images: (B, C, H, W) in [0, 1], any H, W",
+              "```", "", "Whole images of any size, with sliding-window inference (Gaussian-blended windows):", "",
+              "```bash", f"nas-predict --checkpoint {name} --input IMAGES/ --output MASKS/ --overlay"
+              + ("  # add --onnx to run model.onnx" if has_onnx else ""), "```"]
+    if export is not None:
+        lines += ["", f"`{export.path.name}` was checked against PyTorch with onnxruntime (batch dynamic, "
+                      f"spatial size {export.spatial()}): {export.checks_text()}."]
+    if export_error is not None:
+        lines += ["", f"No ONNX export: {export_error}."]
+
+    lines += ["", "## Files", "", "| file | what | bytes |", "|---|---|---|"]
+    present = sorted({*(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), CARD_FILE})
+    for file in present:
+        size = "-" if file == CARD_FILE else f"{(folder / file).stat().st_size:,}"
+        lines.append(f"| `{file}` | {_FILE_ROLES.get(file, '')} | {size} |")
+
+    lines += ["", f"Written with torch {torch.__version__}, Python {platform.python_version()}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(folder: str | os.PathLike, export: ExportResult | None = None,
+                     export_error: str | None = None) -> Path:
+    """Write ``README.md`` into a checkpoint folder (atomically); ``export`` adds its parity line."""
+    return atomic_write_text(Path(folder) / CARD_FILE, render_model_card(folder, export, export_error))
+
+
+def prepare_deployment(folder: str | os.PathLike, *,
+                       input_size: int | Sequence[int] | None = None) -> ExportResult | None:
+    """Write ``model.onnx`` (parity-checked) and ``README.md`` into a checkpoint folder.
+
+    Meant for every ``best/`` folder at the end of a run, so one architecture the exporter cannot
+    handle must not end the run: then no ``model.onnx`` is written, the card says why, a warning is
+    issued and ``None`` is returned. ``input_size`` defaults to the size the costs were measured at.
+    """
+    folder = Path(folder)
+    try:
+        result = export_onnx(folder, folder / DEFAULT_FILES["onnx"], input_size=input_size)
+    except ExportError as error:
+        write_model_card(folder, export_error=str(error))
+        warnings.warn(f"{folder}: no ONNX export ({error})", stacklevel=2)
+        return None
+    write_model_card(folder, result)
+    return result

@@ -1,0 +1,309 @@
+"""Thin Optuna adapter: open/resume the study, drive trials, turn frozen trials into records.
+
+Everything Optuna-specific lives here; a trial reaches the core only as a ``Suggest``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.engine.early_stop import EarlyStopped
+from nas.engine.trial import failure_reason, release_memory
+from nas.engine.job import SAMPLERS
+from nas.engine.objectives import Objectives
+from nas.results.records import TrialRecord
+
+CONFIG_ATTR = "search_config"
+HEARTBEAT_SECONDS, GRACE_SECONDS = 20, 60
+JOURNAL_SCHEME = "journal:///"
+WORKER_ATTR = "worker"  # {"host", "pid"} of the process running the trial
+INTERRUPTED = "interrupted"  # fail_reason prefix of a trial cut short by Ctrl-C: retried on resume
+STALE = "stale"  # fail_reason prefix of a trial whose process died (kill -9, power loss): retried
+
+# Heartbeats, fail_stale_trials and multivariate TPE are marked experimental; we rely on them knowingly.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class StudyConfigError(ValueError):
+    """The run directory holds a study made with other settings; resuming would mix results."""
+
+
+def default_storage(out: Path, workers: int) -> str:
+    """The run's own storage: an existing one is reused; else SQLite for one process, a journal
+    file (safe for several processes: SQLite locks up under concurrent writers) for more."""
+    journal, sqlite = Path(out) / "study.journal", Path(out) / "study.db"
+    if journal.exists() or (workers > 1 and not sqlite.exists()):
+        return f"{JOURNAL_SCHEME}{journal}"
+    return f"sqlite:///{sqlite}"
+
+
+def run_storage(run: Path) -> str | None:
+    """The URL of the storage a run directory holds (journal file or SQLite), or None."""
+    for name, scheme in (("study.journal", JOURNAL_SCHEME), ("study.db", "sqlite:///")):
+        if (Path(run) / name).is_file():
+            return f"{scheme}{(Path(run) / name).resolve()}"
+    return None
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """RDB storages get a heartbeat, so a trial of a killed process on another machine is marked
+    failed and retried once; ``journal:///path`` is Optuna's journal file storage."""
+    if url.startswith(JOURNAL_SCHEME):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len(JOURNAL_SCHEME) - 1:]))
+    if url.startswith(("sqlite:", "postgresql", "mysql")):
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+    return optuna.storages.get_storage(url)
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """Seeded multi-objective samplers; TPE (the default) learns fastest from few trials."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
+    if name == "nsga3":
+        return optuna.samplers.NSGAIIISampler(seed=seed, population_size=10)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
+
+
+def open_study(storage_url: str, study_name: str, seed: int, config: dict[str, Any],
+               objectives: Objectives = Objectives(), sampler: str = "tpe") -> optuna.Study:
+    """Create the study or load it; a loaded study must have been made with the same ``config``."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=make_storage(storage_url), study_name=study_name,
+                                directions=objectives.directions, sampler=make_sampler(sampler, seed),
+                                load_if_exists=True)
+    if [d.name.lower() for d in study.directions] != objectives.directions:
+        raise StudyConfigError(f"study {study_name!r} optimises {len(study.directions)} objectives, "
+                               f"not {objectives}; use the same --objectives or a new --out/--study-name")
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    if stored is None:
+        study.set_user_attr(CONFIG_ATTR, config)
+    elif stored != config:
+        changed = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
+        details = ", ".join(f"{k}: {stored.get(k)!r} -> {config.get(k)!r}" for k in changed)
+        raise StudyConfigError(
+            f"study {study_name!r} was made with other settings ({details}); "
+            "use the same settings to resume or a new --out/--study-name"
+        )
+    optuna.storages.fail_stale_trials(study)
+    return study
+
+
+def count_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+TrialFunction = Callable[[optuna.Trial], dict[str, Any]]
+MAX_DUPLICATES_IN_A_ROW = 25  # pruned trials in a row (duplicates or infeasible) that end a search
+FIXED_PARAMS_ATTR = "fixed_params"
+VIOLATION_ATTR = "constraint_violation"
+
+
+def record_fixed_params(trial: optuna.Trial, fixed: dict[str, Any]) -> None:
+    """Dimensions fixed by the restriction never reach the sampler; keep them beside its params."""
+    if fixed:
+        trial.set_user_attr(FIXED_PARAMS_ATTR, dict(fixed))
+
+
+def apply_verdict(trial: optuna.Trial, verdict: Any) -> None:
+    """Store a ``nas.costs.constraints.Verdict`` on the trial; prune it, with its reason, if infeasible.
+
+    Every checked trial gets its violations (feasible ones too): Optuna's TPE reads them through
+    ``trial.constraints`` and pushes sampling away from infeasible regions. ``set_constraint`` is
+    the Optuna 5 form of the deprecated ``TPESampler(constraints_func=...)``; the list also lives
+    in the ``constraint_violation`` user attr, in ``Constraints.limits()`` order.
+    """
+    for key, value in verdict.violations.items():
+        trial.set_constraint(key, value)
+    trial.set_user_attr(VIOLATION_ATTR, list(verdict.violations.values()))
+    if not verdict.feasible:
+        trial.set_user_attr("fail_reason", verdict.reason[:500])
+        trial.set_user_attr("metrics", verdict.measured)  # the costs that made it infeasible
+        raise optuna.TrialPruned(verdict.reason)
+
+
+def skip_if_duplicate(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Prune a trial whose sampled params equal a finished (or, with several workers, a running)
+    trial's: same spec, same seed, same result.
+
+    Call it once the params are sampled, before training; the pruned trial records which
+    trial it repeats and does not count as finished.
+    """
+    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+        if other.number != trial.number and other.params == trial.params:
+            trial.set_user_attr("fail_reason", f"duplicate of trial {other.number}")
+            raise optuna.TrialPruned(f"duplicate of trial {other.number}")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue the same params again (once): the trial was lost through no fault of its own."""
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    study.add_trial(optuna.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={"retry_of": trial.number},
+        system_attrs={"failed_trial": trial.number, "retry_history": history}))
+
+
+def recover_lost_trials(study: optuna.Study, *, local: bool) -> list[int]:
+    """Fail the trials whose process is gone, and queue each lost trial once more.
+
+    ``local`` means no other process can be working on this study right now (the caller holds the
+    run directory's lock and the storage lives there): every RUNNING trial is then stale. Otherwise
+    only RUNNING trials of dead processes on this host are (other hosts: the RDB heartbeat).
+    Trials cut short by Ctrl-C are retried too. Returns the numbers of the trials queued again.
+    """
+    host = socket.gethostname()
+    retried_from = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
+    queued = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(WORKER_ATTR) or {}
+        dead = local or (worker.get("host") == host and not _process_alive(int(worker.get("pid", -1))))
+        if dead:
+            study._storage.set_trial_user_attr(  # the trial is still RUNNING, so this is allowed
+                trial._trial_id, "fail_reason", f"{STALE}: its process ({worker.get('pid', '?')}) "
+                "ended without finishing it (killed or crashed); queued again")
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        reason = str(trial.user_attrs.get("fail_reason") or "")
+        once = len(trial.system_attrs.get("retry_history", [])) < 1
+        if reason.startswith((STALE, INTERRUPTED)) and trial.number not in retried_from and once:
+            _retry(study, trial)
+            queued.append(trial.number)
+    return queued
+
+
+def _start_trial(trial: optuna.Trial) -> None:
+    """Who runs the trial (for lost-trial recovery); attrs a retried trial copied are reset."""
+    trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
+    for key in ("fail_reason", "epoch_dice", "metrics", "checkpoint"):
+        if key in trial.user_attrs:
+            trial.set_user_attr(key, None)
+
+
+def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
+              max_failures: int = 5, max_pruned_in_a_row: int = MAX_DUPLICATES_IN_A_ROW,
+              objectives: Objectives = Objectives(), timeout: float | None = None,
+              on_trial_done: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> str | None:
+    """Run trials until ``n_finished`` have completed (resume-aware) or ``max_failures`` fail.
+
+    ``max_pruned_in_a_row`` pruned trials in a row mean the sampler keeps proposing what was
+    already trained (a small or heavily fixed space) or what violates the constraints (limits no
+    architecture meets): the search stops instead of spinning. Early-stopped trials do not count
+    toward it: stopping them is the engine working.
+
+    ``run_trial(trial)`` returns the attributes to store (``metrics`` holds the objectives); an
+    exception, a NaN loss or running out of memory marks the trial failed with its reason, frees
+    memory, and the search goes on. ``timeout`` (seconds) ends the search after the running trial.
+
+    Returns why the search stopped early (``"failures"``, ``"pruned_in_a_row"``, ``"timeout"``), or None.
+    """
+    if count_finished(study) >= n_finished:
+        return None
+    failures = pruned_in_a_row = 0
+    stopped: str | None = None
+    started = time.monotonic()
+
+    def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        _start_trial(trial)
+        clock = time.perf_counter()
+        try:
+            attrs = run_trial(trial)
+        except optuna.TrialPruned:
+            raise
+        except EarlyStopped as stop:
+            trial.set_user_attr("fail_reason", str(stop)[:500])
+            trial.set_user_attr("stopped_at_epoch", stop.epoch)
+            raise optuna.TrialPruned(str(stop)) from None
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", f"{INTERRUPTED} (Ctrl-C); queued again on resume")
+            raise
+        except Exception as error:
+            trial.set_user_attr("fail_reason", failure_reason(error)[:500])
+            release_memory()
+            raise
+        finally:
+            trial.set_user_attr("device_seconds", time.perf_counter() - clock)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return objectives.values(attrs["metrics"])
+
+    def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal failures, pruned_in_a_row, stopped
+        early = trial.user_attrs.get("stopped_at_epoch") is not None
+        pruned_in_a_row = pruned_in_a_row + 1 if trial.state == TrialState.PRUNED and not early else 0
+        if trial.state == TrialState.FAIL:
+            failures += 1
+        if on_trial_done is not None:
+            on_trial_done(study, trial)
+        if failures >= max_failures or pruned_in_a_row >= max_pruned_in_a_row:
+            stopped = "failures" if failures >= max_failures else "pruned_in_a_row"
+            study.stop()
+        elif timeout is not None and time.monotonic() - started >= timeout:
+            stopped = "timeout"
+            study.stop()
+
+    study.optimize(
+        objective, n_trials=None, timeout=timeout,
+        callbacks=[MaxTrialsCallback(n_finished, states=(TrialState.COMPLETE,)), stop_when_done],
+        catch=(Exception,), gc_after_trial=True,
+    )
+    if stopped is None and timeout is not None and count_finished(study) < n_finished:
+        stopped = "timeout"
+    return stopped
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def to_record(trial: FrozenTrial) -> TrialRecord:
+    metrics = trial.user_attrs.get("metrics") or {}
+    complete = trial.state == TrialState.COMPLETE
+    return TrialRecord(
+        number=trial.number,
+        state=trial.state.name,
+        params={**trial.user_attrs.get(FIXED_PARAMS_ATTR, {}), **trial.params},
+        spec=trial.user_attrs.get("spec"),
+        dice=_finite(trial.values[0]) if complete and trial.values else None,
+        macs=metrics.get("macs"),
+        flops=metrics.get("flops"),
+        param_count=metrics.get("params"),
+        latency_ms=metrics.get("latency_ms"),
+        latency_device=metrics.get("latency_device"),
+        seconds=metrics.get("seconds") or trial.user_attrs.get("device_seconds"),  # pruned/failed cost too
+        best_epoch=metrics.get("best_epoch"),
+        epoch_dice=tuple(metrics.get("epoch_dice") or trial.user_attrs.get("epoch_dice") or ()),
+        fail_reason=trial.user_attrs.get("fail_reason"),
+        checkpoint=trial.user_attrs.get("checkpoint") if complete else None,
+        metrics=dict(metrics),
+    )
+
+
+def study_records(study: optuna.Study) -> list[TrialRecord]:
+    return [to_record(trial) for trial in study.get_trials(deepcopy=False)]

@@ -1,0 +1,170 @@
+"""One trial without Optuna: ``Suggest`` -> spec -> costs -> trained model -> checkpoint + metrics.
+
+The Optuna adapter (``nas.engine.optuna_adapter.study``) and any other driver call ``run_trial`` with something
+that has the three ``suggest_*`` methods; everything here is plain PyTorch.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from search_spaces import SearchSpace, Suggest
+
+from nas.deploy.checkpoint import save_checkpoint
+from nas.costs.measure import Costs, measure_costs
+from nas.data.loading import SegmentationData
+from nas.costs.constraints import training_step_memory
+from nas.train.trainer import TrainConfig, TrainingError, TrainResult, evaluate_quality, resolve_device, train_model
+
+CostsCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    image_size: int  # input side for costs (MACs, latency) and the training patch side
+    train: TrainConfig
+    latency_warmup: int = 3
+    latency_repeats: int = 10
+    measure_train_memory: bool = False  # the training-step memory estimate (an objective or a limit)
+
+
+@dataclass
+class TrialOutcome:
+    spec: Any
+    costs: Costs
+    train: TrainResult
+    model: nn.Module  # best-epoch weights loaded, eval mode
+    quality: dict[str, Any] = field(default_factory=dict)  # {"val": {...}, "test": {...}} (nas.train.metrics)
+    extra_costs: dict[str, Any] = field(default_factory=dict)  # training-step memory when measured
+
+    def metrics(self) -> dict[str, Any]:
+        """Everything measured, JSON-safe (NaN/inf -> None): stored on the trial and in ``metrics.json``."""
+        return json_safe({
+            "dice": self.train.best_dice,
+            "dice_definition": "foreground, per image, mean over validation images, best epoch",
+            "best_epoch": self.train.best_epoch,
+            "epoch_dice": self.train.epoch_dice,
+            "epoch_loss": self.train.epoch_loss,
+            **self.costs.to_dict(),
+            **self.extra_costs,
+            "train_seconds": self.train.seconds,
+            "train_images_per_second": self.train.images_per_second,
+            "train_device": self.train.device,
+            "device_name": device_name(self.train.device),
+            "train_peak_memory_bytes": self.train.peak_memory_bytes,
+            "epochs_run": len(self.train.epoch_dice),
+            "stopped_early": self.train.stopped_early,
+            "quality": self.quality,
+        })
+
+
+def json_safe(value: Any) -> Any:
+    """A copy with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def device_name(device: str | torch.device) -> str:
+    """The card or CPU a trial ran on, for compute accounting (``cuda:0`` says too little)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    except OSError:
+        model = ""
+    return f"{model or platform.processor() or 'CPU'} ({torch.get_num_threads()} threads)"
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line for a failed trial; running out of memory and NaN losses are named as such."""
+    text = f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return f"out of memory (CUDA): {text}"
+    if isinstance(error, (RuntimeError, MemoryError)) and (
+            "out of memory" in str(error).lower() or "can't allocate memory" in str(error).lower()
+            or isinstance(error, MemoryError)):
+        return f"out of memory: {text}"
+    if isinstance(error, TrainingError):
+        return f"diverged: {text}"
+    return text
+
+
+def release_memory() -> None:
+    """After a failed trial: drop its tensors and give cached GPU memory back before the next one."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def evaluate_spec(spec: Any, space: SearchSpace, data: SegmentationData, settings: TrialSettings,
+                  on_epoch: Callable[[int, float, float], None] | None = None,
+                  on_costs: CostsCallback | None = None) -> TrialOutcome:
+    """Build, cost and train one architecture; costs come first since they need no training.
+
+    ``on_costs`` sees the costs before any training (early stopping compares trials by them).
+    """
+    torch.manual_seed(settings.train.seed)
+    model = space.build_model(spec, data.in_channels, 1)
+    device = resolve_device(settings.train.device)
+    shape = (1, data.in_channels, settings.image_size, settings.image_size)
+    costs = measure_costs(model.to(device), shape, device,
+                          warmup=settings.latency_warmup, repeats=settings.latency_repeats)
+    extra_costs: dict[str, Any] = {}
+    if settings.measure_train_memory:
+        batch = (settings.train.batch_size, data.in_channels, settings.image_size, settings.image_size)
+        extra_costs = {**training_step_memory(model, batch), "train_memory_batch": settings.train.batch_size}
+    if on_costs is not None:
+        on_costs({**costs.to_dict(), **extra_costs})
+    result = train_model(model, data, settings.train, on_epoch=on_epoch)
+    model.load_state_dict(result.state_dict)
+    model.eval()
+    quality = {"val": evaluate_quality(model, data, device, "val", settings.train)}
+    if data.test_images:
+        quality["test"] = evaluate_quality(model, data, device, "test", settings.train)
+    return TrialOutcome(spec=spec, costs=costs, train=result, model=model, quality=quality,
+                        extra_costs=extra_costs)
+
+
+def train_and_save(spec: Any, space: SearchSpace, data: SegmentationData, settings: TrialSettings,
+                   folder: Path, *, extra: dict[str, Any] | None = None,
+                   on_epoch: Callable[[int, float, float], None] | None = None,
+                   on_costs: CostsCallback | None = None) -> dict[str, Any]:
+    """Evaluate ``spec`` and write its best-epoch checkpoint to ``folder``; returns its metrics."""
+    started = time.perf_counter()
+    outcome = evaluate_spec(spec, space, data, settings, on_epoch=on_epoch, on_costs=on_costs)
+    metrics = {**outcome.metrics(), **(extra or {}), "seconds": time.perf_counter() - started}
+    save_checkpoint(folder, outcome.model, spec, space=space.name, in_channels=data.in_channels,
+                    out_channels=1, normalization=data.normalization, metrics=metrics)
+    return metrics
+
+
+def run_trial(suggest: Suggest, number: int, space: SearchSpace, data: SegmentationData,
+              settings: TrialSettings, run_dir: Path,
+              on_spec: Callable[[Any], None] | None = None,
+              on_epoch: Callable[[int, float, float], None] | None = None,
+              on_costs: CostsCallback | None = None) -> dict[str, Any]:
+    """Sample, evaluate and checkpoint trial ``number``; returns the attributes to store on it."""
+    started = time.perf_counter()
+    spec = space.sample_spec(suggest)
+    if on_spec is not None:
+        on_spec(spec)
+    checkpoint = Path("trials") / f"trial_{number:04d}"
+    metrics = train_and_save(spec, space, data, settings, run_dir / checkpoint, extra={"trial": number},
+                             on_epoch=on_epoch, on_costs=on_costs)
+    metrics["seconds"] = time.perf_counter() - started
+    return {"spec": spec.to_dict(), "metrics": metrics, "checkpoint": checkpoint.as_posix()}

@@ -1,0 +1,94 @@
+"""``--workers N``: N processes of this machine share one study; the parent watches and reports.
+
+Each worker is ``nas-search`` itself (same flags, ``--workers 1 --worker-id i``), so a worker is
+exactly a single-process search: it samples from the shared storage (a journal file by default:
+SQLite does not take several writers well), trains, and stops once the study holds enough
+finished trials. With several GPUs each worker gets one (``CUDA_VISIBLE_DEVICES``, round robin);
+on a CPU the cores are split between the workers. Worker output goes to ``<out>/logs/``; the
+console shows the live view. A worker that dies (killed, crashed) has its trial failed and queued
+again, and is replaced while failures stay under ``--max-failures``.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+POLL_SECONDS = 2.0
+
+
+def gpu_pool(workers: int, gpu_count: int) -> list[str | None]:
+    """The ``CUDA_VISIBLE_DEVICES`` of each worker: one GPU each, round robin; None on a CPU machine."""
+    return [str(i % gpu_count) if gpu_count else None for i in range(workers)]
+
+
+def worker_command(argv: Sequence[str], index: int, storage: str, out: Path) -> list[str]:
+    """The parent's own flags, then the overrides that make it worker ``index`` (argparse: last wins)."""
+    return [sys.executable, "-m", "nas.cli.search", *argv, "--workers", "1", "--worker-id", str(index),
+            "--storage", storage, "--out", str(out)]
+
+
+def _environment(gpu: str | None, threads: int) -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    return env
+
+
+def run_workers(argv: Sequence[str], workers: int, storage: str, out: Path, *,
+                poll: Callable[[], Any], recover: Callable[[], list[int]], remaining: Callable[[], int],
+                max_failures: int, gpu_count: int = 0) -> str | None:
+    """Start the workers and wait for them; ``poll()`` refreshes the live view between checks.
+
+    ``recover()`` fails and re-queues the trials of a dead worker; ``remaining()`` says how many
+    finished trials are still wanted. Returns ``"failures"`` if workers kept dying, else None.
+    Ctrl-C is passed on to the workers (each marks its trial interrupted) and re-raised.
+    """
+    logs = Path(out) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // workers)  # torch's intra-op threads per worker
+    gpus = gpu_pool(workers, gpu_count)
+    running: dict[int, subprocess.Popen] = {}
+    deaths = 0
+
+    def start(index: int) -> None:
+        log = open(logs / f"worker-{index}.log", "a")
+        running[index] = subprocess.Popen(worker_command(argv, index, storage, out), stdout=log,
+                                          stderr=subprocess.STDOUT, env=_environment(gpus[index], threads))
+        log.close()
+
+    for index in range(workers):
+        start(index)
+    try:
+        while running:
+            time.sleep(POLL_SECONDS)
+            poll()
+            for index, process in list(running.items()):
+                code = process.poll()
+                if code is None:
+                    continue
+                del running[index]
+                if code != 0:
+                    deaths += 1
+                    print(f"worker {index} ended with exit code {code} (log: {logs / f'worker-{index}.log'})",
+                          flush=True)
+                    recover()
+                    if deaths < max_failures and remaining() > 0:
+                        start(index)
+        poll()
+    except KeyboardInterrupt:
+        for process in running.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 60
+        for process in running.values():
+            try:
+                process.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+        raise
+    return "failures" if deaths >= max_failures else None

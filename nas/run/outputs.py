@@ -1,0 +1,157 @@
+"""What a run directory holds after a search: ``trials.csv``, ``best/``, ``report.html``, static fronts.
+
+The report's extras (parameter importance, prediction overlays) are computed here from what a run
+can reach (its study storage, its ``best/`` checkpoints); a failure in an extra becomes a note on
+the page, never a failed search.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from nas.results.pareto import Objective, ParetoFront, pareto_front
+from reports import render_report, save_static_figures
+
+from nas.engine.baselines import baseline_records
+from nas.deploy.checkpoint import replace_folder
+from nas.failpoints import failpoint
+from nas.io import staging_dir
+from nas.results.records import TrialRecord, write_trials_csv
+
+OBJECTIVES = (Objective("dice", "maximize"), Objective("macs", "minimize"))
+
+
+def run_objectives(config: Mapping[str, Any]) -> tuple[Objective, ...]:
+    """The axes ``best/`` is ranked by: the search's ``--objectives`` (Dice vs MACs by default)."""
+    from nas.engine.objectives import Objectives
+    from nas.engine.job import report_objectives
+
+    names = config.get("objectives")
+    return report_objectives(Objectives.parse(names)) if names else OBJECTIVES
+VERSIONED = ("torch", "optuna", "numpy", "plotly", "onnxruntime")
+
+
+def _already_deployed(previous: Path, source: Path) -> bool:
+    """``best/trial_N`` from an earlier call holds the same weights and its deployment files."""
+    def weights_hash(folder: Path) -> Any:
+        try:
+            return json.loads((folder / "metrics.json").read_text()).get("weights_sha256")
+        except (OSError, ValueError):
+            return None
+
+    return ((previous / "model.onnx").is_file() and (previous / "README.md").is_file()
+            and weights_hash(previous) is not None and weights_hash(previous) == weights_hash(source))
+
+
+def export_best(front: ParetoFront, run_dir: Path, *, deploy: bool = True) -> list[Path]:
+    """Copy each Pareto-optimal checkpoint into ``best/`` with ``model.onnx`` and a model card.
+
+    The new ``best/`` is assembled beside the old one and swapped in as a whole; folders whose
+    weights did not change since the last call are reused instead of exported again.
+    """
+    from nas.deploy.model_card import prepare_deployment
+
+    run_dir = Path(run_dir)
+    staging = staging_dir(run_dir / "best")
+    try:
+        exported = []
+        for record in front.front:
+            if record.checkpoint and (run_dir / record.checkpoint).is_dir():
+                source = run_dir / record.checkpoint
+                target = staging / source.name
+                previous = run_dir / "best" / source.name
+                if deploy and _already_deployed(previous, source):
+                    shutil.copytree(previous, target)
+                else:
+                    shutil.copytree(source, target)
+                    if deploy:
+                        prepare_deployment(target)
+                exported.append(run_dir / "best" / target.name)
+        replace_folder(staging, run_dir / "best")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return exported
+
+
+def environment(config: Mapping[str, Any], records: list[TrialRecord]) -> dict[str, str]:
+    """Versions read from package metadata (no heavy imports) and the devices the trials ran on."""
+    env = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
+    for name in VERSIONED:
+        try:
+            env[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    train = sorted({str(r.metrics["train_device"]) for r in records if r.metrics.get("train_device")})
+    latency = sorted({r.latency_device for r in records if r.latency_device})
+    env["device (training)"] = ", ".join(train) or str(config.get("device", "?"))
+    env["device (latency)"] = ", ".join(latency) or "not measured"
+    if config.get("torch_threads"):
+        env["torch threads"] = str(config["torch_threads"])
+    return env
+
+
+def _warn(what: str, error: Exception) -> str:
+    text = f"{what} unavailable ({type(error).__name__}: {error})"
+    print(f"report: {text}", file=sys.stderr, flush=True)
+    return text
+
+
+def report_extras(run_dir: Path, config: Mapping[str, Any], records: list[TrialRecord], *, study: Any = None,
+                  overlays: bool = True, overlay_images: int = 3) -> dict[str, Any]:
+    """``importance`` / ``overlays`` / ``environment`` keyword arguments for ``render_report``.
+
+    ``study`` is an Optuna study when the caller has one; otherwise it is reloaded from
+    ``config["storage"]`` and ``config["study"]`` (both set by ``nas-search``).
+    """
+    extras: dict[str, Any] = {"environment": environment(config, records)}
+    try:
+        from nas.engine.optuna_adapter.importance import importances_from_storage, param_importances
+
+        if study is not None:
+            extras["importance"] = param_importances(study)
+        elif config.get("storage") and config.get("study"):
+            extras["importance"] = importances_from_storage(str(config["storage"]), str(config["study"]))
+    except Exception as error:  # an optional section: say why it is missing instead of failing the run
+        extras["importance"] = {"targets": {}, "note": _warn("importance", error)}
+    if overlays and (Path(run_dir) / "best").is_dir():
+        try:
+            from nas.deploy.overlays import prediction_overlays
+
+            extras["overlays"] = prediction_overlays(run_dir, config, n_images=overlay_images)
+        except Exception as error:
+            note = _warn("prediction overlays", error)
+            front = pareto_front(records, run_objectives(config)).front
+            extras["overlays"] = {r.number: {"error": note} for r in front}
+    return extras
+
+
+def write_run_outputs(records: list[TrialRecord], run_dir: Path, *, title: str, config: dict[str, Any],
+                      study: Any = None, overlays: bool = True, overlay_images: int = 3,
+                      export: bool = True) -> ParetoFront:
+    """Table, Pareto checkpoints, static figures and the full report, each written atomically.
+
+    ``export=False`` keeps ``best/`` as it is (``nas-report`` rebuilds the page without touching models).
+    """
+    run_dir = Path(run_dir)
+    write_trials_csv(records, run_dir / "trials.csv")
+    failpoint("report")
+    front = pareto_front(records, run_objectives(config))
+    if export:
+        export_best(front, run_dir)
+    from compress.index import compressed_records
+
+    first = max((r.number for r in records), default=-1) + 1
+    # compressed variants and baselines are drawn (own markers) but never exported to best/
+    shown = records + compressed_records(run_dir, first_number=first) + baseline_records(run_dir)
+    save_static_figures(shown, run_dir)
+    extras = report_extras(run_dir, config, records, study=study, overlays=overlays,
+                           overlay_images=overlay_images)
+    best = {int(p.name.rsplit("_", 1)[-1]): f"best/{p.name}" for p in sorted((run_dir / "best").glob("trial_*"))
+            if p.name.rsplit("_", 1)[-1].isdigit()}
+    render_report(shown, run_dir / "report.html", title=title, config=config, exported=best, **extras)
+    return front

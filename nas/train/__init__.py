@@ -1,0 +1,1 @@
+"""Training: the trainer (``train_model``), metrics (Dice per image, size-stratified) and sliding-window inference."""
