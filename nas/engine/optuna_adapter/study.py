@@ -91,6 +91,8 @@ def open_study(storage_url: str, study_name: str, seed: int, config: dict[str, A
     if [d.name.lower() for d in study.directions] != objectives.directions:
         raise StudyConfigError(f"study {study_name!r} optimises {len(study.directions)} objectives, "
                                f"not {objectives}; use the same --objectives or a new --out/--study-name")
+    if study.metric_names is None:  # named once, so optuna-dashboard and plots say "dice", "macs"
+        study.set_metric_names(list(objectives.names))
     stored = study.user_attrs.get(CONFIG_ATTR)
     if stored is None:
         study.set_user_attr(CONFIG_ATTR, config)
