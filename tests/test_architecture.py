@@ -30,10 +30,10 @@ PENDING_CONTRACTS = {
     "optuna-adapter": "Optuna imported outside its adapter: nas/cli/compress.py:71, nas/cli/report.py:74 "
                       "(issue 12: nas-report and nas-compress open a run through a nas function)",
 }
-PENDING_SIZES = {
-    "nas/data/loading.py": "issue 12: being split",
-    "nas/cli/search.py": "issue 12: one CLI layer",
-    "nas/engine/ray_adapter/__init__.py": "issue 12: one trial policy",
+PENDING_SIZES = {  # over 400 lines at c148b54, in modules other issue-12 work is splitting
+    "nas/data/loading.py": "412 lines at c148b54",
+    "nas/cli/search.py": "452 lines at c148b54 (issue 12: one CLI layer)",
+    "nas/engine/ray_adapter/__init__.py": "524 lines at c148b54 (issue 12: one trial policy)",
 }
 
 
