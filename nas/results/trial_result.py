@@ -1,0 +1,174 @@
+"""What one trial measured, as typed frozen data: its costs, its quality, its timing, where it came from.
+
+The storage format stays the flat metrics dict (the Optuna user attr ``metrics``, each checkpoint's
+``metrics.json``): ``TrialResult.from_dict`` reads it and ``to_dict`` gives back the same dict, keys,
+values and order, so studies and checkpoints written before these types existed load unchanged. A
+key whose value has an unexpected type is kept as it is in ``provenance``, never coerced or dropped.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+
+class RecordKind(str, Enum):
+    """What a point in the report is: a search trial, a baseline preset or a compressed model."""
+
+    SEARCH = "search"
+    PRESET = "preset"
+    COMPRESSED = "compressed"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def of(cls, flat: Mapping[str, Any]) -> "RecordKind":
+        """From the metrics' ``kind`` key (baselines write ``preset``); a ``parent_trial`` means compressed."""
+        declared = flat.get("kind")
+        if declared == cls.PRESET.value:
+            return cls.PRESET
+        if declared == cls.COMPRESSED.value or flat.get("parent_trial") is not None:
+            return cls.COMPRESSED
+        return cls.SEARCH
+
+
+@dataclass(frozen=True)
+class _Type:
+    """Which stored values a typed field accepts, and how they are held and written back."""
+
+    accepts: Callable[[Any], bool]
+    load: Callable[[Any], Any] = lambda value: value
+    dump: Callable[[Any], Any] = lambda value: value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _sequence_of(item: Callable[[Any], bool]) -> _Type:
+    """A JSON list held as a tuple (frozen); written back as a list."""
+    return _Type(lambda v: isinstance(v, (list, tuple)) and all(item(x) for x in v), tuple, list)
+
+
+def _is_splits(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, Mapping) for k, v in value.items())
+
+
+INT = _Type(_is_int)
+NUMBER = _Type(_is_number)
+TEXT = _Type(lambda v: isinstance(v, str))
+FLAG = _Type(lambda v: isinstance(v, bool))
+INTS = _sequence_of(_is_int)
+NUMBERS = _sequence_of(lambda v: v is None or _is_number(v))  # NaN was stored as null
+SPLITS = _Type(_is_splits, lambda v: MappingProxyType({k: MappingProxyType(copy.deepcopy(dict(s))) for k, s in v.items()}),
+               lambda v: {k: copy.deepcopy(dict(s)) for k, s in v.items()})
+
+
+def _typed(kind: _Type, key: str | None = None) -> Any:
+    """A field stored under ``key`` (default: the field's name) in the flat dict."""
+    return field(default=None, metadata={"type": kind, "key": key})
+
+
+@dataclass(frozen=True)
+class TrialCosts:
+    """What the architecture costs, known before training (``nas.costs``)."""
+
+    params: int | None = _typed(INT)  # the parameter count (never the sampled dimensions)
+    macs: int | None = _typed(INT)  # multiply-accumulates of one batch-1 forward at ``input_shape``
+    flops: int | None = _typed(INT)  # always 2 * macs
+    latency_ms: float | None = _typed(NUMBER)  # median batch-1 forward
+    latency_device: str | None = _typed(TEXT)
+    input_shape: tuple[int, ...] | None = _typed(INTS)
+    train_memory_mb: float | None = _typed(NUMBER)  # one training step, estimated (nas.costs.constraints)
+    activation_bytes: int | None = _typed(INT)
+    state_bytes: int | None = _typed(INT)
+    train_memory_batch: int | None = _typed(INT)
+
+
+@dataclass(frozen=True)
+class TrialQuality:
+    """How well it segments: the best validation Dice, its curve, and every split's metrics block."""
+
+    dice: float | None = _typed(NUMBER)
+    dice_definition: str | None = _typed(TEXT)
+    best_epoch: int | None = _typed(INT)
+    epoch_dice: tuple[float | None, ...] | None = _typed(NUMBERS)
+    epoch_loss: tuple[float | None, ...] | None = _typed(NUMBERS)
+    splits: Mapping[str, Mapping[str, Any]] | None = _typed(SPLITS, "quality")  # {"val": {...}, "test": {...}}
+
+
+@dataclass(frozen=True)
+class TrialTiming:
+    """Where and how long it trained (compute accounting)."""
+
+    seconds: float | None = _typed(NUMBER)  # wall clock of the whole trial
+    train_seconds: float | None = _typed(NUMBER)
+    train_images_per_second: float | None = _typed(NUMBER)
+    train_device: str | None = _typed(TEXT)
+    device_name: str | None = _typed(TEXT)
+    train_peak_memory_bytes: int | None = _typed(INT)
+    epochs_run: int | None = _typed(INT)
+    stopped_early: bool | None = _typed(FLAG)
+
+
+_SECTIONS = {"costs": TrialCosts, "quality": TrialQuality, "timing": TrialTiming}
+# flat key -> (section, attribute, type)
+_SLOTS = {f.metadata["key"] or f.name: (section, f.name, f.metadata["type"])
+          for section, cls in _SECTIONS.items() for f in fields(cls)}
+
+
+def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return mapping if isinstance(mapping, MappingProxyType) else MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """Everything a trial measured; empty (all None) when it measured nothing."""
+
+    costs: TrialCosts = TrialCosts()
+    quality: TrialQuality = TrialQuality()
+    timing: TrialTiming = TrialTiming()
+    provenance: Mapping[str, Any] = field(default_factory=dict)  # kind, preset, trial, parent_trial, ...
+    keys: tuple[str, ...] = field(default=(), repr=False, compare=False)  # the stored dict's keys, in order
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "provenance", _frozen(self.provenance))
+
+    @classmethod
+    def from_dict(cls, flat: Mapping[str, Any] | None) -> "TrialResult":
+        sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+        provenance = {}
+        for key, value in (flat or {}).items():
+            slot = _SLOTS.get(key)
+            if slot is not None and (value is None or slot[2].accepts(value)):
+                sections[slot[0]][slot[1]] = None if value is None else slot[2].load(value)
+            else:
+                provenance[key] = copy.deepcopy(value)
+        return cls(**{name: _SECTIONS[name](**values) for name, values in sections.items()},
+                   provenance=provenance, keys=tuple(flat or ()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat metrics dict: the stored keys in their order, then values set since."""
+        typed = {}
+        for key, (section, name, kind) in _SLOTS.items():
+            value = getattr(getattr(self, section), name)
+            if value is not None or (key in self.keys and key not in self.provenance):
+                typed[key] = None if value is None else kind.dump(value)
+        out = {}
+        for key in (*self.keys, *typed, *self.provenance):
+            if key in typed:
+                out.setdefault(key, typed[key])
+            elif key in self.provenance:
+                out.setdefault(key, copy.deepcopy(self.provenance[key]))
+        return out
+
+    @property
+    def kind(self) -> RecordKind:
+        return RecordKind.of(self.provenance)
