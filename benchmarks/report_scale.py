@@ -29,7 +29,7 @@ def make_records(n: int, seed: int = 0) -> list[TrialRecord]:
     out = []
     for i in range(n):
         if i % 25 == 0:
-            out.append(TrialRecord(number=i, state="FAIL", fail_reason=f"RuntimeError: trial {i}", seconds=3.0))
+            out.append(TrialRecord.from_metrics(i, "FAIL", message=f"RuntimeError: trial {i}", seconds=3.0))
             continue
         depth = int(rng.integers(3, 7))
         widths = [int(rng.integers(2, 9)) * 4 * 2 ** k for k in range(depth)]
@@ -37,8 +37,8 @@ def make_records(n: int, seed: int = 0) -> list[TrialRecord]:
         strata = {k: {"count": int(rng.integers(0, 60)), "detected": float(rng.random()), "dice": float(rng.random())}
                   for k in ("small", "medium", "large")}
         kind = {"parent_trial": i - 1} if i % 97 == 1 else {"kind": "preset"} if i % 331 == 2 else {}
-        out.append(TrialRecord(
-            number=i, state="COMPLETE", dice=float(rng.uniform(0.3, 0.9)), macs=macs, flops=2 * macs,
+        out.append(TrialRecord.from_metrics(
+            i, "COMPLETE", dice=float(rng.uniform(0.3, 0.9)), macs=macs, flops=2 * macs,
             param_count=macs // 120, latency_ms=float(macs / 1e8 * rng.uniform(0.8, 1.2)),
             latency_device="cpu (2 threads)", seconds=float(rng.uniform(5, 60)), best_epoch=int(rng.integers(1, 11)),
             params={"depth": depth, "base_width": widths[0], "block": "basic", "skip_attention": "se"},

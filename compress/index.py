@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from nas.io import atomic_write_json
+from nas.results.outcome import TrialState
 from nas.results.records import TrialRecord
+from nas.results.trial_result import RecordKind
 
 INDEX_FILE = "compressed.json"
 FORMAT = "resunet-nas-compressed"
@@ -41,14 +43,9 @@ def compressed_records(run_dir: str | Path, first_number: int) -> list[TrialReco
     """Kept variants as records numbered from ``first_number`` (above every search trial's number)."""
     records = []
     for offset, variant in enumerate(v for v in read_index(run_dir) if v.get("kept") and v.get("checkpoint")):
-        metrics = dict(variant.get("metrics") or {})
-        records.append(TrialRecord(
-            number=first_number + offset, state="COMPLETE", spec=variant.get("spec"), dice=metrics.get("dice"),
-            macs=metrics.get("macs"), flops=metrics.get("flops"), param_count=metrics.get("params"),
-            latency_ms=metrics.get("latency_ms"), latency_device=metrics.get("latency_device"),
-            seconds=metrics.get("seconds"), best_epoch=metrics.get("best_epoch"),
-            epoch_dice=tuple(metrics.get("epoch_dice") or ()), checkpoint=variant["checkpoint"],
-            params={"parent_trial": metrics.get("parent_trial"), "importance": metrics.get("importance"),
-                    "ratio": metrics.get("ratio")},
-            metrics=metrics))
+        metrics = variant.get("metrics") or {}
+        records.append(TrialRecord.from_metrics(
+            first_number + offset, TrialState.COMPLETE, metrics, spec=variant.get("spec"),
+            checkpoint=variant["checkpoint"], kind=RecordKind.COMPRESSED,
+            params={key: metrics.get(key) for key in ("parent_trial", "importance", "ratio")}))
     return records

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from nas.results.records import TrialRecord
 
-from reports.fmt import esc, fixed, flops, human, kv_table, quality
+from reports.fmt import esc, fixed, human, kv_table, small_stratum
 
 QUALITY_KEYS = ("dice", "iou", "precision", "sensitivity", "specificity", "hd95")
 STRATA = (("small", "< 8 px"), ("medium", "8–32 px"), ("large", "> 32 px"))
@@ -44,8 +44,8 @@ def quality_table(rows: list[tuple[str, Mapping[str, Any]]]) -> str:
 
 def quality_section(front: tuple[TrialRecord, ...]) -> str:
     """Size-stratified quality of the Pareto models (validation, and test when measured)."""
-    rows = [(f"trial {r.number} ({split})", quality(r, split)) for r in front for split in ("val", "test")
-            if quality(r, split)]
+    rows = [(f"trial {r.number} ({split})", r.quality(split)) for r in front for split in ("val", "test")
+            if r.quality(split)]
     intro = ("<p>Objects are the ground truth's connected components, sized by their equivalent diameter "
              "2·√(area/π): small &lt; 8 px, medium 8–32 px, large &gt; 32 px. An object is detected when at least "
              "half of its pixels are predicted; “% detected” pools the objects of all images; a stratum's Dice "
@@ -100,12 +100,12 @@ def _spec_table(record: TrialRecord) -> str:
 
 
 def _costs(record: TrialRecord) -> dict[str, str]:
-    shape = record.metrics.get("input_shape")
-    at = f" at {'×'.join(map(str, shape))}" if isinstance(shape, list) else ""
+    shape = record.result.costs.input_shape
+    at = f" at {'×'.join(map(str, shape))}" if shape else ""
     return {
         "parameters": human(record.param_count),
         "MACs": human(record.macs, "MAC") + at,
-        "FLOPs (2 × MACs)": human(flops(record), "FLOP"),
+        "FLOPs (2 × MACs)": human(record.flops, "FLOP"),
         "latency": (f"{fixed(record.latency_ms, 2)} ms on {record.latency_device or '?'}"
                     if record.latency_ms is not None else "not measured"),
     }
@@ -114,14 +114,14 @@ def _costs(record: TrialRecord) -> dict[str, str]:
 def _metrics(record: TrialRecord) -> dict[str, str]:
     out = {"validation Dice": f"{fixed(record.dice, 4)} (best epoch {record.best_epoch})"}
     for split in ("val", "test"):
-        block = quality(record, split)
+        block = record.quality(split)
         for key in QUALITY_KEYS:
             if isinstance(block.get(key), (int, float)) and not (split == "val" and key == "dice"):
                 out[f"{split} {key}"] = fixed(block[key], 2 if key == "hd95" else 4)
-    small = quality(record).get("size_strata", {}).get("small") if quality(record) else None
-    out["small-object Dice (val)"] = fixed(small.get("dice"), 4) if isinstance(small, dict) else NOT_MEASURED
+    small = small_stratum(record)
+    out["small-object Dice (val)"] = fixed(small.get("dice"), 4) if small is not None else NOT_MEASURED
     if record.seconds is not None:
-        out["trial time"] = f"{fixed(record.seconds, 1)} s on {record.metrics.get('train_device', '?')}"
+        out["trial time"] = f"{fixed(record.seconds, 1)} s on {record.result.timing.train_device or '?'}"
     return out
 
 

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Iterable
 
 from nas.io import atomic_write_bytes
 from nas.results.records import TrialRecord
+from nas.results.trial_result import RecordKind
 
-from reports.fmt import KINDS, kind, scale
+from reports.fmt import KINDS, scale
 from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, ParetoFront, pareto_front
 
 if TYPE_CHECKING:
@@ -85,12 +86,12 @@ def figure_pareto(front: ParetoFront, x: str, y: str | None = None, *, title: st
               (DOMINATED_COLOR, 0.3, 14, "dominated", n_points <= annotate_limit))
     for group, (color, alpha, size, label, annotate) in zip(groups, styles):
         for name, (kind_label, _, marker) in KINDS.items():
-            sub = [p for p in group if kind(p[0]) == name]
+            sub = [p for p in group if p[0].kind == name]
             if not sub:
                 continue
             xs = [p[1] / divisor for p in sub]
             ys = [p[2] / ydiv for p in sub]
-            text = label if name == "search" else f"{label}, {kind_label}"
+            text = label if name == RecordKind.SEARCH else f"{label}, {kind_label}"
             ax.scatter(xs, ys, s=size * (2 if marker == "*" else 1), color=color, alpha=alpha, marker=marker,
                        label=f"{text} ({len(sub)})", zorder=3 if annotate else 2, edgecolors="none")
             if annotate:

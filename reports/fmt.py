@@ -7,20 +7,11 @@ import math
 from typing import Any, Iterable, Mapping
 
 from nas.results.records import TrialRecord
+from nas.results.trial_result import RecordKind
 
 # record kind -> (legend label, plotly marker symbol, matplotlib marker)
-KINDS = {"search": ("search", "circle", "o"), "compressed": ("compressed", "diamond", "D"),
-         "preset": ("baseline preset", "star", "*")}
-
-
-def kind(record: TrialRecord) -> str:
-    """``search`` unless the metrics say the point is a compressed model or a baseline preset."""
-    declared = record.metrics.get("kind")
-    if declared == "preset":
-        return "preset"
-    if declared == "compressed" or record.metrics.get("parent_trial") is not None:
-        return "compressed"
-    return "search"
+KINDS = {RecordKind.SEARCH: ("search", "circle", "o"), RecordKind.COMPRESSED: ("compressed", "diamond", "D"),
+         RecordKind.PRESET: ("baseline preset", "star", "*")}
 
 
 def scale(values: Iterable[float]) -> tuple[float, str]:
@@ -61,10 +52,6 @@ def param_text(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def flops(record: TrialRecord) -> int | None:
-    return record.flops if record.flops is not None else (2 * record.macs if record.macs is not None else None)
-
-
 def arch_summary(record: TrialRecord) -> str:
     """One line from the spec dict (widths first), else the sampled params: readable in a hover."""
     spec = record.spec or {}
@@ -79,14 +66,13 @@ def arch_summary(record: TrialRecord) -> str:
     return ", ".join(parts)
 
 
-def quality(record: TrialRecord, split: str = "val") -> dict[str, Any]:
-    """``metrics["quality"][split]`` or ``{}``: quality metrics are optional (older runs lack them)."""
-    block = record.metrics.get("quality")
-    value = block.get(split) if isinstance(block, dict) else None
-    return value if isinstance(value, dict) else {}
+def small_stratum(record: TrialRecord) -> Mapping[str, Any] | None:
+    """The validation quality block of the small objects, when measured."""
+    strata = record.quality().get("size_strata")
+    stratum = strata.get("small") if isinstance(strata, Mapping) else None
+    return stratum if isinstance(stratum, Mapping) else None
 
 
 def small_dice(record: TrialRecord) -> float | None:
-    stratum = quality(record).get("size_strata", {}).get("small")
-    value = stratum.get("dice") if isinstance(stratum, dict) else None
+    value = (small_stratum(record) or {}).get("dice")
     return float(value) if isinstance(value, (int, float)) else None

@@ -12,24 +12,27 @@ from typing import Any, Mapping
 from urllib.parse import quote, urlsplit
 
 from nas.io import atomic_write_text
+from nas.results.outcome import TrialState
 from nas.results.records import TrialRecord
+from nas.results.trial_result import RecordKind
 
 from reports.cards import cards_section, importance_section, quality_section
-from reports.fmt import KINDS, arch_summary, esc, fixed, flops, human, kind, kv_table, small_dice
+from reports.fmt import KINDS, arch_summary, esc, fixed, human, kv_table, small_dice
 from reports.hypervolume import REFERENCE, hypervolume_over_compute
 from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, pareto_front
 from reports.plots import curves_plot, front_plots, hover_text, hypervolume_plot
 from reports.templates import CSS, SCRIPT, json_script, plotly_js
 
-STATE_ORDER = ("COMPLETE", "RUNNING", "WAITING", "PRUNED", "FAIL")
+STATE_ORDER = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED, TrialState.FAIL)
 
 
 def _state_counts(records: list[TrialRecord]) -> str:
     counts = Counter(r.state for r in records)
-    states = [s for s in STATE_ORDER if s in counts] + sorted(set(counts) - set(STATE_ORDER))
+    states = [s for s in STATE_ORDER if s in counts]
     detail = " · ".join(f"{esc(s)} {counts[s]}" for s in states)
-    kinds = Counter(kind(r) for r in records)
-    extra = "".join(f" · {KINDS[k][0]} points {kinds[k]}" for k in ("compressed", "preset") if kinds[k])
+    kinds = Counter(r.kind for r in records)
+    extra = "".join(f" · {KINDS[k][0]} points {kinds[k]}" for k in (RecordKind.COMPRESSED, RecordKind.PRESET)
+                    if kinds[k])
     return f"<p><b>Trials:</b> {len(records)}{' — ' + detail if detail else ''}{extra}</p>"
 
 
@@ -77,9 +80,9 @@ def _trial_table(records: list[TrialRecord], fronts: Mapping[str, frozenset[int]
     for r in records:
         marks = [f"★ {name}" for name, numbers in fronts.items() if r.number in numbers]
         cells = (
-            f'<td class="num">{r.number}</td>', f"<td>{KINDS[kind(r)][0]}</td>", f"<td>{esc(r.state)}</td>",
+            f'<td class="num">{r.number}</td>', f"<td>{KINDS[r.kind][0]}</td>", f"<td>{esc(r.state)}</td>",
             f'<td class="num">{fixed(r.dice, 3)}</td>', f'<td class="num">{fixed(small_dice(r), 3)}</td>',
-            f'<td class="num">{human(r.macs)}</td>', f'<td class="num">{human(flops(r))}</td>',
+            f'<td class="num">{human(r.macs)}</td>', f'<td class="num">{human(r.flops)}</td>',
             f'<td class="num">{human(r.param_count)}</td>', f'<td class="num">{fixed(r.latency_ms, 2)}</td>',
             f'<td class="num">{fixed(r.seconds, 1)}</td>', f'<td class="arch">{esc(arch_summary(r))}</td>',
             f'<td class="mark">{" ".join(marks)}</td>', f'<td class="fail">{esc(r.fail_reason or "")}</td>',

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from nas.results.records import TrialRecord
+from nas.results.trial_result import RecordKind
 
 # Dice 0 and 10^11 MACs (100 GMAC): worse than any useful model, fixed so runs compare.
 REFERENCE = (0.0, 11.0)
@@ -55,13 +56,11 @@ def hypervolume_over_compute(records: Iterable[TrialRecord],
     presets are not search trials and are left out. The front is kept incrementally, so 1,000 trials
     take milliseconds.
     """
-    from reports.fmt import kind
-
     out: list[HypervolumePoint] = []
     front: list[tuple[float, float]] = []
     total = 0.0
     for record in sorted(records, key=lambda r: r.number):
-        if kind(record) != "search":
+        if record.kind != RecordKind.SEARCH:
             continue
         if record.seconds is not None and not math.isnan(record.seconds):
             total += float(record.seconds)

@@ -8,10 +8,12 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
+from nas.results.outcome import TrialState
 from nas.results.records import TrialRecord
+from nas.results.trial_result import RecordKind
 
 from reports.figures import AXES, DOMINATED_COLOR, FRONT_COLOR
-from reports.fmt import KINDS, arch_summary, esc, fixed, flops, human, kind, small_dice
+from reports.fmt import KINDS, arch_summary, esc, fixed, human, small_dice
 from reports.hypervolume import REFERENCE, HypervolumePoint
 from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, ParetoFront, pareto_front
 
@@ -24,12 +26,12 @@ HOVER = "%{text}<extra></extra>"
 
 def hover_text(record: TrialRecord) -> str:
     """Architecture, costs and metrics of one trial; user-supplied text is escaped."""
-    lines = [f"<b>trial {record.number}</b> ({KINDS[kind(record)][0]}, {esc(record.state)})",
+    lines = [f"<b>trial {record.number}</b> ({KINDS[record.kind][0]}, {esc(record.state)})",
              esc(arch_summary(record))]
     if record.dice is not None:
         small = small_dice(record)
         lines.append(f"Dice {fixed(record.dice, 3)}" + (f" · small-object Dice {small:.3f}" if small is not None else ""))
-    lines.append(f"MACs {human(record.macs)} · FLOPs {human(flops(record))} · params {human(record.param_count)}")
+    lines.append(f"MACs {human(record.macs)} · FLOPs {human(record.flops)} · params {human(record.param_count)}")
     if record.latency_ms is not None:
         lines.append(f"latency {fixed(record.latency_ms, 2)} ms on {esc(record.latency_device or '?')}")
     if record.seconds is not None:
@@ -57,11 +59,11 @@ def front_plot(front: ParetoFront, x: str, *, log_x: bool) -> dict[str, Any]:
     for group, color, opacity, size, label in ((front.dominated, DOMINATED_COLOR, 0.45, 7, "dominated"),
                                                (front.front, FRONT_COLOR, 1.0, 10, "Pareto front")):
         for name, (kind_label, symbol, _) in KINDS.items():
-            sub = [r for r in group if kind(r) == name]
+            sub = [r for r in group if r.kind == name]
             if not sub:
                 continue
             traces.append({
-                "type": "scatter", "mode": "markers", "name": f"{label}" + ("" if name == "search" else f", {kind_label}"),
+                "type": "scatter", "mode": "markers", "name": f"{label}" + ("" if name == RecordKind.SEARCH else f", {kind_label}"),
                 "x": [getattr(r, x) for r in sub], "y": [r.dice for r in sub], "customdata": [r.number for r in sub],
                 "marker": {"color": color, "opacity": opacity, "symbol": symbol,
                            "size": size + (5 if symbol == "star" else 0), "line": {"width": 0}},
@@ -104,7 +106,7 @@ def curves_plot(records: Iterable[TrialRecord], highlight: frozenset[int]) -> di
     groups: dict[str, list[TrialRecord]] = {"other": [], "pruned": [], "front": []}
     for r in records:
         if r.epoch_dice:
-            groups["front" if r.number in highlight else "pruned" if r.state != "COMPLETE" else "other"].append(r)
+            groups["front" if r.number in highlight else "pruned" if r.state != TrialState.COMPLETE else "other"].append(r)
     styles = {"other": (DOMINATED_COLOR, 0.35, "finished"), "pruned": (PRUNED_COLOR, 0.6, "stopped early"),
               "front": (FRONT_COLOR, 0.95, "Pareto front (Dice vs MACs)")}
     traces = []

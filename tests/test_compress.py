@@ -17,6 +17,7 @@ from compress.prune import PruningError, macs_of, prune_channels, stem_conv
 from compress.quantize import export_precisions, session
 from nas import load_checkpoint, save_checkpoint
 from nas.data.loading import Normalization, load_data
+from nas.results.trial_result import RecordKind
 from nas.train.trainer import TrainConfig, train_model
 from search_spaces.resunet import ResUNetSpec, build_model
 
@@ -217,7 +218,8 @@ def test_cli_compresses_a_run_and_the_gate_rejects_a_big_loss(trained_run, capsy
     assert stored["quantization"]["precisions"]["int8"]["size_bytes"] == (folder / "model.int8.onnx").stat().st_size
     records = compressed_records(trained_run, first_number=1000)
     assert [r.number for r in records] == list(range(1000, 1000 + len(kept)))
-    assert all(r.metrics["kind"] == "compressed" and r.finished for r in records)
+    assert all(r.kind == RecordKind.COMPRESSED and r.result.provenance["kind"] == "compressed" and r.finished
+               for r in records)
 
 
 def test_cli_gate_rejects_when_every_point_counts(trained_run, capsys, tmp_path):

@@ -279,8 +279,8 @@ def test_a_full_disk_while_exporting_best_keeps_the_previous_best(tmp_path, monk
 
     make_checkpoint(tmp_path / "trials" / "trial_0000", trial=0)
     make_checkpoint(tmp_path / "trials" / "trial_0001", seed=1, trial=1)
-    records = [TrialRecord(number=n, state="COMPLETE", dice=0.5 + n / 10, macs=1000 * (n + 1),
-                           checkpoint=f"trials/trial_{n:04d}") for n in (0, 1)]
+    records = [TrialRecord.from_metrics(n, "COMPLETE", dice=0.5 + n / 10, macs=1000 * (n + 1),
+                                        checkpoint=f"trials/trial_{n:04d}") for n in (0, 1)]
     shutil.copytree(tmp_path / "trials" / "trial_0000", tmp_path / "best" / "trial_0000")
     before = {str(p.relative_to(tmp_path)): digest(p) for p in (tmp_path / "best").rglob("*") if p.is_file()}
     DiskFull(monkeypatch, tmp_path, budget=0)  # the first model card or ONNX fsync fails

@@ -28,16 +28,16 @@ def records() -> list[TrialRecord]:
     out = []
     for i in range(40):
         if i % 13 == 5:
-            out.append(TrialRecord(number=i, state="FAIL", fail_reason="RuntimeError: boom", seconds=2.0))
+            out.append(TrialRecord.from_metrics(i, "FAIL", message="RuntimeError: boom", seconds=2.0))
             continue
         macs = int(10 ** rng.uniform(6, 9))
         metrics = {"parent_trial": 1} if i in (30, 31) else {"kind": "preset"} if i == 32 else {}
-        out.append(TrialRecord(
-            number=i, state="COMPLETE", dice=float(rng.uniform(0.4, 0.9)), macs=macs, flops=2 * macs,
+        out.append(TrialRecord.from_metrics(
+            i, "COMPLETE", metrics, dice=float(rng.uniform(0.4, 0.9)), macs=macs, flops=2 * macs,
             param_count=macs // 300, latency_ms=float(macs / 1e8 + rng.uniform(0.5, 1)), latency_device="cpu",
             seconds=float(rng.uniform(5, 20)), best_epoch=3, params={"depth": int(rng.integers(3, 6))},
             spec={"encoder_widths": [8, 16, 32], "decoder_widths": [8, 16]}, checkpoint=f"trials/trial_{i:04d}",
-            epoch_dice=tuple(float(v) for v in np.sort(rng.uniform(0.2, 0.9, 5))), metrics=metrics))
+            epoch_dice=tuple(float(v) for v in np.sort(rng.uniform(0.2, 0.9, 5)))))
     return out
 
 

@@ -28,8 +28,8 @@ from reports import (
 MAX_MIN = ("maximize", "minimize")
 
 
-def rec(number, dice=None, macs=None, state="COMPLETE", **kw) -> TrialRecord:
-    return TrialRecord(number=number, state=state, dice=dice, macs=macs, **kw)
+def rec(number, dice=None, macs=None, state="COMPLETE", metrics=None, **kw) -> TrialRecord:
+    return TrialRecord.from_metrics(number, state, metrics, dice=dice, macs=macs, **kw)
 
 
 def numbers(records) -> list[int]:
@@ -97,7 +97,7 @@ def test_missing_values_and_failed_go_to_unfinished():
         rec(1, None, 100),
         rec(2, math.nan, 100),
         rec(3, 0.99, None),
-        rec(4, 0.99, 10, state="FAIL", fail_reason="OOM"),
+        rec(4, 0.99, 10, state="FAIL", message="OOM"),
         rec(5, 0.99, 10, state="RUNNING"),
         rec(6, 0.99, 10, state="PRUNED"),
     ]
@@ -186,7 +186,7 @@ def study() -> list[TrialRecord]:
             checkpoint="trials/0001", **common),
         rec(2, 0.65, 950_000_000, flops=1_900_000_000, param_count=1_300_000, latency_ms=9.0,
             params={"depth": 4, "width": 16}, epoch_dice=(0.4, 0.6, 0.65), **common),
-        rec(3, None, None, state="FAIL", fail_reason="<script>alert(1)</script>",
+        rec(3, None, None, state="FAIL", message="<script>alert(1)</script>",
             params={"depth": 5, "width": 64}),
         rec(4, None, None, state="RUNNING", params={"depth": 2}),
         rec(5, 0.90, 2_500_000_000, flops=5_000_000_000, param_count=9_000_000, latency_ms=20.0,
@@ -285,7 +285,7 @@ def test_empty_study(tmp_path):
     page = render_report([], tmp_path / "r.html", title="empty", config={}).read_text(encoding="utf-8")
     assert "No finished trials yet" in page and "<script" not in page
     assert "No trials recorded." in page
-    failed_only = [rec(0, state="FAIL", fail_reason="boom"), rec(1, state="RUNNING")]
+    failed_only = [rec(0, state="FAIL", message="boom"), rec(1, state="RUNNING")]
     page = render_report(failed_only, tmp_path / "r.html", title="t", config=CONFIG).read_text(encoding="utf-8")
     assert "No finished trials yet" in page and "<script" not in page
     assert "boom" in row(page, 0) and "RUNNING" in row(page, 1)
@@ -295,7 +295,7 @@ def test_empty_study(tmp_path):
 
 
 def test_no_latency_anywhere(tmp_path):
-    records = [TrialRecord(**{**r.__dict__, "latency_ms": None, "latency_device": None}) for r in study()]
+    records = [r.updated(latency_ms=None, latency_device=None) for r in study()]
     page = render_report(records, tmp_path / "r.html", title="t", config={"device": "cpu"}).read_text("utf-8")
     assert 'id="plot-latency"' not in page and 'id="plot-macs"' in page
     assert "plot-latency" not in payload(page)["plots"]
@@ -318,7 +318,7 @@ def big_study(n: int = 1000, seed: int = 7) -> list[TrialRecord]:
     records = []
     for i in range(n):
         if i % 25 == 0:
-            records.append(rec(i, state="FAIL", fail_reason=f"error {i}", seconds=1.0))
+            records.append(rec(i, state="FAIL", message=f"error {i}", seconds=1.0))
             continue
         macs = int(10 ** rng.uniform(7, 10))
         strata = {k: {"count": int(rng.integers(0, 50)), "detected": float(rng.random()), "dice": float(rng.random())}
@@ -460,7 +460,7 @@ QUALITY = {"val": {"dice": 0.71, "iou": 0.55, "precision": 0.8, "sensitivity": 0
 
 def test_quality_rendered_when_present_and_not_measured_otherwise(tmp_path):
     records = study()
-    records[1] = TrialRecord(**{**records[1].__dict__, "metrics": {"quality": QUALITY}})
+    records[1] = records[1].updated(metrics={"quality": QUALITY})
     page = render_report(records, tmp_path / "r.html", title="t", config=CONFIG).read_text("utf-8")
     assert "<th>trial 1 (val)</th>" in page and "<th>trial 1 (test)</th>" in page
     assert "small objects (&lt; 8 px)" in page
@@ -503,8 +503,7 @@ def test_model_cards_and_overlays(tmp_path):
     env = {"python": "3.11.7", "torch": "2.13.0", "optuna": "5.0.0", "device (latency)": "cpu (test)"}
     config = {**CONFIG, "batch_size": 8, "data": "/data/my images"}
     records = study()
-    records[0] = TrialRecord(**{**records[0].__dict__, "spec": {"encoder_widths": [8, 16], "decoder_widths": [8],
-                                                                "skip_attention": "se"}})
+    records[0] = records[0].updated(spec={"encoder_widths": [8, 16], "decoder_widths": [8], "skip_attention": "se"})
     page = render_report(records, tmp_path / "r.html", title="t", config=config, overlays=overlays,
                          environment=env, exported={0: "best/trial_0000", 1: "best/trial_0001"}).read_text("utf-8")
     cards = re.findall(r'<div class="card" id="card-(\d+)">', page)
@@ -527,8 +526,8 @@ def test_model_cards_and_overlays(tmp_path):
 
 def test_script_closing_text_in_data_cannot_break_the_page(tmp_path):
     records = study()
-    records[0] = TrialRecord(**{**records[0].__dict__, "params": {"note": "</script><script>alert(2)</script>"},
-                                "epoch_dice": (0.1, math.nan, 0.3)})
+    records[0] = records[0].updated(params={"note": "</script><script>alert(2)</script>"},
+                                    epoch_dice=(0.1, math.nan, 0.3))
     page = render_report(records, tmp_path / "r.html", title="t", config=CONFIG).read_text("utf-8")
     assert "<script>alert(2)" not in page
     assert "alert(2)" in payload(page)["hover"]["0"]  # kept as (escaped) text

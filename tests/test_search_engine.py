@@ -15,6 +15,7 @@ from nas.engine.early_stop import EarlyStopped, RungPoint, RungPolicy, rung_dice
 from nas.engine.objectives import Objectives
 from nas.engine.optuna_adapter.study import (WORKER_ATTR, count_finished, default_storage, open_study, recover_lost_trials,
                               run_study, study_records)
+from nas.results.outcome import StopReason
 from nas.results.records import TrialRecord
 from nas.engine.job import LiveView
 from nas.train.trainer import TrainingError
@@ -252,15 +253,17 @@ def test_live_view_counts_and_estimates(tmp_path):
     logged = []
     live = LiveView(tmp_path, 4, Objectives(), already=0, log=logged.append)
     records = [
-        TrialRecord(0, "COMPLETE", dice=0.6, macs=10, metrics={"dice": 0.6, "macs": 10}),
-        TrialRecord(1, "COMPLETE", dice=0.5, macs=20, metrics={"dice": 0.5, "macs": 20}),
-        TrialRecord(2, "PRUNED", fail_reason="early-stopped at epoch 1: beaten"),
-        TrialRecord(3, "FAIL", fail_reason="out of memory"),
-        TrialRecord(4, "RUNNING"),
+        TrialRecord.from_metrics(0, "COMPLETE", {"dice": 0.6, "macs": 10}),
+        TrialRecord.from_metrics(1, "COMPLETE", dice=0.5, macs=20),
+        TrialRecord(2, "PRUNED", stop_reason=StopReason.EARLY_STOPPED, message="beaten at epoch 1"),
+        TrialRecord.from_metrics(3, "PRUNED", message="early-stopped at epoch 1: beaten"),  # an old study
+        TrialRecord(4, "PRUNED", stop_reason=StopReason.DUPLICATE, message="early-stopped? no: a duplicate"),
+        TrialRecord.from_metrics(5, "FAIL", message="out of memory"),
+        TrialRecord(6, "RUNNING"),
     ]
     status = live.update(records)
     assert (status["finished"], status["running"], status["failed"], status["pruned"],
-            status["early_stopped"], status["front_size"]) == (2, 1, 1, 1, 1, 1)
+            status["early_stopped"], status["front_size"]) == (2, 1, 1, 3, 2, 1)
     assert status["best_dice"] == 0.6 and status["eta_s"] is not None
     assert "2/4 finished" in logged[-1] and "front 1" in logged[-1]
     assert (tmp_path / "status.json").is_file()

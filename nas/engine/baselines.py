@@ -15,7 +15,9 @@ from search_spaces.presets import get_preset
 
 from nas.data.loading import SegmentationData
 from nas.engine.trial import TrialSettings, train_and_save
+from nas.results.outcome import TrialState
 from nas.results.records import TrialRecord
+from nas.results.trial_result import RecordKind
 
 BASELINES_DIR = "baselines"
 
@@ -50,12 +52,7 @@ def baseline_records(run_dir: Path) -> list[TrialRecord]:
             spec = json.loads((folder / "spec.json").read_text()).get("spec")
         except (OSError, ValueError):
             continue  # a half-copied folder is not a baseline; the next run retrains it
-        records.append(TrialRecord(
-            number=-index, state="COMPLETE", params={"preset": folder.name}, spec=spec,
-            dice=metrics.get("dice"), macs=metrics.get("macs"), flops=metrics.get("flops"),
-            param_count=metrics.get("params"), latency_ms=metrics.get("latency_ms"),
-            latency_device=metrics.get("latency_device"), seconds=metrics.get("seconds"),
-            best_epoch=metrics.get("best_epoch"), epoch_dice=tuple(metrics.get("epoch_dice") or ()),
-            checkpoint=f"{BASELINES_DIR}/{folder.name}", metrics=metrics,
-        ))
+        records.append(TrialRecord.from_metrics(
+            -index, TrialState.COMPLETE, metrics, params={"preset": folder.name}, spec=spec,
+            checkpoint=f"{BASELINES_DIR}/{folder.name}", kind=RecordKind.PRESET))
     return records

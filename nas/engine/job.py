@@ -21,6 +21,7 @@ from nas.engine.early_stop import RungPolicy
 from nas.io import atomic_write_text
 from nas.engine.trial import TrialSettings
 from nas.engine.objectives import Objectives
+from nas.results.outcome import StopReason, TrialState
 from nas.results.records import TrialRecord
 
 
@@ -84,15 +85,15 @@ class LiveView:
     def status(self, records: Sequence[TrialRecord]) -> dict[str, Any]:
         states = [r.state for r in records]
         finished = sum(r.finished for r in records)
-        early = sum(1 for r in records if r.state == "PRUNED" and (r.fail_reason or "").startswith("early-stopped"))
+        early = sum(1 for r in records if r.stop_reason == StopReason.EARLY_STOPPED)
         elapsed = time.monotonic() - self.started
         new = finished - self.already
         remaining = max(0, self.target - finished)
         dice = [r.dice for r in records if r.finished and r.dice is not None]
         return {
-            "finished": finished, "target": self.target, "running": states.count("RUNNING"),
-            "failed": states.count("FAIL"), "pruned": states.count("PRUNED"), "early_stopped": early,
-            "waiting": states.count("WAITING"), "best_dice": max(dice) if dice else None,
+            "finished": finished, "target": self.target, "running": states.count(TrialState.RUNNING),
+            "failed": states.count(TrialState.FAIL), "pruned": states.count(TrialState.PRUNED), "early_stopped": early,
+            "waiting": states.count(TrialState.WAITING), "best_dice": max(dice) if dice else None,
             "front_size": front_size(records, self.objectives), "elapsed_s": elapsed,
             "eta_s": elapsed / new * remaining if new > 0 else None,
         }

@@ -57,7 +57,7 @@ class FailureKind(str, Enum):
 
 
 # Message prefixes written by the engine before the enums were stored (and still written as text).
-_LEGACY_STOPS = (("early-stopped", StopReason.EARLY_STOPPED), ("stopped by the Ray scheduler", StopReason.SCHEDULER),
+_LEGACY_STOPS = (("early-stopped", StopReason.EARLY_STOPPED), ("stopped by the ray scheduler", StopReason.SCHEDULER),
                  ("duplicate of trial", StopReason.DUPLICATE), ("infeasible", StopReason.INFEASIBLE))
 _LEGACY_FAILURES = (("stale", FailureKind.STALE), ("interrupted", FailureKind.INTERRUPTED),
                     ("out of memory", FailureKind.OUT_OF_MEMORY), ("diverged", FailureKind.DIVERGED),

@@ -6,22 +6,20 @@ HTML report and the static figures only draw what :func:`pareto_front` decides.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from nas.results.records import TrialRecord
+from nas.results.records import MEASURES, TrialRecord
 
 DIRECTIONS = ("maximize", "minimize")
-_RECORD_FIELDS = frozenset(f.name for f in fields(TrialRecord))
-METRIC_OBJECTIVES = frozenset({"train_memory_mb"})  # read from ``record.metrics``
 _CHUNK_CELLS = 4_000_000  # bounds the (rows x n x k) comparison block, so memory stays ~tens of MB
 
 
 @dataclass(frozen=True)
 class Objective:
-    """One axis of the front: a numeric ``TrialRecord`` attribute and whether more is better."""
+    """One axis of the front: a numeric ``TrialRecord`` property (``MEASURES``) and whether more is better."""
 
     name: str  # e.g. "dice", "macs", "latency_ms", "param_count"
     direction: str  # "maximize" | "minimize"
@@ -29,8 +27,8 @@ class Objective:
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
-        if self.name not in _RECORD_FIELDS | METRIC_OBJECTIVES:
-            raise ValueError(f"{self.name!r} is not a TrialRecord field")
+        if self.name not in MEASURES:
+            raise ValueError(f"{self.name!r} is not a TrialRecord measure; known: {', '.join(MEASURES)}")
 
 
 DICE_MACS = (Objective("dice", "maximize"), Objective("macs", "minimize"))
@@ -84,7 +82,7 @@ def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str])
 
 
 def _value(record: TrialRecord, name: str) -> float | None:
-    raw = record.metrics.get(name) if name in METRIC_OBJECTIVES else getattr(record, name)
+    raw = getattr(record, name)
     if raw is None:
         return None
     value = float(raw)

@@ -21,7 +21,8 @@ from nas.engine.baselines import baseline_records
 from nas.deploy.checkpoint import replace_folder
 from nas.failpoints import failpoint
 from nas.io import staging_dir
-from nas.results.records import TrialRecord, write_trials_csv
+from nas.results.records import TrialRecord
+from nas.results.table import write_trials_csv
 
 OBJECTIVES = (Objective("dice", "maximize"), Objective("macs", "minimize"))
 
@@ -86,7 +87,7 @@ def environment(config: Mapping[str, Any], records: list[TrialRecord]) -> dict[s
             env[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             pass
-    train = sorted({str(r.metrics["train_device"]) for r in records if r.metrics.get("train_device")})
+    train = sorted({r.result.timing.train_device for r in records if r.result.timing.train_device})
     latency = sorted({r.latency_device for r in records if r.latency_device})
     env["device (training)"] = ", ".join(train) or str(config.get("device", "?"))
     env["device (latency)"] = ", ".join(latency) or "not measured"

@@ -20,6 +20,7 @@ from nas.engine.early_stop import EarlyStopped
 from nas.engine.trial import failure_reason, release_memory
 from nas.engine.job import SAMPLERS
 from nas.engine.objectives import Objectives
+from nas.results.outcome import FAILURE_KIND_ATTR, STOP_REASON_ATTR
 from nas.results.records import TrialRecord
 
 CONFIG_ATTR = "search_config"
@@ -285,26 +286,20 @@ def _finite(value: Any) -> Any:
 
 
 def to_record(trial: FrozenTrial) -> TrialRecord:
-    metrics = trial.user_attrs.get("metrics") or {}
+    """The trial as plain data; stop reason and failure kind are the stored enums, or read from the
+    message for studies written before those attrs existed (``classify_legacy``)."""
+    attrs = trial.user_attrs
     complete = trial.state == TrialState.COMPLETE
-    return TrialRecord(
-        number=trial.number,
-        state=trial.state.name,
-        params={**trial.user_attrs.get(FIXED_PARAMS_ATTR, {}), **trial.params},
-        spec=trial.user_attrs.get("spec"),
-        dice=_finite(trial.values[0]) if complete and trial.values else None,
-        macs=metrics.get("macs"),
-        flops=metrics.get("flops"),
-        param_count=metrics.get("params"),
-        latency_ms=metrics.get("latency_ms"),
-        latency_device=metrics.get("latency_device"),
-        seconds=metrics.get("seconds") or trial.user_attrs.get("device_seconds"),  # pruned/failed cost too
-        best_epoch=metrics.get("best_epoch"),
-        epoch_dice=tuple(metrics.get("epoch_dice") or trial.user_attrs.get("epoch_dice") or ()),
-        fail_reason=trial.user_attrs.get("fail_reason"),
-        checkpoint=trial.user_attrs.get("checkpoint") if complete else None,
-        metrics=dict(metrics),
-    )
+    metrics = dict(attrs.get("metrics") or {})
+    # a pruned or failed trial's time and curve live beside the metrics; Dice is the first objective
+    beside = {"seconds": attrs.get("device_seconds"), "epoch_dice": attrs.get("epoch_dice"),
+              "dice": _finite(trial.values[0]) if complete and trial.values else None}
+    metrics.update({key: value for key, value in beside.items() if value is not None and not metrics.get(key)})
+    return TrialRecord.from_metrics(
+        trial.number, trial.state.name, metrics, params={**attrs.get(FIXED_PARAMS_ATTR, {}), **trial.params},
+        spec=attrs.get("spec"), message=attrs.get("fail_reason"), stop_reason=attrs.get(STOP_REASON_ATTR),
+        failure_kind=attrs.get(FAILURE_KIND_ATTR), stopped_at_epoch=attrs.get("stopped_at_epoch"),
+        checkpoint=attrs.get("checkpoint") if complete else None)
 
 
 def study_records(study: optuna.Study) -> list[TrialRecord]:
