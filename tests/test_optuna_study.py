@@ -6,9 +6,24 @@ import math
 import optuna
 import pytest
 
-from nas.engine.optuna_adapter.study import (MAX_DUPLICATES_IN_A_ROW, VIOLATION_ATTR, StudyConfigError, apply_verdict,
-                              count_finished, open_study, record_fixed_params, run_study, skip_if_duplicate,
-                              study_records)
+from nas.engine.optuna_adapter.study import (MAX_DUPLICATES_IN_A_ROW, VIOLATION_ATTR, StudyConfigError,
+                                             count_finished, duplicate_of, open_study, record_fixed_params,
+                                             record_violations, run_study, study_records)
+from nas.engine.policy import TrialStopped
+from nas.results.outcome import StopReason
+
+
+def skip_if_duplicate(study, trial):
+    """What the trial policy does with the adapter's answer."""
+    original = duplicate_of(study, trial)
+    if original is not None:
+        raise TrialStopped(StopReason.DUPLICATE, f"duplicate of trial {original}")
+
+
+def apply_verdict(trial, verdict):
+    record_violations(trial, verdict)
+    if not verdict.feasible:
+        raise TrialStopped(StopReason.INFEASIBLE, verdict.reason, measured=verdict.measured)
 
 CONFIG = {"space": "resunet", "epochs": 1}
 

@@ -40,9 +40,9 @@ def tiny_job(out: Path, trials: int, **changes) -> SearchJob:
 
 def test_outcomes_of_ray_trials_are_told_apart(tmp_path):
     """Without Ray: a finished trainable, a scheduler stop and a crash give three different states."""
-    from optuna.trial import TrialState
-
-    from nas.engine.ray_adapter import OUTCOME_KEY, _Session
+    from nas.engine.ray_adapter.searcher import _Session
+    from nas.engine.ray_adapter.trainable import OUTCOME_KEY
+    from nas.results.outcome import TrialState
 
     session = _Session(job=tiny_job(tmp_path, 1), study=None, live=None)  # outcome() reads only the job
     metrics = {"dice": 0.5, "macs": 1e6}
@@ -57,7 +57,7 @@ def test_outcomes_of_ray_trials_are_told_apart(tmp_path):
 
 
 def test_the_search_ends_on_the_same_rules_as_the_optuna_path(tmp_path, monkeypatch):
-    from nas.engine.ray_adapter import _Session
+    from nas.engine.ray_adapter.searcher import _Session
 
     session = _Session(job=tiny_job(tmp_path, 3, max_failures=2, timeout=60.0), study=None, live=None)
     assert session.stop_reason(running=2) is None
@@ -103,7 +103,7 @@ def test_replay_rebuilds_the_spec_and_the_distributions():
     from search_spaces import RandomSuggest, get_space
     from search_spaces.overrides import RestrictedSuggest, restriction_from_args
 
-    from nas.engine.ray_adapter import replay
+    from nas.engine.optuna_adapter.foreign import replay
 
     space = get_space("resunet")
     restriction = restriction_from_args(space.dimensions, RESTRICT)
@@ -148,7 +148,8 @@ def stop_one_trial_after_epoch_one():
 @pytest.mark.slow
 def test_a_ray_search_fills_the_study_and_a_scheduler_stop_is_pruned(local_ray, tmp_path):
     from nas.deploy.checkpoint import load_checkpoint
-    from nas.engine.ray_adapter import RAY_TRIAL_ATTR, run_ray_search
+    from nas.engine.ray_adapter import run_ray_search
+    from nas.engine.ray_adapter.trainable import RAY_TRIAL_ATTR
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = open_study(storage, "resunet", 1, {"space": "resunet"}, Objectives())
@@ -225,7 +226,8 @@ def interrupt_after_first_finished_trial(marker: Path):
 
 @pytest.mark.slow
 def test_an_interrupted_ray_search_is_restored_without_losing_or_repeating_trials(local_ray, tmp_path):
-    from nas.engine.ray_adapter import RAY_TRIAL_ATTR, run_ray_search
+    from nas.engine.ray_adapter import run_ray_search
+    from nas.engine.ray_adapter.trainable import RAY_TRIAL_ATTR
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = open_study(storage, "resunet", 1, {"space": "resunet"}, Objectives())

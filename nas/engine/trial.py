@@ -22,6 +22,7 @@ from nas.deploy.checkpoint import save_checkpoint
 from nas.costs.measure import Costs, measure_costs
 from nas.data.loading import SegmentationData
 from nas.costs.constraints import training_step_memory
+from nas.results.outcome import FailureKind
 from nas.train.trainer import TrainConfig, TrainingError, TrainResult, evaluate_quality, resolve_device, train_model
 
 CostsCallback = Callable[[dict[str, Any]], None]
@@ -102,6 +103,14 @@ def failure_reason(error: BaseException) -> str:
     if isinstance(error, TrainingError):
         return f"diverged: {text}"
     return text
+
+
+def failure_kind(error: BaseException) -> FailureKind:
+    """The ``FailureKind`` of a failed trial's exception (the enum beside ``failure_reason``'s text)."""
+    text = failure_reason(error)
+    if text.startswith("out of memory"):
+        return FailureKind.OUT_OF_MEMORY
+    return FailureKind.DIVERGED if text.startswith("diverged") else FailureKind.ERROR
 
 
 def release_memory() -> None:

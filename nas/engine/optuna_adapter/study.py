@@ -16,11 +16,12 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.engine.early_stop import EarlyStopped
-from nas.engine.trial import failure_reason, release_memory
+from nas.engine.policy import TrialStopped
+from nas.engine.trial import failure_kind, failure_reason, release_memory
+from nas.results.outcome import (FAILURE_KIND_ATTR, STOP_REASON_ATTR, FailureKind, StopReason, TrialState as State,
+                                 classify_legacy)
 from nas.engine.job import SAMPLERS
 from nas.engine.objectives import Objectives
-from nas.results.outcome import FAILURE_KIND_ATTR, STOP_REASON_ATTR
 from nas.results.records import TrialRecord
 
 CONFIG_ATTR = "search_config"
@@ -124,34 +125,26 @@ def record_fixed_params(trial: optuna.Trial, fixed: dict[str, Any]) -> None:
         trial.set_user_attr(FIXED_PARAMS_ATTR, dict(fixed))
 
 
-def apply_verdict(trial: optuna.Trial, verdict: Any) -> None:
-    """Store a ``nas.costs.constraints.Verdict`` on the trial; prune it, with its reason, if infeasible.
+def record_violations(trial: optuna.Trial, verdict: Any) -> None:
+    """Store a ``nas.costs.constraints.Verdict``'s violations on the trial (feasible ones too).
 
-    Every checked trial gets its violations (feasible ones too): Optuna's TPE reads them through
-    ``trial.constraints`` and pushes sampling away from infeasible regions. ``set_constraint`` is
-    the Optuna 5 form of the deprecated ``TPESampler(constraints_func=...)``; the list also lives
-    in the ``constraint_violation`` user attr, in ``Constraints.limits()`` order.
+    Optuna's TPE reads them through ``trial.constraints`` and pushes sampling away from infeasible
+    regions. ``set_constraint`` is the Optuna 5 form of the deprecated
+    ``TPESampler(constraints_func=...)``; the list also lives in the ``constraint_violation`` user
+    attr, in ``Constraints.limits()`` order. The trial policy prunes an infeasible trial.
     """
     for key, value in verdict.violations.items():
         trial.set_constraint(key, value)
     trial.set_user_attr(VIOLATION_ATTR, list(verdict.violations.values()))
-    if not verdict.feasible:
-        trial.set_user_attr("fail_reason", verdict.reason[:500])
-        trial.set_user_attr("metrics", verdict.measured)  # the costs that made it infeasible
-        raise optuna.TrialPruned(verdict.reason)
 
 
-def skip_if_duplicate(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Prune a trial whose sampled params equal a finished (or, with several workers, a running)
-    trial's: same spec, same seed, same result.
-
-    Call it once the params are sampled, before training; the pruned trial records which
-    trial it repeats and does not count as finished.
-    """
+def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> int | None:
+    """The finished (or, with several workers, running) trial whose sampled params equal this
+    trial's: same spec, same seed, same result. Asked once the params are sampled, before training."""
     for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
         if other.number != trial.number and other.params == trial.params:
-            trial.set_user_attr("fail_reason", f"duplicate of trial {other.number}")
-            raise optuna.TrialPruned(f"duplicate of trial {other.number}")
+            return other.number
+    return None
 
 
 def _process_alive(pid: int) -> bool:
@@ -191,20 +184,26 @@ def recover_lost_trials(study: optuna.Study, *, local: bool) -> list[int]:
             study._storage.set_trial_user_attr(  # the trial is still RUNNING, so this is allowed
                 trial._trial_id, "fail_reason", f"{STALE}: its process ({worker.get('pid', '?')}) "
                 "ended without finishing it (killed or crashed); queued again")
+            study._storage.set_trial_user_attr(trial._trial_id, FAILURE_KIND_ATTR, FailureKind.STALE.value)
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        reason = str(trial.user_attrs.get("fail_reason") or "")
         once = len(trial.system_attrs.get("retry_history", [])) < 1
-        if reason.startswith((STALE, INTERRUPTED)) and trial.number not in retried_from and once:
+        if _failure_kind(trial).retried and trial.number not in retried_from and once:
             _retry(study, trial)
             queued.append(trial.number)
     return queued
 
 
+def _failure_kind(trial: FrozenTrial) -> FailureKind:
+    stored = trial.user_attrs.get(FAILURE_KIND_ATTR)
+    return FailureKind(stored) if stored else classify_legacy(State.FAIL, trial.user_attrs.get("fail_reason"))
+
+
 def _start_trial(trial: optuna.Trial) -> None:
     """Who runs the trial (for lost-trial recovery); attrs a retried trial copied are reset."""
     trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
-    for key in ("fail_reason", "epoch_dice", "metrics", "checkpoint"):
+    for key in ("fail_reason", "epoch_dice", "metrics", "checkpoint", STOP_REASON_ATTR, FAILURE_KIND_ATTR,
+                "stopped_at_epoch"):
         if key in trial.user_attrs:
             trial.set_user_attr(key, None)
 
@@ -237,17 +236,21 @@ def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
         clock = time.perf_counter()
         try:
             attrs = run_trial(trial)
-        except optuna.TrialPruned:
-            raise
-        except EarlyStopped as stop:
-            trial.set_user_attr("fail_reason", str(stop)[:500])
-            trial.set_user_attr("stopped_at_epoch", stop.epoch)
-            raise optuna.TrialPruned(str(stop)) from None
+        except TrialStopped as stop:
+            trial.set_user_attr("fail_reason", stop.message)
+            trial.set_user_attr(STOP_REASON_ATTR, stop.reason.value)
+            if stop.epoch is not None:
+                trial.set_user_attr("stopped_at_epoch", stop.epoch)
+            if stop.measured or stop.reason == StopReason.INFEASIBLE:
+                trial.set_user_attr("metrics", stop.measured)  # the costs that made it infeasible
+            raise optuna.TrialPruned(stop.message) from None
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", f"{INTERRUPTED} (Ctrl-C); queued again on resume")
+            trial.set_user_attr(FAILURE_KIND_ATTR, FailureKind.INTERRUPTED.value)
             raise
         except Exception as error:
             trial.set_user_attr("fail_reason", failure_reason(error)[:500])
+            trial.set_user_attr(FAILURE_KIND_ATTR, failure_kind(error).value)
             release_memory()
             raise
         finally:
@@ -258,7 +261,8 @@ def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
 
     def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
         nonlocal failures, pruned_in_a_row, stopped
-        early = trial.user_attrs.get("stopped_at_epoch") is not None
+        early = trial.user_attrs.get(STOP_REASON_ATTR) in (StopReason.EARLY_STOPPED, StopReason.SCHEDULER) \
+            or trial.user_attrs.get("stopped_at_epoch") is not None
         pruned_in_a_row = pruned_in_a_row + 1 if trial.state == TrialState.PRUNED and not early else 0
         if trial.state == TrialState.FAIL:
             failures += 1
