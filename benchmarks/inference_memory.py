@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from nas.data.loading import Normalization
+from nas.data.normalization import Normalization
 from nas.train.inference import sliding_window_logits, window_starts
 from search_spaces import get_space
 from search_spaces.resunet import ResUNetSpec

@@ -10,53 +10,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from nas.data.errors import DataError
+from nas.data.normalization import Normalization, compute_normalization
 from nas.data.synthetic import SYNTHETIC_KINDS, SYNTHETIC_NAME, make_synthetic
 from nas.data.volumes import VOLUME_SUFFIXES, read_volume, read_volume_mask, volume_suffix
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 SUFFIXES = IMAGE_SUFFIXES + VOLUME_SUFFIXES
 VAL_SEED_OFFSET = 1_000_003  # synthetic validation images come from a different seed than training
-_STD_FLOOR = 1e-6
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # 16/32-bit and float grey (microscopy TIFFs)
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """Per-channel mean/std, computed on the training split; stored with checkpoints."""
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        if len(self.mean) != len(self.std) or not self.mean:
-            raise ValueError(f"Normalization needs one mean and one std per channel: {self.mean}, {self.std}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"mean": list(self.mean), "std": list(self.std)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Normalization:
-        return cls(mean=tuple(d["mean"]), std=tuple(d["std"]))
-
-    def apply(self, images: torch.Tensor, spatial_dims: int = 2) -> torch.Tensor:
-        """``(B, C, *S)`` (or ``(C, *S)``) in [0, 1] -> zero mean, unit std per channel; S has
-        ``spatial_dims`` axes (3 for volumes)."""
-        channels = images.shape[-1 - spatial_dims]
-        if channels != len(self.mean):
-            raise ValueError(f"images have {channels} channel(s), normalization has {len(self.mean)}")
-        shape = (-1,) + (1,) * spatial_dims
-        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(shape)
-        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(shape)
-        return (images - mean) / std
 
 
 @dataclass
@@ -397,16 +364,3 @@ def _read_mask(path: Path) -> np.ndarray:
         return (array > 0).astype(np.float32)
     shown = ", ".join(str(v) for v in values[:8].tolist()) + (", ..." if values.size > 8 else "")
     raise DataError(f"mask {path} is not binary: values {shown} (expected only 0/255 or 0/1)")
-
-
-def compute_normalization(images: list[torch.Tensor]) -> Normalization:
-    """Per-channel mean and std over every pixel of ``images`` (two passes, float64; std >= 1e-6)."""
-    count = sum(image[0].numel() for image in images)
-    axes = tuple(range(1, images[0].dim()))
-    shape = (-1,) + (1,) * len(axes)
-    total = sum(image.double().sum(dim=axes) for image in images)
-    mean = total / count
-    squares = sum(((image.double() - mean.view(shape)) ** 2).sum(dim=axes) for image in images)
-    std = (squares / count).sqrt().clamp_min(_STD_FLOOR)
-    return Normalization(mean=tuple(mean.tolist()), std=tuple(std.tolist()))
-

@@ -21,7 +21,7 @@ from torch import nn
 
 from search_spaces import get_space
 
-from nas.data.loading import Normalization
+from nas.data.normalization import Normalization
 from nas.failpoints import failpoint
 from nas.io import WriteError, atomic_write_bytes, atomic_write_json, staging_dir
 

@@ -130,12 +130,13 @@ def evaluate_spec(spec: Any, space: SearchSpace, data: SegmentationData, setting
     torch.manual_seed(settings.train.seed)
     model = space.build_model(spec, data.in_channels, 1)
     device = resolve_device(settings.train.device)
-    shape = (1, data.in_channels, settings.image_size, settings.image_size)
+    side = (settings.image_size,) * data.spatial_dims  # (H, W) or (D, H, W): a 3D model takes volumes
+    shape = (1, data.in_channels, *side)
     costs = measure_costs(model.to(device), shape, device,
                           warmup=settings.latency_warmup, repeats=settings.latency_repeats)
     extra_costs: dict[str, Any] = {}
     if settings.measure_train_memory:
-        batch = (settings.train.batch_size, data.in_channels, settings.image_size, settings.image_size)
+        batch = (settings.train.batch_size, data.in_channels, *side)
         extra_costs = {**training_step_memory(model, batch), "train_memory_batch": settings.train.batch_size}
     if on_costs is not None:
         on_costs({**costs.to_dict(), **extra_costs})

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.data.loading import Normalization
+from nas.data.normalization import Normalization
 
 # normalized windows (N, C, P, P) -> logits (N, out, P, P); an nn.Module or e.g. an ONNX session wrapper
 Predictor = Callable[[torch.Tensor], torch.Tensor]
