@@ -63,7 +63,7 @@ def test_check_model_measures_with_the_search_conventions():
     assert verdict.measured["flops"] == 2 * 2304
     assert verdict.violations["macs"] == 0 and verdict.violations["params"] == pytest.approx(1 / 35)
     assert verdict.reason == "infeasible: 36 params > --max-params 35 params"
-    assert verdict.measured["macs_counter"] == "fvcore"  # within the limit: the search's own count decides
+    assert verdict.measured["macs_counter"] == "op counter"  # within the limit: the search's own count decides
     assert "latency_ms" not in verdict.measured and "train_memory_mb" not in verdict.measured  # not limited
     over = check_model(model, Constraints(max_macs=1000), in_channels=1, image_size=8, batch_size=2)
     assert over.measured["macs"] == 2304 and over.measured["macs_counter"].startswith("layer hooks")

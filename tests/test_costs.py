@@ -171,7 +171,7 @@ def test_disagreement_warns_with_both_numbers():
         def forward(self, x):
             return nn.functional.conv2d(x, self.weight, padding=1)
 
-    with pytest.warns(UserWarning, match=r"fvcore 4608 vs layer hooks 0"):
+    with pytest.warns(UserWarning, match=r"op counter 4608 vs layer hooks 0"):
         costs = measure_costs(Functional(), (1, 2, 8, 8), warmup=0, repeats=1)
     assert costs.macs == 8 * 8 * 4 * 2 * 9 == 4608
 

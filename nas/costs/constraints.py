@@ -14,10 +14,14 @@ Training-step memory (``train_memory_mb``), device-independent, for ONE step at 
 Not counted: the allocator's caching and fragmentation, cuDNN/GEMM workspaces, temporaries freed
 during the forward, the loss's own small buffers, and autocast's half-precision copies (the
 forward is measured in float32). A real CUDA peak is therefore somewhat higher. MB = 2**20 bytes.
+The forward is ``model(x)``: deep-supervision heads (``forward_with_aux``) and gradient
+checkpointing (which saves less) are not part of the figure.
+
+The forward runs on the meta device (shapes, no data), so the figure costs no memory at any input
+size; it equals, byte for byte, what a real CPU forward saves (tests/test_costs_meta.py).
 """
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -25,7 +29,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from nas.costs.measure import count_macs, count_macs_by_hooks, count_params, describe_device, measure_latency
+from nas.costs.measure import (count_macs, count_macs_by_hooks, count_params, describe_device, measure_latency,
+                               shapes_only_forward)
 
 MB = 2**20
 ADAM_STATE_PER_PARAM = 2  # exp_avg, exp_avg_sq
@@ -109,33 +114,31 @@ class Verdict:
         return "feasible" if self.feasible else "infeasible: " + "; ".join(self.reasons)
 
 
-def training_step_memory(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
-    """Bytes of one training step (see the module docstring for what is and is not counted).
-
-    Runs a float32 train-mode forward on a CPU copy, so the caller's model (BN statistics,
-    device) is untouched and the figure does not depend on the machine.
-    """
-    measured = copy.deepcopy(model).cpu().float().train()
-    param_storages = {p.untyped_storage().data_ptr() for p in measured.parameters()}
-    seen: set[int] = set()
-    activation_bytes = 0
-
-    def count(tensor: torch.Tensor) -> None:
-        nonlocal activation_bytes
-        storage = tensor.untyped_storage()
-        pointer = storage.data_ptr()
-        if pointer not in param_storages and pointer not in seen:
-            seen.add(pointer)
-            activation_bytes += storage.nbytes()
+def _saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd saves during ``model(x)`` (parameters excluded), plus the output's."""
+    params = {id(p.untyped_storage()) for p in model.parameters()}
+    seen: dict[int, Any] = {}  # id -> storage, kept alive so an id is never reused mid-count
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
-        count(tensor)
+        storage = tensor.untyped_storage()  # one Python object per storage: views share it
+        if id(storage) not in params:
+            seen.setdefault(id(storage), storage)
         return tensor
 
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        output = measured(torch.zeros(tuple(input_shape)))  # (B, out, S, S)
-        count(output)
-    param_bytes = sum(p.numel() * p.element_size() for p in measured.parameters())
+        pack(model(x))  # (B, out, *S)
+    return sum(storage.nbytes() for storage in seen.values())
+
+
+def training_step_memory(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
+    """Bytes of one training step (see the module docstring for what is and is not counted).
+
+    The float32 train-mode forward runs on a meta-device copy (``shapes_only_forward``): sizes
+    without data, so a 4K input is counted on any laptop and the caller's model (BN statistics,
+    device) is untouched. The figure does not depend on the machine.
+    """
+    activation_bytes = shapes_only_forward(model, input_shape, _saved_bytes, train=True)
+    param_bytes = sum(p.numel() * (4 if p.is_floating_point() else p.element_size()) for p in model.parameters())
     state_bytes = param_bytes * (2 + ADAM_STATE_PER_PARAM)  # weights, gradients, Adam moments
     return {"activation_bytes": activation_bytes, "state_bytes": state_bytes,
             "train_memory_mb": (activation_bytes + state_bytes) / MB}
@@ -151,12 +154,12 @@ def measure(model: nn.Module, constraints: Constraints, *, in_channels: int, ima
     shape = (1, in_channels, image_size, image_size)
     measured: dict[str, Any] = {"params": count_params(model)}
     if constraints.max_macs is not None:
-        # Layer hooks see only conv/linear modules, so they never exceed fvcore's count and take a
-        # fraction of its trace time: over the limit by hooks is over it for sure. Otherwise the
-        # search's own count (fvcore) decides.
+        # Layer hooks see only conv/linear modules, so they never exceed the op counter's count and
+        # are cheaper: over the limit by hooks is over it for sure. Otherwise the search's own
+        # count (the op counter of nas.costs.measure.count_macs) decides.
         macs, counter = count_macs_by_hooks(model, shape), "layer hooks (standard layers)"
         if macs <= constraints.max_macs:
-            macs, counter = count_macs(model, shape), "fvcore"
+            macs, counter = count_macs(model, shape), "op counter"
         measured.update({"macs": macs, "flops": 2 * macs, "macs_counter": counter})
     if constraints.max_latency_ms is not None:
         measured["latency_ms"] = measure_latency(model, shape, device)

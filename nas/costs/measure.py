@@ -11,25 +11,31 @@
   warm-up, under ``torch.inference_mode`` with the model in ``eval()``, CUDA-synchronised before
   every clock read on GPU.
 
-MACs are counted with fvcore (the traced graph, so functional ops are seen too) and cross-checked
-against an independent forward-hook count over the standard layers; a disagreement is reported
-as a warning because it means an op one of them cannot see, not that the model is broken.
+MACs are counted by torch's dispatch-level ``FlopCounterMode`` (every aten op, so functional
+convs and matmuls are seen too) and cross-checked against an independent forward-hook count over
+the standard layers; a disagreement is reported as a warning because it means an op one of them
+cannot see, not that the model is broken. The counts equal fvcore's traced-graph count, which
+this module used before (checked in tests/test_costs_meta.py).
+
+Counting never allocates activations: both counters run a copy of the model on the ``meta``
+device (shapes only, no data), so a 2048 px or 4K input costs no more memory than 64 px. A model
+the meta device cannot run (an op without a meta kernel, a branch on a tensor's value) is counted
+on a real float32 CPU copy instead, with a warning, since that needs the real memory.
 """
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import statistics
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
-# fvcore's by_operator() names whose counts are multiply-accumulates (aten:: prefix stripped).
-_MAC_OPERATORS = ("conv", "linear", "matmul", "mm", "addmm", "bmm", "einsum")
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _TRANSPOSED_CONVS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _MISMATCH_TOLERANCE = 1e-3  # relative
@@ -66,9 +72,36 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _cpu_eval_copy(model: nn.Module) -> nn.Module:
-    """Counting works on a float32 CPU copy, so the caller's model, device and mode are untouched."""
-    return copy.deepcopy(model).cpu().float().eval()
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A float32 copy of ``model`` on the meta device, without copying a single weight.
+
+    The deep copy is given meta stand-ins for every parameter and buffer up front, so a CUDA or
+    large model is not duplicated in memory; only the module structure is copied.
+    """
+    memo: dict[int, Any] = {}
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
+        stand_in = torch.empty_like(tensor, device="meta", dtype=dtype)
+        memo[id(tensor)] = (nn.Parameter(stand_in, requires_grad=tensor.requires_grad)
+                            if isinstance(tensor, nn.Parameter) else stand_in)
+    return copy.deepcopy(model, memo)
+
+
+def shapes_only_forward(model: nn.Module, input_shape: Sequence[int],
+                        run: Callable[[nn.Module, torch.Tensor], Any], *, train: bool = False) -> Any:
+    """``run(copy, zeros)`` on a meta-device copy in train or eval mode; the caller's model is untouched.
+
+    Falls back to a float32 CPU copy (warning once per call site) for a model the meta device
+    cannot run; errors of the model itself (a ValueError on a too-small input) are raised as they are.
+    """
+    shape = _shape(input_shape)
+    try:
+        return run(meta_copy(model).train(train), torch.zeros(shape, device="meta"))
+    except (NotImplementedError, RuntimeError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        warnings.warn(f"counting on the meta device failed ({reason}); counting on a real CPU copy, "
+                      f"which needs the activations' memory at input {shape}", stacklevel=3)
+    return run(copy.deepcopy(model).cpu().float().train(train), torch.zeros(shape))
 
 
 def count_params(model: nn.Module) -> int:
@@ -76,29 +109,25 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _flop_counter_macs(model: nn.Module, x: torch.Tensor) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x)
+    by_operator = counter.get_flop_counts().get("Global", {})
+    # 2 FLOPs per multiply-accumulate, bias excluded; only the conv and (b/add)mm families, which
+    # linear, matmul and einsum lower to (attention kernels are left out, as fvcore did).
+    flops = sum(n for op, n in by_operator.items() if "conv" in str(op) or "mm" in str(op))
+    return int(flops // 2)
+
+
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """MACs from fvcore's traced graph, summing only the conv/linear/matmul-family operators."""
-    shape = _shape(input_shape)
-    counted = _cpu_eval_copy(model)
-    with warnings.catch_warnings(), torch.no_grad():
-        # Tracing a shape-dependent forward (padding, cropping) emits TracerWarnings; they say
-        # the trace is input-size specific, which a count at one stated size is anyway. The
-        # import itself warns that torch.jit.script is deprecated on recent torch.
-        warnings.simplefilter("ignore")
-        from fvcore.nn import FlopCountAnalysis
-
-        analysis = FlopCountAnalysis(counted, torch.zeros(shape))
-        analysis.unsupported_ops_warnings(False)
-        analysis.uncalled_modules_warnings(False)
-        analysis.tracer_warnings("none")
-        by_operator = analysis.by_operator()
-    return int(sum(by_operator.get(name, 0) for name in _MAC_OPERATORS))
+    """MACs of the conv/linear/matmul-family ops of one eval forward, counted without allocating."""
+    return shapes_only_forward(model, input_shape, _flop_counter_macs)
 
 
-def count_macs_by_hooks(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """Independent analytic count: forward hooks on conv / transposed conv / linear layers."""
-    shape = _shape(input_shape)
-    counted = _cpu_eval_copy(model)
+def _hook_macs(model: nn.Module, x: torch.Tensor) -> int:
     total = 0
 
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
@@ -112,15 +141,17 @@ def count_macs_by_hooks(model: nn.Module, input_shape: Sequence[int]) -> int:
         else:  # nn.Linear
             total += output.numel() * module.in_features
 
-    handles = [m.register_forward_hook(hook) for m in counted.modules()
-               if isinstance(m, (*_CONVS, *_TRANSPOSED_CONVS, nn.Linear))]
-    try:
-        with torch.no_grad():
-            counted(torch.zeros(shape))
-    finally:
-        for handle in handles:
-            handle.remove()
+    for module in model.modules():
+        if isinstance(module, (*_CONVS, *_TRANSPOSED_CONVS, nn.Linear)):
+            module.register_forward_hook(hook)  # on a throw-away copy: no need to remove
+    with torch.no_grad():
+        model(x)
     return int(total)
+
+
+def count_macs_by_hooks(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Independent analytic count: forward hooks on conv / transposed conv / linear layers."""
+    return shapes_only_forward(model, input_shape, _hook_macs)
 
 
 def describe_device(device: torch.device | str) -> str:
@@ -178,15 +209,15 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int],
 
 def measure_costs(model: nn.Module, input_shape: Sequence[int], device: torch.device | str = "cpu",
                   *, warmup: int = 3, repeats: int = 10) -> Costs:
-    """Params, fvcore MACs (cross-checked by hooks; a > 0.1 % gap warns) and latency."""
+    """Params, MACs (cross-checked by hooks; a > 0.1 % gap warns) and latency."""
     shape = _shape(input_shape)
     macs = count_macs(model, shape)
     hook_macs = count_macs_by_hooks(model, shape)
     if abs(macs - hook_macs) > _MISMATCH_TOLERANCE * max(macs, hook_macs):
         warnings.warn(
-            f"MAC counts disagree for input {shape}: fvcore {macs} vs layer hooks {hook_macs}; "
+            f"MAC counts disagree for input {shape}: op counter {macs} vs layer hooks {hook_macs}; "
             "the model probably uses an op only one of them sees (functional conv/matmul, or a "
-            "layer type the hooks do not cover). Reporting fvcore's count.",
+            "layer type the hooks do not cover). Reporting the op counter's count.",
             stacklevel=2,
         )
     latency = measure_latency(model, shape, device, warmup=warmup, repeats=repeats)
