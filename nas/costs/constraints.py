@@ -29,8 +29,14 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from nas.costs.measure import (count_macs, count_macs_by_hooks, count_params, describe_device, measure_latency,
-                               shapes_only_forward)
+from nas.costs.measure import (
+    count_macs,
+    count_macs_by_hooks,
+    count_params,
+    describe_device,
+    measure_latency,
+    shapes_only_forward,
+)
 
 MB = 2**20
 ADAM_STATE_PER_PARAM = 2  # exp_avg, exp_avg_sq

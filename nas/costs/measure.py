@@ -24,6 +24,7 @@ on a real float32 CPU copy instead, with a warning, since that needs the real me
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
@@ -31,7 +32,7 @@ import statistics
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -170,17 +171,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_latency(model: nn.Module, input_shape: Sequence[int],
-                    device: torch.device | str = "cpu", *, warmup: int = 3,
-                    repeats: int = 10) -> float:
-    """Median batch-1 forward time in ms on ``device``.
+@contextlib.contextmanager
+def eval_forward(model: nn.Module, input_shape: Sequence[int],
+                 device: torch.device | str = "cpu") -> Iterator[Callable[[], None]]:
+    """A zero-argument callable running one inference forward of ``model`` on ``device``, synced.
 
     If the model lives elsewhere, a copy is moved there so the caller's model stays put; the
-    input is created on the device the measured model is on. Every module's training flag is
-    restored afterwards (individually, so a frozen-BN submodule stays in eval).
+    input is created on the device (and in the dtype) of the measured model. Every module's
+    training flag is restored on exit (individually, so a frozen-BN submodule stays in eval).
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
     shape = _shape(input_shape)
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
@@ -189,21 +188,38 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int],
     dtype = next((p.dtype for p in measured.parameters() if p.is_floating_point()), torch.float32)
     modes = {m: m.training for m in measured.modules()}
     measured.eval()
-    times = []
-    try:
+    x = torch.zeros(shape, device=device, dtype=dtype)
+
+    def forward() -> None:
         with torch.inference_mode():
-            x = torch.zeros(shape, device=device, dtype=dtype)
-            for _ in range(warmup):
-                measured(x)
-            _sync(device)
-            for _ in range(repeats):
-                start = time.perf_counter()
-                measured(x)
-                _sync(device)
-                times.append(time.perf_counter() - start)
+            measured(x)
+        _sync(device)
+
+    try:
+        yield forward
     finally:
         for module, training in modes.items():
             module.training = training
+
+
+def measure_latency(model: nn.Module, input_shape: Sequence[int],
+                    device: torch.device | str = "cpu", *, warmup: int = 3,
+                    repeats: int = 10) -> float:
+    """Median batch-1 forward time in ms on ``device`` (see ``eval_forward``); one model, one pass.
+
+    Robust re-measurement of several models (interleaved rounds, spread, ONNX Runtime) is
+    ``nas.costs.latency.measure_latencies``.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    times = []
+    with eval_forward(model, input_shape, device) as forward:
+        for _ in range(warmup):
+            forward()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            forward()
+            times.append(time.perf_counter() - start)
     return 1000.0 * statistics.median(times)
 
 
