@@ -219,9 +219,28 @@ def test_a_trial_of_a_dead_process_is_failed_and_queued_again_once(storage):
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
 
 
-def test_with_the_run_lock_every_running_trial_is_lost(storage):
+def test_a_live_trial_of_another_run_sharing_the_storage_is_never_marked_stale(storage):
+    """Issue 16: a second run using this run's study as --storage keeps its live trial, even when
+    this run resumes holding its own lock (``local=True``)."""
     study = open_study(storage, "s", 0, CONFIG)
-    trial = _abandoned_trial(study, os.getpid())  # even a live pid: no one else can use this storage
+    other_run = _abandoned_trial(study, os.getpid())  # a live process elsewhere owns it
+    assert recover_lost_trials(study, local=True) == []
+    assert study.trials[other_run.number].state == TrialState.RUNNING
+
+
+def test_a_reused_pid_does_not_keep_a_dead_trial_alive(storage):
+    study = open_study(storage, "s", 0, CONFIG)
+    trial = _abandoned_trial(study, os.getpid())
+    study._storage.set_trial_user_attr(trial._trial_id, WORKER_ATTR,
+                                       {"host": os.uname().nodename, "pid": os.getpid(), "started": "1"})
+    assert recover_lost_trials(study, local=False) == [trial.number]  # same pid, started at another time
+
+
+def test_in_its_own_storage_a_running_trial_without_a_worker_record_is_stale(storage):
+    study = open_study(storage, "s", 0, CONFIG)
+    trial = study.ask()  # as written by a version that recorded no worker
+    trial.suggest_int("width", 1, 10_000)
+    assert recover_lost_trials(study, local=False) == []
     assert recover_lost_trials(study, local=True) == [trial.number]
 
 

@@ -27,7 +27,7 @@ from nas.results.records import TrialRecord
 CONFIG_ATTR = "search_config"
 HEARTBEAT_SECONDS, GRACE_SECONDS = 20, 60
 JOURNAL_SCHEME = "journal:///"
-WORKER_ATTR = "worker"  # {"host", "pid"} of the process running the trial
+WORKER_ATTR = "worker"  # {"host", "pid", "started"} of the process running the trial
 INTERRUPTED = "interrupted"  # fail_reason prefix of a trial cut short by Ctrl-C: retried on resume
 STALE = "stale"  # fail_reason prefix of a trial whose process died (kill -9, power loss): retried
 
@@ -147,14 +147,25 @@ def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> int | None:
     return None
 
 
-def _process_alive(pid: int) -> bool:
+def _process_started(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), so a reused pid is told apart."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _process_alive(pid: int, started: str | None = None) -> bool:
+    """Process ``pid`` runs, and is the same process that started at ``started`` (when known)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    now = _process_started(pid)
+    return started is None or now is None or now == started
 
 
 def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -169,17 +180,23 @@ def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
 def recover_lost_trials(study: optuna.Study, *, local: bool) -> list[int]:
     """Fail the trials whose process is gone, and queue each lost trial once more.
 
-    ``local`` means no other process can be working on this study right now (the caller holds the
-    run directory's lock and the storage lives there): every RUNNING trial is then stale. Otherwise
-    only RUNNING trials of dead processes on this host are (other hosts: the RDB heartbeat).
-    Trials cut short by Ctrl-C are retried too. Returns the numbers of the trials queued again.
+    A RUNNING trial is stale only when its own process is gone: same host, and the pid no longer
+    runs (or now belongs to a process started later). Holding this run directory's lock says
+    nothing about other run directories that share the storage (``--storage``), so their live
+    trials are never touched; trials of other hosts are left to the RDB heartbeat. ``local`` (the
+    storage lives in the locked run directory) adds one case: a RUNNING trial that recorded no
+    worker at all (written by an older version) is stale. Trials cut short by Ctrl-C are retried
+    too. Returns the numbers of the trials queued again.
     """
     host = socket.gethostname()
     retried_from = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
     queued = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get(WORKER_ATTR) or {}
-        dead = local or (worker.get("host") == host and not _process_alive(int(worker.get("pid", -1))))
+        if not worker:
+            dead = local
+        else:
+            dead = worker.get("host") == host and not _process_alive(int(worker.get("pid", -1)), worker.get("started"))
         if dead:
             study._storage.set_trial_user_attr(  # the trial is still RUNNING, so this is allowed
                 trial._trial_id, "fail_reason", f"{STALE}: its process ({worker.get('pid', '?')}) "
@@ -201,7 +218,8 @@ def _failure_kind(trial: FrozenTrial) -> FailureKind:
 
 def _start_trial(trial: optuna.Trial) -> None:
     """Who runs the trial (for lost-trial recovery); attrs a retried trial copied are reset."""
-    trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
+    trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid(),
+                                      "started": _process_started(os.getpid())})
     for key in ("fail_reason", "epoch_dice", "metrics", "checkpoint", STOP_REASON_ATTR, FAILURE_KIND_ATTR,
                 "stopped_at_epoch"):
         if key in trial.user_attrs:
