@@ -163,6 +163,16 @@ def test_a_model_the_meta_device_cannot_run_is_counted_for_real_with_a_warning()
         assert count_macs(model, shape) == 2 * 64 * 4 * 9
 
 
+def test_a_broken_model_fails_at_once_without_a_real_forward():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(5, 2, 3))  # 4 channels into a 5-channel conv
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback to the real forward would warn
+        with pytest.raises(RuntimeError):
+            training_step_memory(model, (1, 1, 65536, 65536))
+        with pytest.raises(RuntimeError):
+            count_macs(model, (1, 1, 65536, 65536))
+
+
 def test_meta_copy_copies_no_weight_and_leaves_the_model_alone():
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)).double()
     model[0].weight.requires_grad_(False)

@@ -92,13 +92,16 @@ def shapes_only_forward(model: nn.Module, input_shape: Sequence[int],
                         run: Callable[[nn.Module, torch.Tensor], Any], *, train: bool = False) -> Any:
     """``run(copy, zeros)`` on a meta-device copy in train or eval mode; the caller's model is untouched.
 
-    Falls back to a float32 CPU copy (warning once per call site) for a model the meta device
-    cannot run; errors of the model itself (a ValueError on a too-small input) are raised as they are.
+    Falls back to a float32 CPU copy (with a warning) for a model the meta device cannot run: an
+    op without a meta kernel, or a branch on a tensor's value (errors that say "meta"). Errors of
+    the model itself (a channel mismatch, a too-small input) are raised at once, before any real forward.
     """
     shape = _shape(input_shape)
     try:
         return run(meta_copy(model).train(train), torch.zeros(shape, device="meta"))
-    except (NotImplementedError, RuntimeError) as error:
+    except (RuntimeError, TypeError) as error:  # NotImplementedError is a RuntimeError
+        if not isinstance(error, NotImplementedError) and "meta" not in str(error).lower():
+            raise
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         warnings.warn(f"counting on the meta device failed ({reason}); counting on a real CPU copy, "
                       f"which needs the activations' memory at input {shape}", stacklevel=3)
