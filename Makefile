@@ -5,7 +5,7 @@ TORCH  ?= 2.13.0
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-$(TORCH)
 
-.PHONY: venv search test clean
+.PHONY: venv search test gpu-check clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,10 @@ search: venv
 
 test: venv
 	$(PY) -m pytest -q
+
+# Every CUDA path measured in one run (--budget-s 420); docs/gpu_check.md (also: on the lent GPU machine)
+gpu-check: venv
+	$(PY) benchmarks/gpu_check.py --out runs/gpu_check
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
