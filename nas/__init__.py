@@ -1,16 +1,21 @@
 """NAS workbench for ResUNet segmentation: data, training, costs, study, checkpoints.
 
-``load_checkpoint`` and friends are imported lazily, so ``import nas.results.records`` (used by the
-reports) stays light and does not pull in torch.
+Every name below is imported lazily, so ``import nas.results.records`` (used by the reports) stays
+light and does not pull in torch. From a notebook: ``nas.run_search(nas.SearchConfig(...))``.
 """
+import importlib
 from typing import Any
 
-__all__ = ["CheckpointError", "load_checkpoint", "read_checkpoint_info", "save_checkpoint"]
+_LAZY = {
+    "CheckpointError": "nas.deploy.checkpoint", "load_checkpoint": "nas.deploy.checkpoint",
+    "read_checkpoint_info": "nas.deploy.checkpoint", "save_checkpoint": "nas.deploy.checkpoint",
+    "run_search": "nas.run.search", "SearchConfig": "nas.run.search", "SearchError": "nas.run.search",
+    "SearchResult": "nas.run.search",
+}
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from nas.deploy import checkpoint
-
-        return getattr(checkpoint, name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'nas' has no attribute {name!r}")

@@ -1,0 +1,280 @@
+"""``run_search(SearchConfig)``: the search ``nas-search`` runs, callable from Python (a notebook).
+
+Everything is checked before anything is written (``nas.run.search_plan.prepare``). Then the run
+directory is locked, the study opened (or resumed), the trials run (in this process, in ``workers``
+processes, or on Ray) and the table, ``best/`` and report written. Ctrl-C and SIGTERM end a search
+the same way: the running trial is marked interrupted (queued again on resume) and the outputs of
+the finished trials are written before returning.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from nas.results.records import TrialRecord
+from nas.run.search_config import SearchConfig, SearchError
+from nas.run.search_plan import Plan, gpu_count, gpus_per_trial, prepare, study_settings
+
+__all__ = ["SearchConfig", "SearchError", "SearchResult", "Terminated", "run_search"]
+
+# How a search ended; the CLI maps each to its exit code (nas.cli.search.EXIT_CODES).
+STATUSES = {"completed": "the wanted trials finished", "timeout": "--timeout reached (the same call resumes)",
+            "exhausted": "the restricted space looks exhausted", "failures": "--max-failures trials failed",
+            "infeasible": "no sampled architecture meets the constraints",
+            "interrupted": "Ctrl-C (KeyboardInterrupt)", "terminated": "SIGTERM"}
+INTERRUPTED_LINE = "\ninterrupted: writing the report of the finished trials"
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    status: str  # a key of STATUSES
+    out: Path  # the run directory
+    front: tuple[TrialRecord, ...] = ()  # the Pareto front of the search's objectives
+    finished: int = 0  # finished trials in the study
+    message: str | None = None  # the stop line, when the search stopped early
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("completed", "timeout", "exhausted")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so both end the search the same way."""
+
+
+def run_search(config: SearchConfig) -> SearchResult:
+    """Run (or resume) the search ``config`` describes; ``SearchError`` (one line) if it cannot start.
+
+    ``OSError`` if a write fails midway (disk full): every file is then the old or the new version.
+    """
+    plan = prepare(config)
+    from nas.engine.run_lock import RunLocked, lock_run
+
+    existed = plan.out.exists()
+    plan.out.mkdir(parents=True, exist_ok=True)
+    lock = None
+    try:
+        if config.worker_id is None:
+            lock = lock_run(plan.out)
+        study = _open_study(plan)
+    except (RunLocked, SearchError) as error:
+        if lock is not None:
+            lock.close()
+        if not existed:  # made by this call for a study that could not be opened: leave nothing behind
+            shutil.rmtree(plan.out, ignore_errors=True)
+        raise SearchError(str(error)) from None
+    try:
+        return _run(plan, study)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _open_study(plan: Plan) -> Any:
+    from nas.engine.optuna_adapter.study import StudyConfigError, open_study
+
+    config = plan.config
+    # Each worker samples with its own seed: the same seed would propose the same architectures.
+    seed = config.seed + 7919 * (config.worker_id + 1) if config.worker_id is not None else config.seed
+    try:
+        return open_study(plan.storage, plan.study_name, seed, study_settings(plan), plan.objectives, config.sampler)
+    except StudyConfigError as error:
+        raise SearchError(str(error)) from None
+    except Exception as error:  # a server that refuses, a file that is not a database
+        first = (str(error).splitlines() or [""])[0]
+        raise SearchError(f"--storage {plan.storage}: cannot be opened ({type(error).__name__}: {first})") from None
+
+
+def _run(plan: Plan, study: Any) -> SearchResult:
+    from nas.engine.early_stop import RungPolicy
+    from nas.engine.job import LiveView, SearchJob
+    from nas.engine.optuna_adapter.search import search
+    from nas.engine.optuna_adapter.study import count_finished, recover_lost_trials
+    from nas.engine.trial import TrialSettings
+    from nas.train.trainer import resolve_device
+
+    config, out = plan.config, plan.out
+    if config.worker_id is None:
+        from nas.io import clean_stale_writes
+
+        own_storage = plan.storage.endswith((str(out / "study.db"), str(out / "study.journal")))
+        for path in clean_stale_writes(out):
+            _say(f"cleaned up after an interrupted write: {path.relative_to(out)}")
+        for number in recover_lost_trials(study, local=own_storage):
+            _say(f"trial {number} was lost (killed or interrupted): queued again")
+    settings = TrialSettings(image_size=config.image_size, train=config.recipe(),
+                             measure_train_memory=plan.objectives.needs_memory)
+    job = SearchJob(space=plan.space, data=plan.data, settings=settings, out=out, trials=config.trials,
+                    restriction=plan.restriction, constraints=plan.constraints, objectives=plan.objectives,
+                    early_stop=RungPolicy.for_epochs(config.epochs) if config.early_stop else None,
+                    max_failures=config.max_failures, max_pruned_in_a_row=config.max_pruned_in_a_row,
+                    timeout=config.timeout)
+    already = count_finished(study)
+    live = LiveView(out, config.trials, plan.objectives, already)
+    if config.worker_id is not None:
+        _say(f"nas-search worker {config.worker_id} (pid {os.getpid()}): storage {plan.storage}")
+        with sigterm_as_interrupt():
+            try:
+                search(job, study)
+            except KeyboardInterrupt as error:
+                return SearchResult(_interruption(error), out)
+        return SearchResult("completed", out)
+    data = plan.data
+    _say(f"nas-search: space {plan.space.name}, data {data.name} ({len(data.train_images)} train / "
+         f"{len(data.val_images)} val images, {data.in_channels} channel(s)), "
+         f"device {resolve_device(config.device)}, {already}/{config.trials} trials finished, "
+         f"objectives {plan.objectives}, sampler {config.sampler}, early stop {'on' if config.early_stop else 'off'}, "
+         f"{config.workers} worker(s), out {out}")
+    with sigterm_as_interrupt():
+        stopped, interrupted = _search(plan, job, study, live, search)
+    with sigterm_deferred() as late:  # the outputs are finished first; SIGTERM then ends the process
+        result = _write_outputs(plan, study, live, stopped, interrupted)
+    if late and result.status not in ("interrupted", "terminated"):
+        return SearchResult("terminated", out, result.front, result.finished, result.message)
+    return result
+
+
+def _search(plan: Plan, job: Any, study: Any, live: Any, search: Any) -> tuple[str | None, str | None]:
+    """Run the trials, then the baselines; returns (why the engine stopped early, interruption or None)."""
+    from nas.engine.optuna_adapter.study import count_finished, recover_lost_trials, study_records
+
+    config = plan.config
+    interrupted = stopped = None
+    try:
+        if config.workers > 1:
+            from nas.engine.workers import run_workers
+
+            stopped = run_workers(
+                config.to_argv(), config.workers, plan.storage, plan.out,
+                poll=lambda: live.update(study_records(study)),
+                recover=lambda: recover_lost_trials(study, local=False),
+                remaining=lambda: config.trials - count_finished(study), max_failures=config.max_failures,
+                gpu_count=gpu_count(config.device))
+        elif config.backend == "ray":
+            from nas.engine.ray_adapter import run_ray_search
+
+            stopped = run_ray_search(job, study, storage=plan.storage, study_name=plan.study_name, seed=config.seed,
+                                     sampler=config.sampler, ray_address=config.ray_address,
+                                     gpus_per_trial=gpus_per_trial(config), cpus_per_trial=config.cpus_per_trial,
+                                     resume=True)
+        else:
+            stopped = search(job, study, live)
+    except KeyboardInterrupt as error:
+        interrupted = _interruption(error)
+        _say(INTERRUPTED_LINE, error=True)
+    if config.baselines and interrupted is None:
+        from nas.engine.baselines import train_baselines
+
+        try:
+            train_baselines(list(config.baselines), plan.data, job.settings, plan.out,
+                            on_epoch=lambda e, loss, dice: _say(f"    epoch {e}/{config.epochs}  loss {loss:.3f}  "
+                                                               f"val dice {dice:.3f}"))
+        except KeyboardInterrupt as error:
+            interrupted = _interruption(error)
+            _say(INTERRUPTED_LINE, error=True)
+    return stopped, interrupted
+
+
+def _write_outputs(plan: Plan, study: Any, live: Any, stopped: str | None, interrupted: str | None) -> SearchResult:
+    """Table, ``best/``, report; the summary on the console; how the search ended."""
+    import torch
+
+    from nas.engine.optuna_adapter.study import study_records
+    from nas.run.outputs import write_run_outputs
+    from nas.train.trainer import resolve_device
+
+    config, out = plan.config, plan.out
+    records = study_records(study)
+    live.update(records)
+    settings = {**study_settings(plan), "objectives": str(plan.objectives), "trials": config.trials,
+                "study": plan.study_name, "storage": plan.storage, "device": str(resolve_device(config.device)),
+                "torch_threads": torch.get_num_threads()}
+    front = write_run_outputs(records, out, title=f"nas-search: {plan.space.name} on {plan.data.name}",
+                              config=settings)
+    finished = sum(r.finished for r in records)
+    _say(f"\n{finished} finished trial(s); Pareto front ({' vs '.join(plan.objectives.names)}):")
+    for record in front.front:
+        _say(f"  trial {record.number:>3}  dice {record.dice:.3f}  {record.macs / 1e6:.1f} MMAC  "
+             f"{record.latency_ms:.2f} ms  -> {out / 'best' / Path(record.checkpoint or '').name}")
+    _say(f"report: {out / 'report.html'}\ntable:  {out / 'trials.csv'}")
+    status, message = _ending(config, records, finished, stopped, interrupted)
+    return SearchResult(status, out, tuple(front.front), finished, message)
+
+
+def _ending(config: SearchConfig, records: list[TrialRecord], finished: int, stopped: str | None,
+            interrupted: str | None) -> tuple[str, str | None]:
+    """The status, and the stop line (printed here: stdout when it is no failure, else stderr)."""
+    if stopped == "timeout":
+        message = (f"nas-search: stopped: --timeout {config.timeout:g} s reached with {finished}/{config.trials} "
+                   "finished; the same command resumes")
+        _say(message)
+        return (interrupted or "timeout"), message
+    if stopped == "failures":
+        message = f"nas-search: stopped: {config.max_failures} trials failed (see fail_reason in trials.csv)"
+        _say(message, error=True)
+        return "failures", message
+    if stopped == "pruned_in_a_row":
+        last = sorted(records, key=lambda r: r.number)[-config.max_pruned_in_a_row:]
+        reasons = [r.fail_reason or "" for r in last if r.state == "PRUNED"]
+        if reasons and all(reason.startswith("infeasible") for reason in reasons):
+            message = (f"nas-search: stopped: the last {len(reasons)} sampled architectures all violate the "
+                       f"constraints ({reasons[-1]}); no architecture of the (restricted) space may meet them: "
+                       "relax the --max-* limits or restrict the space to smaller architectures")
+            _say(message, error=True)
+            return "infeasible", message
+        message = ("nas-search: stopped: the sampler keeps proposing architectures already trained "
+                   "(the restricted space looks exhausted)")
+        _say(message)
+        return "exhausted", message
+    return (interrupted or "completed"), None
+
+
+def _interruption(error: BaseException) -> str:
+    return "terminated" if isinstance(error, Terminated) else "interrupted"
+
+
+def _say(text: str, *, error: bool = False) -> None:
+    print(text, file=sys.stderr if error else sys.stdout, flush=True)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[list[int]]:
+    """Inside the block the first SIGTERM raises ``Terminated``; later ones are only noted."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise Terminated()
+
+    with _sigterm_handler(handler):
+        yield received
+
+
+@contextmanager
+def sigterm_deferred() -> Iterator[list[int]]:
+    """Inside the block SIGTERM is only noted: what is being written gets finished."""
+    received: list[int] = []
+    with _sigterm_handler(lambda signum, frame: received.append(signum)):
+        yield received
+
+
+@contextmanager
+def _sigterm_handler(handler: Any) -> Iterator[None]:
+    """``handler`` for SIGTERM inside the block, the previous one restored after; outside the main
+    thread (where Python cannot set handlers) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

@@ -1,0 +1,161 @@
+"""What a search will be, checked before anything is written: ``prepare(SearchConfig) -> Plan``.
+
+A bad setting, data folder or storage URL is a ``SearchError`` (one line naming the flag) and leaves
+nothing behind: no run folder, no lock, no study.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nas.run.search_config import SearchConfig, SearchError, flag
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``prepare`` checked and built; nothing is written yet."""
+
+    config: SearchConfig
+    space: Any
+    restriction: Any
+    constraints: Any
+    objectives: Any
+    data: Any
+    out: Path
+    storage: str
+    study_name: str
+
+
+def resolve_space(config: SearchConfig) -> tuple[Any, Any, Any]:
+    """The space, its checked restriction and the constraints (all ``--describe`` needs)."""
+    from search_spaces import get_space
+    from search_spaces.overrides import OverrideError, check_restriction, restriction_from_args
+
+    from nas.costs.constraints import Constraints
+
+    try:
+        space = get_space(config.space)
+        restriction = restriction_from_args(space.dimensions, config.fix, config.choices, config.space_config)
+        check_restriction(space.sample_spec, restriction, space.dimensions)
+        constraints = Constraints(config.max_params, config.max_macs, config.max_latency_ms, config.max_memory_mb)
+    except (OverrideError, ValueError) as error:
+        raise SearchError(str(error)) from None
+    return space, restriction, constraints
+
+
+def data_name(source: str) -> str:
+    """``isbi2012_em/train`` -> ``isbi2012_em-train``: a split folder alone says too little."""
+    if source.startswith("synthetic"):
+        return source.replace(":", "-")
+    folder = Path(source).resolve()
+    generic = folder.name.lower() in {"train", "training", "val", "valid", "validation", "test", "data"}
+    return f"{folder.parent.name}-{folder.name}" if generic else folder.name
+
+
+def _check_settings(config: SearchConfig, out: Path) -> None:
+    """Everything about the settings themselves, before the data is read."""
+    from nas.data.loading import check_data_source
+    from nas.engine.job import SAMPLERS
+    from nas.engine.objectives import Objectives
+    from nas.engine.optuna_adapter.reading import storage_problem
+    from nas.io import unwritable
+    from nas.train.trainer import resolve_device
+
+    try:
+        check_data_source(config.data)
+        resolve_device(config.device)
+    except ValueError as error:  # DataError too
+        raise SearchError(str(error)) from None
+    try:
+        Objectives.parse(config.objectives)
+    except ValueError as error:
+        raise SearchError(f"--objectives: {error}") from None
+    for name, allowed in (("sampler", SAMPLERS), ("backend", ("optuna", "ray"))):
+        if getattr(config, name) not in allowed:
+            raise SearchError(f"{flag(name)} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
+    if config.baselines:
+        from search_spaces.presets import get_preset
+
+        try:
+            for name in config.baselines:
+                get_preset(name)
+        except ValueError as error:
+            raise SearchError(f"--baselines: {error}") from None
+    problem = unwritable(out, folder=True)
+    if problem:
+        raise SearchError(f"--out {config.out or out}: {problem}")
+    if config.storage is not None:
+        problem = storage_problem(config.storage, creating=out)
+        if problem:
+            raise SearchError(problem)
+    if config.workers > 1 and config.storage and config.storage.startswith("sqlite"):
+        raise SearchError("--workers > 1 needs a storage that takes several writers: leave --storage out "
+                          "(a journal file), or use journal:///path or postgresql://...")
+    if config.backend == "ray":
+        if config.workers > 1:
+            raise SearchError("--workers and --backend ray do not mix: Ray runs the trials in parallel itself")
+        from nas.engine.ray_adapter import check_ray_backend
+
+        try:
+            check_ray_backend(config.device, gpus_per_trial(config), config.cpus_per_trial)
+        except (RuntimeError, ValueError) as error:
+            raise SearchError(str(error)) from None
+
+
+def prepare(config: SearchConfig) -> Plan:
+    """Check everything and load the data; ``SearchError`` (one line) if anything is wrong. Writes nothing."""
+    from nas.data.loading import DataError, load_data
+    from nas.engine.objectives import Objectives
+    from nas.run.limits import pixel_budget_problem
+
+    space, restriction, constraints = resolve_space(config)
+    out = Path(config.out or Path("runs") / f"{space.name}-{data_name(config.data)}").resolve()
+    _check_settings(config, out)
+    problem = pixel_budget_problem([config.image_size] * space.spatial_dims, config.batch_size,
+                                   what="--image-size")
+    if problem:
+        raise SearchError(problem)
+    try:
+        data = load_data(config.data, image_size=config.image_size, seed=config.seed,
+                         val_fraction=config.val_fraction)
+    except DataError as error:
+        raise SearchError(str(error)) from None
+    if data.spatial_dims != space.spatial_dims:
+        kind = {2: "2D images", 3: "3D volumes"}
+        raise SearchError(f"space {space.name!r} builds {kind[space.spatial_dims]} networks but --data "
+                          f"{config.data!r} holds {kind[data.spatial_dims]}")
+    from nas.engine.optuna_adapter.study import default_storage
+
+    return Plan(config, space, restriction, constraints, Objectives.parse(config.objectives), data, out,
+                config.storage or default_storage(out, config.workers), config.study_name or space.name)
+
+
+def study_settings(plan: Plan) -> dict[str, Any]:
+    """The settings stored in the study: a resume with other values is refused (never change the keys)."""
+    config = plan.config
+    data_id = config.data if config.data.startswith("synthetic") else str(Path(config.data).resolve())
+    settings = {"space": plan.space.name, "data": data_id, "epochs": config.epochs,
+                "image_size": config.image_size, "batch_size": config.batch_size, "seed": config.seed}
+    if plan.restriction:  # only when set, so studies made before restrictions existed still resume
+        settings["restriction"] = plan.restriction.to_dict()
+    if plan.constraints:
+        settings["constraints"] = plan.constraints.to_dict()
+    if config.recipe_changes():
+        settings["recipe"] = config.recipe_changes()
+    early_stop = "on" if config.early_stop else "off"
+    for key, value, default in (("objectives", str(plan.objectives), "dice,macs"),
+                                ("sampler", config.sampler, "tpe"), ("early_stop", early_stop, "on")):
+        if value != default:
+            settings[key] = value
+    return settings
+
+
+def gpus_per_trial(config: SearchConfig) -> float:
+    return config.gpus_per_trial if config.gpus_per_trial is not None else float(gpu_count(config.device) > 0)
+
+
+def gpu_count(device: str) -> int:
+    import torch
+
+    return torch.cuda.device_count() if device in ("auto", "cuda") and torch.cuda.is_available() else 0
