@@ -173,12 +173,12 @@ def test_toml_config_with_an_unknown_dimension(tmp_path, capsys):
 # ----------------------------------------------------------------------------- nas-search: numbers
 
 @pytest.mark.parametrize("flag, value, needle", [
-    ("--trials", "0", "--trials must be >= 1, got 0"),
-    ("--epochs", "-1", "--epochs must be >= 1, got -1"),
-    ("--batch-size", "0", "--batch-size must be >= 1, got 0"),
+    ("--trials", "0", "argument --trials: must be >= 1, got 0"),
+    ("--epochs", "-1", "argument --epochs: must be >= 1, got -1"),
+    ("--batch-size", "0", "argument --batch-size: must be >= 1, got 0"),
     ("--max-macs", "0", "argument --max-macs"),
-    ("--max-latency-ms", "-5", "argument --max-latency-ms"),
-    ("--max-pruned-in-a-row", "0", "--max-pruned-in-a-row must be >= 1"),
+    ("--max-latency-ms", "-5", "argument --max-latency-ms: must be > 0, got -5"),
+    ("--max-pruned-in-a-row", "0", "argument --max-pruned-in-a-row: must be >= 1"),
 ])
 def test_zero_or_negative_search_numbers(tmp_path, capsys, flag, value, needle):
     args = [*TINY, flag, value]  # the flag given last wins over TINY's
@@ -284,12 +284,12 @@ def test_profile_unknown_preset(capsys):
     assert out == ""
 
 
-@pytest.mark.parametrize("flag, value", [("--input-size", "0"), ("--repeats", "0"), ("--batch", "-2")])
+@pytest.mark.parametrize("flag, value", [("--image-size", "0"), ("--repeats", "0"), ("--batch-size", "-2")])
 def test_profile_zero_or_negative_numbers(capsys, flag, value):
     from nas.cli.profile import main
 
     code, _, err = call(capsys, main, "--preset", "unet-16", flag, value)
-    assert_refused(code, err, "nas-profile", f"{flag} must be >= 1, got {value}")
+    assert_refused(code, err, "nas-profile", f"argument {flag}: must be >= 1, got {value}")
 
 
 def test_profile_spec_file_that_is_a_pickle(tmp_path, capsys):
@@ -322,7 +322,7 @@ def test_corrupt_weights_that_metrics_vouch_for(ckpt, capsys):
     set_weights(ckpt, (ckpt / "model.safetensors").read_bytes()[:200], rehash=True)
     before = snapshot(ckpt.parent)
     code, _, err = call(capsys, main, "--checkpoint", ckpt, "--format", "safetensors",
-                        "--output", ckpt.parent / "copy.safetensors")
+                        "--out", ckpt.parent / "copy.safetensors")
     assert_refused(code, err, "nas-export", "model.safetensors: not a readable safetensors file")
     assert snapshot(ckpt.parent) == before
 
@@ -345,7 +345,7 @@ def test_spec_from_a_newer_schema(ckpt, image_dir, tmp_path, capsys):
     from nas.cli.predict import main
 
     edit_json(ckpt / "spec.json", lambda header: header["spec"].update(schema_version=99))
-    code, _, err = call(capsys, main, "--checkpoint", ckpt, "--input", image_dir, "--output", tmp_path / "masks")
+    code, _, err = call(capsys, main, "--checkpoint", ckpt, "--input", image_dir, "--out", tmp_path / "masks")
     assert_refused(code, err, "nas-predict", "schema_version 99 is newer than this tool")
     assert not (tmp_path / "masks").exists()
 
@@ -381,7 +381,7 @@ def test_model_safetensors_that_is_really_a_pickle_is_never_unpickled(ckpt, imag
     marker = tmp_path / "marker"
     set_weights(ckpt, pickle.dumps({"head.weight": Exploit(marker)}), rehash=True)
     before = snapshot(tmp_path)
-    args = {"nas-predict": (predict_main, "--input", image_dir, "--output", tmp_path / "masks"),
+    args = {"nas-predict": (predict_main, "--input", image_dir, "--out", tmp_path / "masks"),
             "nas-export": (export_main, "--format", "onnx"),
             "nas-compress": (compress_main, "--data", "synthetic", "--no-quantize")}[cli]
     code, _, err = call(capsys, args[0], "--checkpoint", ckpt, *args[1:])
@@ -398,7 +398,7 @@ def test_the_installed_console_script_refuses_a_pickle_too(ckpt, image_dir, tmp_
     marker = tmp_path / "marker"
     set_weights(ckpt, pickle.dumps({"head.weight": Exploit(marker)}), rehash=True)
     result = subprocess.run([str(Path(sys.executable).parent / "nas-predict"), "--checkpoint", str(ckpt),
-                             "--input", str(image_dir), "--output", str(tmp_path / "masks")],
+                             "--input", str(image_dir), "--out", str(tmp_path / "masks")],
                             capture_output=True, text=True, timeout=300)
     assert_refused(result.returncode, result.stderr, "nas-predict", "not a readable safetensors file")
     assert result.stdout == "" and not marker.exists() and not (tmp_path / "masks").exists()
@@ -433,7 +433,7 @@ def test_metrics_json_that_is_not_json(ckpt, image_dir, tmp_path, capsys):
     from nas.cli.predict import main
 
     (ckpt / "metrics.json").write_text('{"weights_sha256": ')
-    code, _, err = call(capsys, main, "--checkpoint", ckpt, "--input", image_dir, "--output", tmp_path / "masks")
+    code, _, err = call(capsys, main, "--checkpoint", ckpt, "--input", image_dir, "--out", tmp_path / "masks")
     assert_refused(code, err, "nas-predict", "metrics.json: not readable JSON")
     assert not (tmp_path / "masks").exists()
 
@@ -444,20 +444,20 @@ def test_predict_unreadable_input_image(ckpt, image_dir, tmp_path, capsys):
     from nas.cli.predict import main
 
     (image_dir / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
-    code, _, err = call(capsys, main, "--checkpoint", ckpt, "--input", image_dir, "--output", tmp_path / "masks")
+    code, _, err = call(capsys, main, "--checkpoint", ckpt, "--input", image_dir, "--out", tmp_path / "masks")
     assert_refused(code, err, "nas-predict", f"cannot read image {image_dir / 'b.png'}")
     assert not (tmp_path / "masks").exists()  # a.png is fine, yet nothing is written
 
 
 @pytest.mark.parametrize("flag, value, needle", [
-    ("--batch-size", "0", "--batch-size must be >= 1, got 0"),
-    ("--threshold", "-0.5", "--threshold must be in [0, 1]"),
-    ("--patch-size", "0", "--patch-size must be >= 8"),
+    ("--batch-size", "0", "argument --batch-size: must be >= 1, got 0"),
+    ("--threshold", "-0.5", "argument --threshold: must be in [0, 1]"),
+    ("--image-size", "0", "argument --image-size: must be >= 8"),
 ])
 def test_predict_zero_or_negative_numbers(ckpt, image_dir, tmp_path, capsys, flag, value, needle):
     from nas.cli.predict import main
 
-    code, _, err = call(capsys, main, "--checkpoint", ckpt, "--input", image_dir, "--output", tmp_path / "masks",
+    code, _, err = call(capsys, main, "--checkpoint", ckpt, "--input", image_dir, "--out", tmp_path / "masks",
                         flag, value)
     assert_refused(code, err, "nas-predict", needle)
     assert not (tmp_path / "masks").exists()
@@ -467,15 +467,15 @@ def test_export_input_size_too_small(ckpt, capsys):
     from nas.cli.export import main
 
     before = snapshot(ckpt)
-    code, _, err = call(capsys, main, "--checkpoint", ckpt, "--format", "onnx", "--input-size", "0")
-    assert_refused(code, err, "nas-export", "--input-size takes S, H W or D H W, each >= 8")
+    code, _, err = call(capsys, main, "--checkpoint", ckpt, "--format", "onnx", "--image-size", "0")
+    assert_refused(code, err, "nas-export", "argument --image-size: must be >= 8, got 0")
     assert snapshot(ckpt) == before
 
 
 @pytest.mark.parametrize("flag, value, needle", [
-    ("--finetune-epochs", "-1", "--finetune-epochs must be >= 0"),
-    ("--ratios", "0", "--ratios must each be in (0, 1)"),
-    ("--batch-size", "0", "--batch-size must be >= 1"),
+    ("--finetune-epochs", "-1", "argument --finetune-epochs: must be >= 0"),
+    ("--ratios", "0", "argument --ratios: must be comma-separated shares, each in (0, 1)"),
+    ("--batch-size", "0", "argument --batch-size: must be >= 1"),
 ])
 def test_compress_zero_or_negative_numbers(ckpt, tmp_path, capsys, flag, value, needle):
     from nas.cli.compress import main
@@ -500,7 +500,7 @@ def test_report_overlay_images_zero(tmp_path, capsys):
     from nas.cli.report import main
 
     code, _, err = call(capsys, main, "--run", tmp_path, "--overlay-images", "0")
-    assert_refused(code, err, "nas-report", "--overlay-images must be >= 1, got 0")
+    assert_refused(code, err, "nas-report", "argument --overlay-images: must be >= 1, got 0")
     assert list(tmp_path.iterdir()) == []
 
 

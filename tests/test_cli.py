@@ -101,8 +101,8 @@ def _bad_folder(tmp_path: Path) -> Path:
     (["--space", "unet3000"], "unknown search space"),
     (["--data", "does/not/exist"], "does/not/exist"),
     (["--data", "{bad}"], "masks"),
-    (["--trials", "0"], "--trials must be >= 1"),
-    (["--image-size", "8"], "--image-size must be >= 16"),
+    (["--trials", "0"], "argument --trials: must be >= 1"),
+    (["--image-size", "8"], "argument --image-size: must be >= 16"),
     (["--device", "tpu"], "device"),
     (["--storage", "study.db"], "--storage must be a URL"),
 ])
@@ -279,9 +279,9 @@ def test_resume_with_another_training_recipe_is_refused(tiny_run):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--val-fraction", "1.5"], "--val-fraction must be in (0, 1)"),
-    (["--foreground-fraction", "2"], "--foreground-fraction out of range"),
-    (["--early-stop-patience", "0"], "--early-stop-patience must be >= 1"),
+    (["--val-fraction", "1.5"], "argument --val-fraction: must be in (0, 1)"),
+    (["--foreground-fraction", "2"], "argument --foreground-fraction: must be in [0, 1]"),
+    (["--early-stop-patience", "0"], "argument --early-stop-patience: must be >= 1"),
 ])
 def test_bad_recipe_values_are_refused(tmp_path, args, message):
     result = run_cli(*args, "--out", "run", cwd=tmp_path)

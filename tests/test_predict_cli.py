@@ -66,7 +66,7 @@ def _median_probability(checkpoint: Path, path: Path) -> float:
 def test_masks_for_every_image_same_stems_0_255(checkpoint, images, tmp_path, capsys):
     out = tmp_path / "out"
     threshold = _median_probability(checkpoint, images / "wide.png")
-    assert predict_main(["--checkpoint", str(checkpoint), "--input", str(images), "--output", str(out),
+    assert predict_main(["--checkpoint", str(checkpoint), "--input", str(images), "--out", str(out),
                          "--threshold", str(threshold), "--overlay", "--overlap", "0.25"]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
         f"{stem}{suffix}" for stem in ("wide", "photo", "scan") for suffix in (".png", "_overlay.png"))
@@ -79,13 +79,13 @@ def test_masks_for_every_image_same_stems_0_255(checkpoint, images, tmp_path, ca
     assert "wrote 3 mask(s)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("patch", [[], ["--patch-size", "48"]], ids=["export-size", "other-size"])
+@pytest.mark.parametrize("patch", [[], ["--image-size", "48"]], ids=["export-size", "other-size"])
 def test_onnx_prediction_agrees_with_pytorch(checkpoint, images, tmp_path, patch):
     """The same windows through onnxruntime and PyTorch; 48 px exercises the dynamic ONNX height/width."""
     threshold = str(_median_probability(checkpoint, images / "wide.png"))  # half the pixels near it
     common = ["--checkpoint", str(checkpoint), "--input", str(images / "wide.png"), "--threshold", threshold, *patch]
-    assert predict_main([*common, "--output", str(tmp_path / "pt")]) == 0
-    assert predict_main([*common, "--output", str(tmp_path / "onnx"), "--onnx"]) == 0
+    assert predict_main([*common, "--out", str(tmp_path / "pt")]) == 0
+    assert predict_main([*common, "--out", str(tmp_path / "onnx"), "--onnx"]) == 0
     torch_mask = np.asarray(Image.open(tmp_path / "pt" / "wide.png"))
     onnx_mask = np.asarray(Image.open(tmp_path / "onnx" / "wide.png"))
     assert (torch_mask == onnx_mask).mean() > 0.999
@@ -123,7 +123,7 @@ def _bad_case(case: str, checkpoint: Path, images: Path, tmp_path: Path) -> list
                                   "not_a_checkpoint", "onnx_missing", "bad_threshold"])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(checkpoint, images, tmp_path, capsys, case):
     out = tmp_path / "out"
-    args = [*_bad_case(case, checkpoint, images, tmp_path), "--output", str(out)]
+    args = [*_bad_case(case, checkpoint, images, tmp_path), "--out", str(out)]
     with pytest.raises(SystemExit) as exit_info:
         predict_main(args)
     assert exit_info.value.code == 2
@@ -131,3 +131,46 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(checkpoint, images, tmp
     lines = captured.err.strip().splitlines()
     assert lines[-1].startswith("nas-predict: error: ") and captured.out == ""
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- never overwrite an input
+
+def _overwrite_case(case: str, images: Path, tmp_path: Path) -> list[str]:
+    """Arguments whose outputs would land on an input image (or on each other)."""
+    if case == "same_folder":
+        return ["--input", str(images), "--out", str(images)]
+    if case == "same_folder_spelled_otherwise":
+        return ["--input", str(images), "--out", f"{images}/../{images.name}/."]
+    if case == "symlink_to_the_input_folder":
+        (tmp_path / "link").symlink_to(images, target_is_directory=True)
+        return ["--input", str(images), "--out", str(tmp_path / "link")]
+    if case == "a_file_into_its_own_folder":
+        return ["--input", str(images / "wide.png"), "--out", str(images)]
+    if case == "an_output_file_that_links_to_an_input":
+        (tmp_path / "masks").mkdir()
+        (tmp_path / "masks" / "wide.png").symlink_to(images / "wide.png")
+        return ["--input", str(images), "--out", str(tmp_path / "masks")]
+    # an input named like another input's overlay: two outputs with one name
+    Image.fromarray(_image(20, 20, 4)).save(images / "wide_overlay.png")
+    return ["--input", str(images), "--out", str(tmp_path / "masks"), "--overlay"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("same_folder", "is the input folder"), ("same_folder_spelled_otherwise", "is the input folder"),
+    ("symlink_to_the_input_folder", "is the input folder"), ("a_file_into_its_own_folder", "is the input folder"),
+    ("an_output_file_that_links_to_an_input", "wide.png would overwrite the input image"),
+    ("stems_collide", "two outputs would be named wide_overlay.png"),
+])
+def test_outputs_never_overwrite_an_input(checkpoint, images, tmp_path, capsys, case, message):
+    from test_bad_inputs import assert_refused, snapshot
+
+    args = _overwrite_case(case, images, tmp_path)
+    before = snapshot(tmp_path)
+    code = None
+    try:
+        code = predict_main(["--checkpoint", str(checkpoint), *args])
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    assert_refused(code, captured.err, "nas-predict", message)
+    assert snapshot(tmp_path) == before and captured.out == ""

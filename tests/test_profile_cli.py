@@ -11,7 +11,7 @@ from nas.cli.profile import main
 from search_spaces import get_space
 from search_spaces.resunet import ResUNetSpec
 
-FAST = ["--input-size", "32", "--repeats", "1", "--warmup", "0", "--device", "cpu"]
+FAST = ["--image-size", "32", "--repeats", "1", "--warmup", "0", "--device", "cpu"]
 
 
 def tiny_spec() -> dict:
@@ -31,7 +31,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 def test_profile_of_a_spec_equals_nas_costs(tmp_path, capsys):
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(tiny_spec()))
-    code, out, _ = run(capsys, "--spec", str(spec_file), *FAST, "--batch", "2", "--json")
+    code, out, _ = run(capsys, "--spec", str(spec_file), *FAST, "--batch-size", "2", "--json")
     assert code == 0
     result = json.loads(out)
     space = get_space("resunet")
@@ -67,7 +67,7 @@ def test_text_output_says_which_is_macs_and_which_is_flops(tmp_path, capsys):
     (["--spec", "{dir}/broken.json"], "not valid JSON"),
     (["--spec", "{dir}/list.json"], "expected a JSON object"),
     (["--spec", "{dir}/invalid.json"], "invalid ResUNetSpec"),
-    (["--spec", "{dir}/list.json", "--input-size", "0"], "--input-size must be >= 1"),
+    (["--spec", "{dir}/list.json", "--image-size", "0"], "argument --image-size: must be >= 1"),
     ([], "give --preset NAME or --spec FILE"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
@@ -102,7 +102,7 @@ def test_resunet_standard_reproduces_the_published_figures(capsys):
     presets = pytest.importorskip("search_spaces.presets")
     if "resunet-standard" not in [p if isinstance(p, str) else p.name for p in presets.list_presets()]:
         pytest.skip("no resunet-standard preset")
-    code, out, _ = run(capsys, "--preset", "resunet-standard", "--input-size", "256", "--repeats", "1",
+    code, out, _ = run(capsys, "--preset", "resunet-standard", "--image-size", "256", "--repeats", "1",
                        "--warmup", "0", "--device", "cpu", "--json")
     result = json.loads(out)
     assert code == 0

@@ -201,3 +201,39 @@ def test_write_run_outputs_as_nas_search_calls_it(tmp_path):
     assert page.count('class="overlay"') == len(exported)
     assert "on 6 finished trials" in page  # importance reached through config["storage"]
     assert "<th>torch threads</th><td>2</td>" in page and "<th>device (training)</th><td>cpu</td>" in page
+
+
+# ----------------------------------------------------------------------------- open_run (what nas-report and nas-compress read)
+
+
+def test_open_run_returns_records_settings_and_where_they_came_from(tmp_path):
+    from nas.run.open import open_run
+
+    run = make_run(tmp_path / "run", n_trials=2)
+    opened = open_run(run)
+    assert opened.study_name == "resunet" and opened.storage == f"sqlite:///{(run / 'study.db').resolve()}"
+    assert opened.config == CONFIG and [r.number for r in opened.records] == [0, 1, 2]
+    assert opened.title == "nas-search: resunet on synthetic"
+    assert open_run(run, storage=opened.storage, study_name="resunet").records == opened.records
+
+
+def test_open_run_says_in_one_line_why_a_run_cannot_be_opened(tmp_path):
+    from nas.run.open import RunError, open_run
+
+    run = make_run(tmp_path / "run", n_trials=1)
+    optuna.create_study(storage=f"sqlite:///{tmp_path / 'two.db'}", study_name="a")
+    optuna.create_study(storage=f"sqlite:///{tmp_path / 'two.db'}", study_name="b")
+    (tmp_path / "bad.db").write_bytes(b"not a database" * 50)
+    cases = [
+        (lambda: open_run(tmp_path / "nope"), "no such run directory"),
+        (lambda: open_run(tmp_path), "no study.db or study.journal in it"),
+        (lambda: open_run(run, storage=f"sqlite:///{tmp_path / 'two.db'}"), "several studies in it (found: a, b)"),
+        (lambda: open_run(run, study_name="other"), "--study-name 'other': no such study"),
+        (lambda: open_run(run, storage=f"sqlite:///{tmp_path / 'bad.db'}"), "cannot be read (DatabaseError"),
+        (lambda: open_run(run, storage="foo://x"), "unknown storage scheme 'foo'"),
+    ]
+    for opening, message in cases:
+        with pytest.raises(RunError, match=re.escape(message)) as error:
+            opening()
+        assert "\n" not in str(error.value)
+    assert open_run(run, storage=f"sqlite:///{tmp_path / 'two.db'}", study_name="b").records == []

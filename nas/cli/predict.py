@@ -1,8 +1,10 @@
 """``nas-predict``: segment images of any size with a checkpoint (PyTorch or its ONNX file).
 
 Every input is read and checked before anything is written: a missing input, an empty folder, an
-unreadable image, a channel count the model does not take or an unwritable --output ends with one
-line and exit code 2; a write that fails midway (disk full) ends with one line and exit code 1.
+unreadable image, a channel count the model does not take, an unwritable --out, or an --out where
+a mask would replace an input image (the input folder itself, a symlink to it, two outputs with one
+name) ends with one line and exit code 2; a write that fails midway (disk full) ends with one line
+and exit code 1.
 Masks (output channel 0) are PNG 0/255 with the input's stem; overlays (``<stem>_overlay.png``)
 tint the mask red. Images are processed one at a time, so memory is one image and its logits.
 """
@@ -22,35 +24,39 @@ from nas.deploy.checkpoint import CheckpointError, load_checkpoint, read_checkpo
 from nas.data.loading import IMAGE_SUFFIXES, DataError, _read_image
 from nas.deploy.export import DEFAULT_FILES, INPUT_NAME, checkpoint_spatial_dims, default_input_size
 from nas.train.inference import MAX_OVERLAP, Predictor, sliding_window_logits
-from nas.io import atomic_write_bytes, unwritable
+from nas.cli.common import (Parser, add_batch_size, add_checkpoint, add_device, add_image_size, add_out, check_pixels,
+                            check_writable, number, required, write_failed)
+from nas.io import atomic_write_bytes
+from nas.run.limits import FRACTION, numbers, side_range
 from nas.train.trainer import resolve_device
 
 OVERLAY_ALPHA = 0.5
 
 
+PROG = "nas-predict"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nas-predict",
-        description="Sliding-window segmentation of images of any size; writes PNG masks (0/255), same stems.",
-    )
-    parser.add_argument("--checkpoint", required=True, help="checkpoint folder (spec.json, model.safetensors)")
+    parser = Parser(prog=PROG, description="Sliding-window segmentation of images of any size; writes PNG masks "
+                                           "(0/255), same stems.")
+    add_checkpoint(parser)
     parser.add_argument("--input", required=True,
                         help="an image (PNG/JPEG/TIFF/BMP, grey or RGB) or a folder of them")
-    parser.add_argument("--output", required=True, help="folder for <stem>.png masks (created if needed)")
-    parser.add_argument("--threshold", type=float, default=0.5,
+    add_out(parser, old=("--output",), help="folder for <stem>.png masks (required; created if needed; never the input's "
+                                            "folder)")
+    parser.add_argument("--threshold", type=number(FRACTION), default=0.5,
                         help="foreground where sigmoid(logit) >= T (default 0.5)")
     parser.add_argument("--overlay", action="store_true",
                         help="also write <stem>_overlay.png (mask tinted red on the image)")
-    parser.add_argument("--patch-size", type=int, default=None,
-                        help="window side in px (default: the size costs were measured at, from metrics.json; "
-                             "a fixed-size ONNX model's own size)")
-    parser.add_argument("--overlap", type=float, default=0.5,
+    add_image_size(parser, side_range(8), default=None, old=("--patch-size",),
+                   help="window side in px (default: the size costs were measured at, from metrics.json; "
+                        "a fixed-size ONNX model's own size)")
+    parser.add_argument("--overlap", type=number(numbers(0, MAX_OVERLAP)), default=0.5,
                         help=f"fraction of a window shared with its neighbour, 0..{MAX_OVERLAP} (default 0.5)")
-    parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
+    add_batch_size(parser, default=4, help="windows per forward pass (default 4)")
     parser.add_argument("--onnx", action="store_true",
                         help="run the folder's model.onnx with onnxruntime instead of PyTorch")
-    parser.add_argument("--device", default="auto",
-                        help="auto (CUDA when present), cpu or cuda; ignored with --onnx")
+    add_device(parser, help="auto (CUDA when present), cpu or cuda; ignored with --onnx")
     return parser
 
 
@@ -107,22 +113,41 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def output_files(inputs: list[Path], output: Path, overlay: bool) -> list[Path]:
+    """What a run writes: ``<stem>.png`` per input, and ``<stem>_overlay.png`` with ``overlay``."""
+    suffixes = (".png", "_overlay.png") if overlay else (".png",)
+    return [output / f"{path.stem}{suffix}" for path in inputs for suffix in suffixes]
+
+
+def overwrite_problem(source: Path, inputs: list[Path], output: Path, overlay: bool) -> str | None:
+    """Why writing into ``output`` could replace an input image (or one output another), or None.
+
+    Paths are compared resolved (symlinks followed), so a link to the input folder or to an input
+    file counts as the same; for a single image, its folder is the input folder.
+    """
+    folder = (source if source.is_dir() else source.parent).resolve()
+    if output.resolve() == folder:
+        return f"--out {output} is the input folder {folder}: the masks would overwrite or mix with the images"
+    sources = {path.resolve(): path for path in inputs}
+    seen: dict[Path, Path] = {}
+    for path in output_files(inputs, output, overlay):
+        target = path.resolve()
+        if target in sources:
+            return f"--out {output}: {path.name} would overwrite the input image {sources[target]}"
+        if target in seen:
+            return f"--out {output}: two outputs would be named {path.name} (the stems collide)"
+        seen[target] = path
+    return None
+
+
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[Path], object]:
     """Everything that can be refused, before anything is written; returns (inputs, checkpoint info)."""
-    if not 0.0 <= args.threshold <= 1.0:
-        parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
-    if not 0.0 <= args.overlap <= MAX_OVERLAP:
-        parser.error(f"--overlap must be in [0, {MAX_OVERLAP}], got {args.overlap}")
-    if args.patch_size is not None and args.patch_size < 8:
-        parser.error(f"--patch-size must be >= 8, got {args.patch_size}")
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    output = Path(args.output)
+    output = Path(required(parser, args, "out", "--out"))
     if output.exists() and not output.is_dir():
-        parser.error(f"--output {output} exists and is not a folder")
-    problem = unwritable(output, folder=True)
-    if problem:
-        parser.error(f"--output {output}: {problem}")
+        parser.error(f"--out {output} exists and is not a folder")
+    check_writable(parser, "--out", output, folder=True)
+    if args.image_size is not None:
+        check_pixels(parser, [args.image_size] * 2, args.batch_size)
     try:
         info = read_checkpoint_info(args.checkpoint)
         if checkpoint_spatial_dims(info.space) != 2:
@@ -134,6 +159,9 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[l
         inputs = list_inputs(Path(args.input))
     except (CheckpointError, DataError) as error:
         parser.error(str(error))
+    problem = overwrite_problem(Path(args.input), inputs, output, args.overlay)
+    if problem:
+        parser.error(problem)
     return inputs, info
 
 
@@ -160,15 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _predict_all(args, inputs, info, predictor, device, patch)
     except OSError as error:  # disk full, folder made read-only meanwhile: masks written so far are whole
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 1
+        return write_failed(PROG, error)
     return 0
 
 
 def _predict_all(args: argparse.Namespace, inputs: list[Path], info, predictor, device,
                  patch: tuple[int, int]) -> None:
     """Segment every input and write its mask (and overlay), each file atomically."""
-    output = Path(args.output)
+    output = Path(args.out)
     logit_threshold = _logit(args.threshold)
     for path in inputs:
         image = _read_image(path)  # (H, W, C) float32 in [0, 1]
@@ -187,12 +214,12 @@ def _predict_all(args: argparse.Namespace, inputs: list[Path], info, predictor, 
 def _patch_size(parser: argparse.ArgumentParser, args: argparse.Namespace, info,
                 fixed: tuple[int, int] | None) -> tuple[int, int]:
     if fixed is not None:
-        if args.patch_size is not None and (args.patch_size, args.patch_size) != fixed:
-            parser.error(f"--patch-size {args.patch_size} does not fit the ONNX model, exported with a fixed "
+        if args.image_size is not None and (args.image_size, args.image_size) != fixed:
+            parser.error(f"--image-size {args.image_size} does not fit the ONNX model, exported with a fixed "
                          f"{fixed[0]}x{fixed[1]} input")
         return fixed
-    if args.patch_size is not None:
-        return args.patch_size, args.patch_size
+    if args.image_size is not None:
+        return args.image_size, args.image_size
     return default_input_size(info.metrics)
 
 

@@ -14,6 +14,11 @@ from typing import Any, Sequence
 
 from search_spaces import get_space
 
+from nas.cli.common import Parser, add_batch_size, add_device, add_image_size, check_device, check_pixels, number
+from nas.run.limits import integers, side_range
+
+PROG = "nas-profile"
+
 
 def _presets():
     """The presets module, or None while it does not exist."""
@@ -29,8 +34,8 @@ def _preset_names(presets) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nas-profile",
+    parser = Parser(
+        prog=PROG,
         description="Profile one architecture: params, MACs, FLOPs (= 2 x MACs), measured latency and "
                     "the memory of one training step.",
     )
@@ -41,14 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     parser.add_argument("--space", default=None,
                         help="space of a bare --spec (default: the checkpoint's, else resunet)")
-    parser.add_argument("--input-size", type=int, default=256, metavar="PX", help="input side (default 256)")
-    parser.add_argument("--batch", type=int, default=1, metavar="N",
-                        help="batch of the profiled forward and training step (default 1)")
-    parser.add_argument("--in-channels", type=int, default=None, metavar="C",
+    add_image_size(parser, side_range(1), default=256, old=("--input-size",),
+                   help="input side in px (default 256; 3D specs get a cube)")
+    add_batch_size(parser, default=1, old=("--batch",),
+                   help="batch of the profiled forward and training step (default 1)")
+    parser.add_argument("--in-channels", type=number(integers(1, 1024)), default=None, metavar="C",
                         help="input channels (default: the preset's or checkpoint's, else 1)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    parser.add_argument("--repeats", type=int, default=10, help="timed forwards; latency is their median")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed forwards before timing")
+    add_device(parser)
+    parser.add_argument("--repeats", type=number(integers(1, 100_000)), default=10, metavar="N",
+                        help="timed forwards; latency is their median")
+    parser.add_argument("--warmup", type=number(integers(0, 100_000)), default=3, metavar="N",
+                        help="untimed forwards before timing")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return parser
 
@@ -153,21 +161,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.preset is None and args.spec is None:
         parser.error("give --preset NAME or --spec FILE (or --list-presets)")
-    for flag, value, low in (("--input-size", args.input_size, 1), ("--batch", args.batch, 1),
-                             ("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0)):
-        if value < low:
-            parser.error(f"{flag} must be >= {low}, got {value}")
-    if args.in_channels is not None and args.in_channels < 1:
-        parser.error(f"--in-channels must be >= 1, got {args.in_channels}")
+    check_device(parser, args.device)
     try:
-        from nas.train.trainer import resolve_device
-
-        resolve_device(args.device)
         target = resolve(args)
     except ValueError as error:
         parser.error(str(error))
+    dims = getattr(target["spec"], "spatial_dims", 2)
+    check_pixels(parser, [args.image_size] * dims, args.batch_size)
     result = profile(target["space"], target["spec"], in_channels=target["in_channels"],
-                     input_size=args.input_size, batch=args.batch, device=args.device,
+                     input_size=args.image_size, batch=args.batch_size, device=args.device,
                      warmup=args.warmup, repeats=args.repeats)
     if args.json:
         print(json.dumps({"name": target["name"], **result}, sort_keys=True))

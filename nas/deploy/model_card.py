@@ -111,7 +111,7 @@ def render_model_card(folder: str | os.PathLike, export: ExportResult | None = N
               f'info = nas.read_checkpoint_info("{name}")',
               "logits = model(info.normalization.apply(images))  # images: (B, C, H, W) in [0, 1], any H, W",
               "```", "", "Whole images of any size, with sliding-window inference (Gaussian-blended windows):", "",
-              "```bash", f"nas-predict --checkpoint {name} --input IMAGES/ --output MASKS/ --overlay"
+              "```bash", f"nas-predict --checkpoint {name} --input IMAGES/ --out MASKS/ --overlay"
               + ("  # add --onnx to run model.onnx" if has_onnx else ""), "```"]
     if export is not None:
         lines += ["", f"`{export.path.name}` was checked against PyTorch with onnxruntime (batch dynamic, "
