@@ -5,7 +5,8 @@ returns a ``Verdict`` with one violation value per limit, ``measured / limit - 1
 violated; relative, so limits of different units weigh alike), the form Optuna's constrained
 samplers expect. The adapter (``nas.engine.optuna_adapter.study``) only stores it on the trial.
 
-Training-step memory (``train_memory_mb``), device-independent, for ONE step at ``(batch, C, S, S)``:
+Training-step memory (``train_memory_mb``), device-independent, for ONE step at ``(batch, C, S, S)``
+(``(batch, C, S, S, S)`` for a 3D model):
 
 * activations: the bytes of every tensor autograd saves for backward during a train-mode forward
   (each storage once, parameters excluded), plus the output;
@@ -151,13 +152,15 @@ def training_step_memory(model: nn.Module, input_shape: Sequence[int]) -> dict[s
 
 
 def measure(model: nn.Module, constraints: Constraints, *, in_channels: int, image_size: int,
-            batch_size: int, device: torch.device | str = "cpu") -> dict[str, Any]:
+            batch_size: int, device: torch.device | str = "cpu", spatial_dims: int = 2) -> dict[str, Any]:
     """Params always (free); MACs, latency and memory only when limited.
 
-    MACs and latency use the search's conventions (``nas.costs.measure``: batch 1 at ``image_size``);
-    memory is one training step at ``batch_size``.
+    MACs and latency use the search's conventions (``nas.costs.measure``: batch 1 at ``image_size``
+    on every one of the ``spatial_dims`` axes: a 3D model is measured on a cube); memory is one
+    training step at ``batch_size``.
     """
-    shape = (1, in_channels, image_size, image_size)
+    side = (image_size,) * spatial_dims
+    shape = (1, in_channels, *side)
     measured: dict[str, Any] = {"params": count_params(model)}
     if constraints.max_macs is not None:
         # Layer hooks see only conv/linear modules, so they never exceed the op counter's count and
@@ -171,7 +174,7 @@ def measure(model: nn.Module, constraints: Constraints, *, in_channels: int, ima
         measured["latency_ms"] = measure_latency(model, shape, device)
         measured["latency_device"] = describe_device(device)
     if constraints.max_memory_mb is not None:
-        measured.update(training_step_memory(model, (batch_size, in_channels, image_size, image_size)))
+        measured.update(training_step_memory(model, (batch_size, in_channels, *side)))
         measured["train_memory_batch"] = batch_size
     return measured
 
@@ -192,7 +195,7 @@ def check(measured: dict[str, Any], constraints: Constraints) -> Verdict:
 
 
 def check_model(model: nn.Module, constraints: Constraints, *, in_channels: int, image_size: int,
-                batch_size: int, device: torch.device | str = "cpu") -> Verdict:
+                batch_size: int, device: torch.device | str = "cpu", spatial_dims: int = 2) -> Verdict:
     measured = measure(model, constraints, in_channels=in_channels, image_size=image_size,
-                       batch_size=batch_size, device=device)
+                       batch_size=batch_size, device=device, spatial_dims=spatial_dims)
     return check(measured, constraints)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from nas.data.checks import mask_alpha_problem, require_finite, require_foreground, require_min_side
 from nas.data.errors import DataError
 from nas.data.normalization import Normalization, compute_normalization
 from nas.data.synthetic import SYNTHETIC_KINDS, SYNTHETIC_NAME, make_synthetic
@@ -237,6 +238,8 @@ def load_data(
     train_names, train_images, train_masks, train_fovs = loaded["train"]
     val_names, val_images, val_masks, val_fovs = loaded["val"]
     test_names, test_images, test_masks, test_fovs = loaded.get("test", ([], [], [], []))
+    require_foreground("train", train_names, train_masks, train_fovs, str(folder))
+    require_foreground("validation", val_names, val_masks, val_fovs, str(folder))
     return SegmentationData(
         name=folder.resolve().name, source=str(source),
         train_images=train_images, train_masks=train_masks,
@@ -254,6 +257,7 @@ def _read_pairs(pairs: list[Pair], channels: list[tuple[Path, int]]):
         image = _read_image(image_path)  # (*S, C) float32
         mask = _read_mask(mask_path)  # (*S) float32
         _check_shape(image.shape[:-1], mask.shape, image_path, mask_path, "mask")
+        require_min_side(image.shape[:-1], image_path)
         if fov_path is not None:
             fov = _read_mask(fov_path)
             _check_shape(image.shape[:-1], fov.shape, image_path, fov_path, "FOV mask")
@@ -324,7 +328,9 @@ def _read_image(path: Path) -> np.ndarray:
     if mode in ("1", "L", "LA", "P", "PA") and _is_grey(image):
         array = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     elif mode in _WIDE_MODES:
-        array = _scale_wide(np.asarray(image, dtype=np.float64), mode).astype(np.float32)
+        raw = np.asarray(image, dtype=np.float64)
+        require_finite(raw, path)  # a NaN would min-max scale the whole image to zeros
+        array = _scale_wide(raw, mode).astype(np.float32)
     else:
         array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     return array[..., None] if array.ndim == 2 else array
@@ -358,6 +364,7 @@ def _read_mask(path: Path) -> np.ndarray:
         return read_volume_mask(path)
     image = _open(path, "mask")
     array = np.asarray(image) if image.mode in _WIDE_MODES else np.asarray(image.convert("L"))
+    mask_alpha_problem(image, array, path)
     values = np.unique(array)
     present = set(values.tolist())
     if present <= {0, 1} or present <= {0, 255} or (image.mode in _WIDE_MODES and present <= {0, 65535}):

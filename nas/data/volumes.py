@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nas.data.checks import require_finite
 from nas.data.errors import DataError
 
 VOLUME_SUFFIXES = (".npy", ".nii", ".nii.gz")
@@ -51,6 +52,7 @@ def read_volume(path: Path) -> np.ndarray:
     if array.ndim != 4 or not np.issubdtype(array.dtype, np.number):
         raise _error(f"image {path} has shape {array.shape} ({array.dtype}); expected (D, H, W) or (C, D, H, W)")
     array = array.astype(np.float64)
+    require_finite(array, path)  # a NaN would make the min-max scaling all NaN
     low, high = float(array.min()), float(array.max())
     if not (0.0 <= low and high <= 1.0):
         array = (array - low) / (high - low) if high > low else np.zeros_like(array)

@@ -119,19 +119,29 @@ def _infeasible(port: TrialPort, verdict: Verdict, log: Log) -> None:
         raise TrialStopped(StopReason.INFEASIBLE, verdict.reason, measured=verdict.measured)
 
 
+def training_side(job: SearchJob) -> int:
+    """The patch side training really runs at: ``--image-size``, or the smallest training image side."""
+    sides = [min(image.shape[1:]) for image in job.data.train_images]
+    return min([job.image_size, *sides])
+
+
 def check_feasible(job: SearchJob, spec: Any, port: TrialPort, log: Log = _log) -> dict[str, Any]:
     """Milliseconds instead of an epoch: refuse what cannot fit the image size or the limits.
 
     Returns the costs measured for the check (training-step memory), which join the metrics.
     """
-    if job.image_size // spec.downsampling_factor < 2:
-        reason = f"depth {spec.depth} halves --image-size {job.image_size} to under 2 px at the bridge"
+    side = training_side(job)
+    if side // spec.downsampling_factor < 2:
+        at = (f"--image-size {job.image_size}" if side == job.image_size
+              else f"the {side} px training patches (the smallest training image; --image-size {job.image_size})")
+        reason = f"depth {spec.depth} halves {at} to under 2 px at the bridge"
         _infeasible(port, Verdict(measured={}, violations={"image_size": 1.0}, reasons=(reason,)), log)
     if not job.constraints:
         return {}
     model = job.space.build_model(spec, job.data.in_channels, 1)
     verdict = check_model(model, job.constraints, in_channels=job.data.in_channels, image_size=job.image_size,
-                          batch_size=job.settings.train.batch_size, device=resolve_device(job.settings.train.device))
+                          batch_size=job.settings.train.batch_size, device=resolve_device(job.settings.train.device),
+                          spatial_dims=job.data.spatial_dims)
     _infeasible(port, verdict, log)
     return dict(verdict.measured)
 

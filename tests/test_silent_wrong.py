@@ -1,0 +1,154 @@
+"""Data and settings that used to load fine and then give a silently wrong answer (issue 16).
+
+Each test fails on the old behaviour: a NaN pixel became an all-zero image, an alpha-only mask an
+empty one, a dataset without foreground trained a "Dice 1.000" model, a 1x1-pixel dataset loaded,
+the depth check used --image-size while training ran at the images' size, and the constraint
+check built a 2D input for a 3D model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nas.data.checks import data_fingerprint
+from nas.data.errors import DataError
+from nas.data.loading import load_data
+
+
+def _folder(root: Path, n: int = 4, size: int = 16, masks=None, images=None) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        image = images[i] if images is not None else \
+            Image.fromarray((np.random.default_rng(i).random((size, size)) * 255).astype(np.uint8))
+        image.save(root / "images" / f"im{i}.{'tif' if image.mode == 'F' else 'png'}")
+        mask = masks[i] if masks is not None else np.pad(np.full((4, 4), 255, np.uint8), (size - 4) // 2)
+        (mask if isinstance(mask, Image.Image) else Image.fromarray(mask)).save(root / "masks" / f"im{i}.png")
+    return root
+
+
+def _load(folder: Path):
+    return load_data(str(folder), image_size=16, seed=0)
+
+
+def test_a_float_tiff_with_one_nan_pixel_is_refused_naming_the_file(tmp_path):
+    pixels = np.random.default_rng(0).random((16, 16)).astype(np.float32)
+    pixels[3, 5] = np.nan
+    images = [Image.fromarray(pixels, mode="F")] + [Image.fromarray(np.zeros((16, 16), np.float32), mode="F")] * 3
+    folder = _folder(tmp_path / "d", images=images)
+    with pytest.raises(DataError, match=r"im0\.tif has 1 NaN value\(s\) \(first at index \[3, 5\]\)"):
+        _load(folder)
+
+
+def test_a_volume_with_an_infinite_voxel_is_refused(tmp_path):
+    from nas.data.volumes import read_volume
+
+    volume = np.random.default_rng(0).random((8, 8, 8))
+    volume[1, 2, 3] = np.inf
+    np.save(tmp_path / "v.npy", volume)
+    with pytest.raises(DataError, match=r"v\.npy has 1 infinite value"):
+        read_volume(tmp_path / "v.npy")
+
+
+def test_a_mask_whose_foreground_is_only_in_its_alpha_channel_is_refused(tmp_path):
+    alpha = np.pad(np.full((4, 4), 255, np.uint8), 6)
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., 3] = alpha  # black everywhere; the shape is drawn in the alpha channel only
+    masks = [Image.fromarray(rgba, mode="RGBA")] + [np.pad(np.full((4, 4), 255, np.uint8), 6)] * 3
+    with pytest.raises(DataError, match=r"masks/im0\.png has transparency .* not only in the alpha channel"):
+        _load(_folder(tmp_path / "d", masks=masks))
+
+
+def test_a_mask_whose_transparent_pixels_are_its_background_loads(tmp_path):
+    grey = np.pad(np.full((4, 4), 255, np.uint8), 6)
+    la = np.stack([grey, grey], axis=-1)  # opaque exactly where the foreground is
+    masks = [Image.fromarray(la, mode="LA")] + [grey] * 3
+    data = _load(_folder(tmp_path / "d", masks=masks))
+    assert sum(float(m.sum()) for m in data.train_masks + data.val_masks) == 4 * 16
+
+
+def test_masks_without_any_foreground_are_refused(tmp_path):
+    empty = [np.zeros((16, 16), np.uint8)] * 4
+    with pytest.raises(DataError, match="no training mask in .* has a foreground pixel"):
+        _load(_folder(tmp_path / "d", masks=empty))
+
+
+def test_a_validation_split_without_foreground_is_refused(tmp_path):
+    root = tmp_path / "d"
+    _folder(root / "train")
+    _folder(root / "val", n=2, masks=[np.zeros((16, 16), np.uint8)] * 2)
+    with pytest.raises(DataError, match=r"the 2 validation image\(s\) of .* have no foreground pixel"):
+        _load(root)
+
+
+def test_a_one_pixel_dataset_is_refused(tmp_path):
+    images = [Image.fromarray(np.full((1, 1), 128, np.uint8))] * 4
+    masks = [np.full((1, 1), 255, np.uint8)] * 4
+    with pytest.raises(DataError, match=r"im0\.png is 1x1 px; images need at least 4 px per side"):
+        _load(_folder(tmp_path / "d", images=images, masks=masks))
+
+
+def test_the_fingerprint_changes_with_the_masks_and_with_an_added_image(tmp_path):
+    folder = _folder(tmp_path / "d")
+    before = data_fingerprint(_load(folder))
+    assert data_fingerprint(_load(folder)) == before  # deterministic
+    inverted = 255 - np.asarray(Image.open(folder / "masks" / "im1.png"))
+    Image.fromarray(inverted).save(folder / "masks" / "im1.png")
+    assert data_fingerprint(_load(folder)) != before
+    other = _folder(tmp_path / "e")
+    base = data_fingerprint(_load(other))
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(other / "images" / "im9.png")
+    Image.fromarray(np.pad(np.full((4, 4), 255, np.uint8), 6)).save(other / "masks" / "im9.png")
+    assert data_fingerprint(_load(other)) != base
+
+
+# ----------------------------------------------------------------------------- the trial policy
+
+def _job(data, image_size: int, constraints=None):
+    from nas.costs.constraints import Constraints
+    from nas.engine.job import SearchJob
+    from nas.engine.trial import TrialSettings
+    from nas.train.trainer import TrainConfig
+    from search_spaces import get_space
+
+    space = get_space("resunet3d" if data.spatial_dims == 3 else "resunet")
+    settings = TrialSettings(image_size=image_size, train=TrainConfig(epochs=1, batch_size=2, device="cpu"))
+    return SearchJob(space=space, data=data, settings=settings, out=Path("."), trials=1,
+                     constraints=constraints or Constraints())
+
+
+class _Port(SimpleNamespace):
+    def constraint_violations(self, verdict):
+        self.verdict = verdict
+
+
+def test_the_depth_check_uses_the_size_training_really_runs_at(tmp_path):
+    from nas.engine.policy import TrialStopped, check_feasible
+    from search_spaces.resunet import ResUNetSpec
+
+    data = _load(_folder(tmp_path / "d", size=16))  # images of 16 px, --image-size 64
+    deep = ResUNetSpec(encoder_widths=(4, 4, 4, 4), decoder_widths=(4, 4, 4))  # 16 px -> 2 px: fine
+    deeper = ResUNetSpec(encoder_widths=(4,) * 5, decoder_widths=(4,) * 4)  # 16 px -> 1 px
+    job = _job(data, image_size=64)
+    assert check_feasible(job, deep, _Port(), log=lambda text: None) == {}
+    with pytest.raises(TrialStopped, match=r"depth 5 halves the 16 px training patches"):
+        check_feasible(job, deeper, _Port(), log=lambda text: None)
+
+
+def test_constraints_measure_a_3d_model_on_a_volume():
+    from nas.costs.constraints import Constraints
+    from nas.engine.policy import check_feasible
+    from search_spaces.resunet import ResUNetSpec
+
+    volumes = SimpleNamespace(train_images=[torch.zeros(1, 16, 16, 16)], in_channels=1, spatial_dims=3)
+    spec = ResUNetSpec(encoder_widths=(4, 8, 8), decoder_widths=(4, 8), spatial_dims=3, norm="group")
+    port = _Port()
+    measured = check_feasible(_job(volumes, 16, Constraints(max_macs=10**12, max_memory_mb=10**6)), spec, port,
+                              log=lambda text: None)
+    assert port.verdict.feasible
+    assert measured["macs"] > 0 and measured["train_memory_mb"] > 0
