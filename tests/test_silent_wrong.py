@@ -152,3 +152,22 @@ def test_constraints_measure_a_3d_model_on_a_volume():
                               log=lambda text: None)
     assert port.verdict.feasible
     assert measured["macs"] > 0 and measured["train_memory_mb"] > 0
+
+
+# ----------------------------------------------------------------------------- empty ground truth
+
+def test_empty_vs_empty_never_makes_a_predict_nothing_model_best():
+    from nas.train.metrics import foreground_mean, segmentation_quality
+
+    empty, blob = np.zeros((8, 8), bool), np.zeros((8, 8), bool)
+    blob[2:5, 2:5] = True
+    truths = [empty, empty, empty, blob]  # three images with nothing to find, one with an object
+    nothing = [empty] * 4
+    noisy = [blob.copy(), blob.copy(), blob.copy(), blob.copy()]  # finds the object, false alarms elsewhere
+    scores = {"nothing": segmentation_quality(nothing, truths), "noisy": segmentation_quality(noisy, truths)}
+    assert scores["nothing"]["dice"] == 0.0  # the old mean over all images gave 0.75
+    assert scores["noisy"]["dice"] == 1.0 and scores["noisy"]["precision"] == 0.25  # false alarms still cost
+    assert scores["nothing"]["empty_truth_images"] == 3
+    assert foreground_mean([1.0, 1.0, 1.0, 0.0], truths) == 0.0
+    assert foreground_mean([0.0, 0.0, 0.0, 1.0], truths) == 1.0
+    assert foreground_mean([1.0], [empty]) == 0.0  # no foreground anywhere: never 1.0

@@ -4,6 +4,11 @@ Pure numpy/torch (no scipy), 2-D or 3-D. Conventions, stated once so every repor
 
 - Dice (= F1), IoU, precision, sensitivity, specificity: a ratio whose denominator is 0 scores 1.0
   when prediction and ground truth are both empty (nothing to find, nothing found), else 0.0.
+- Empty ground truth: an image with no foreground (inside the FOV) is left out of the mean Dice, IoU
+  and sensitivity (``foreground_mean``), so "empty vs empty" can never make a model that predicts
+  nothing look best; its false positives still count in precision, specificity and HD95. The count
+  of such images is ``empty_truth_images``. A split with no foreground at all is refused when the
+  data is loaded (``nas.data.checks``); ``foreground_mean`` of it is 0.0, never 1.0.
 - HD95 (px): ``max(p95(d(pred -> gt)), p95(d(gt -> pred)))`` over boundary pixels (a mask pixel with
   a background 8/26-neighbour; outside the image counts as background), Euclidean. Both empty: 0.
   Exactly one empty: the image diagonal (the worst possible), so missing everything never looks good.
@@ -13,7 +18,8 @@ Pure numpy/torch (no scipy), 2-D or 3-D. Conventions, stated once so every repor
   ``DETECTION_OVERLAP`` of its pixels are predicted foreground. A stratum's Dice is computed inside
   its *neighbourhood*: the stratum's components dilated by ``NEIGHBOURHOOD_PX`` (a square/cube,
   Chebyshev distance), inside the FOV; prediction and ground truth are both restricted to it.
-- Aggregation: per-pixel metrics are the mean over images (HD95 too). A stratum's ``count`` is its
+- Aggregation: per-pixel metrics are the mean over images (HD95 too; Dice, IoU and sensitivity over
+  the images with foreground). A stratum's ``count`` is its
   number of components over all images, ``detected`` the fraction of them detected (pooled: an
   image with 50 blobs weighs more than one with 1), ``dice`` the mean over images that have at
   least one component in it. A value that is undefined (no components) is ``None``, never NaN.
@@ -32,6 +38,7 @@ STRATA = (("small", 0.0, 8.0), ("medium", 8.0, 32.0), ("large", 32.0, math.inf))
 DETECTION_OVERLAP = 0.5
 NEIGHBOURHOOD_PX = 3
 PIXEL_METRICS = ("dice", "iou", "precision", "sensitivity", "specificity", "hd95")
+FOREGROUND_METRICS = ("dice", "iou", "sensitivity")  # undefined on an empty truth: over images with foreground
 _HD_CHUNK = 256  # boundary points per cdist block: bounds memory at 256 x (other boundary) floats
 _CDIST_PAIRS = 4_000_000  # above this many boundary point pairs, the distance transform is cheaper
 _EDT_BLOCK = 8_000_000  # elements per distance-transform block (64 MB of float64)
@@ -41,6 +48,22 @@ def _as_bool(array: Any) -> np.ndarray:
     if isinstance(array, torch.Tensor):
         array = array.detach().cpu().numpy()
     return np.asarray(array) > 0.5 if np.asarray(array).dtype != bool else np.asarray(array)
+
+
+def has_foreground(mask: Any, fov: Any | None = None) -> bool:
+    """Whether a ground-truth mask has a foreground pixel (inside ``fov`` when given)."""
+    truth = _as_bool(mask)
+    return bool((truth & _as_bool(fov)).any() if fov is not None else truth.any())
+
+
+def foreground_mean(scores: Sequence[float], masks: Sequence[Any], fovs: Sequence[Any] | None = None) -> float:
+    """Mean of per-image ``scores`` over the images whose truth has foreground; 0.0 when none has.
+
+    The Dice a model is ranked by: an image with nothing to find cannot reward predicting nothing.
+    """
+    kept = [score for index, score in enumerate(scores)
+            if has_foreground(masks[index], fovs[index] if fovs else None)]
+    return float(sum(kept) / len(kept)) if kept else 0.0
 
 
 def _ratio(numerator: int, denominator: int, both_empty: bool) -> float:
@@ -223,16 +246,22 @@ def image_metrics(prediction: Any, target: Any, fov: Any | None = None) -> dict[
             "dice": 2 * both / max(1, int(p.sum() + t.sum())),
         }
     out["size_strata"] = strata
+    out["truth_empty"] = not target.any()
     return out
 
 
 def aggregate(per_image: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Mean over images (strata: pooled detection fraction, Dice mean over images that have them)."""
+    """Mean over images (Dice, IoU, sensitivity: over images with foreground; strata: pooled detection
+    fraction, Dice mean over images that have them)."""
     if not per_image:
         return {**{key: None for key in PIXEL_METRICS},
                 "size_strata": {name: {"count": 0, "detected": None, "dice": None} for name, *_ in STRATA},
                 "images": 0}
-    out: dict[str, Any] = {key: float(np.mean([m[key] for m in per_image])) for key in PIXEL_METRICS}
+    with_foreground = [m for m in per_image if not m.get("truth_empty")]
+    out: dict[str, Any] = {}
+    for key in PIXEL_METRICS:
+        rows = with_foreground if key in FOREGROUND_METRICS else per_image
+        out[key] = float(np.mean([m[key] for m in rows])) if rows else 0.0
     strata = {}
     for name, *_ in STRATA:
         rows = [m["size_strata"][name] for m in per_image]
@@ -245,6 +274,7 @@ def aggregate(per_image: Sequence[dict[str, Any]]) -> dict[str, Any]:
         }
     out["size_strata"] = strata
     out["images"] = len(per_image)
+    out["empty_truth_images"] = len(per_image) - len(with_foreground)
     return out
 
 
