@@ -29,7 +29,7 @@ from torch import nn
 
 from nas.costs.measure import measure_latency
 from nas.data.loading import SegmentationData
-from nas.deploy.export import INPUT_NAME, export_onnx
+from nas.deploy.export import INPUT_NAME, export_onnx, record_onnx
 from nas.io import atomic_write
 from nas.data.patches import iterate_train_batches
 from nas.train.trainer import TrainConfig, dice_per_image, predict_masks
@@ -184,8 +184,10 @@ def export_precisions(model: nn.Module, folder: str | Path, data: SegmentationDa
     config = config or TrainConfig(patch_size=input_size)
     shape = (1, data.in_channels, *(input_size,) * data.spatial_dims)
     paths = {name: folder / file for name, file in FILES.items()}
-    export_onnx(model, paths["fp32"], input_size=input_size, in_channels=data.in_channels,
-                spatial_dims=data.spatial_dims)
+    exported = export_onnx(model, paths["fp32"], input_size=input_size, in_channels=data.in_channels,
+                           spatial_dims=data.spatial_dims)
+    if (folder / "metrics.json").is_file():  # a checkpoint folder: its metrics.json vouches for model.onnx
+        record_onnx(folder, exported)
     batches = calibration_batches(data, input_size, calibration_patches, seed)
     float_nodes = quantize_int8(paths["fp32"], paths["int8"], batches, keep_transposed_float=keep_transposed_float)
     precisions: dict[str, Precision] = {}

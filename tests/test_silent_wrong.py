@@ -171,3 +171,33 @@ def test_empty_vs_empty_never_makes_a_predict_nothing_model_best():
     assert foreground_mean([1.0, 1.0, 1.0, 0.0], truths) == 0.0
     assert foreground_mean([0.0, 0.0, 0.0, 1.0], truths) == 1.0
     assert foreground_mean([1.0], [empty]) == 0.0  # no foreground anywhere: never 1.0
+
+
+# ----------------------------------------------------------------------------- model.onnx vouched for
+
+def test_a_swapped_model_onnx_is_refused(tmp_path, capsys):
+    from conftest import call
+
+    from nas import save_checkpoint
+    from nas.cli.predict import main as predict_main
+    from nas.data.normalization import Normalization
+    from nas.deploy.export import export_onnx
+    from search_spaces import get_space
+    from search_spaces.resunet import ResUNetSpec
+
+    space = get_space("resunet")
+    folders = {}
+    for name, width in (("a", 4), ("b", 8)):
+        spec = ResUNetSpec(encoder_widths=(width, width, width), decoder_widths=(width, width))
+        torch.manual_seed(0)
+        folders[name] = save_checkpoint(tmp_path / name, space.build_model(spec, 1, 1), spec, space="resunet",
+                                        in_channels=1, out_channels=1, normalization=Normalization((0.5,), (0.25,)),
+                                        metrics={"input_shape": [1, 1, 16, 16]})
+        export_onnx(folders[name], folders[name] / "model.onnx", input_size=16)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "in.png")
+    args = ["--checkpoint", folders["a"], "--input", tmp_path / "in.png", "--onnx"]
+    assert call(capsys, predict_main, *args, "--out", tmp_path / "ok")[0] == 0
+    (folders["a"] / "model.onnx").write_bytes((folders["b"] / "model.onnx").read_bytes())  # another model
+    code, _, err = call(capsys, predict_main, *args, "--out", tmp_path / "swapped")
+    assert code == 2 and "model.onnx: content hash does not match metrics.json" in err.splitlines()[-1]
+    assert not (tmp_path / "swapped").exists()

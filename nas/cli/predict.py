@@ -7,6 +7,9 @@ name) ends with one line and exit code 2; a write that fails midway (disk full) 
 and exit code 1.
 Masks (output channel 0) are PNG 0/255 with the input's stem; overlays (``<stem>_overlay.png``)
 tint the mask red. Images are processed one at a time, so memory is one image and its logits.
+A 3D model segments volumes (``.npy``, NIfTI) with cubic windows; each mask keeps its volume's
+format (``nas.deploy.volume_predict``) and the overlay shows the middle slice. ``--onnx`` runs
+``model.onnx`` only if its hash matches the one ``metrics.json`` recorded at export.
 """
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ from PIL import Image
 
 from nas.deploy.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
 from nas.data.loading import IMAGE_SUFFIXES, DataError, _read_image
-from nas.deploy.export import DEFAULT_FILES, INPUT_NAME, checkpoint_spatial_dims, default_input_size
+from nas.data.volumes import volume_suffix
+from nas.deploy.export import INPUT_NAME, checked_onnx, checkpoint_spatial_dims, default_input_size
+from nas.deploy.volume_predict import list_volumes, mask_name, segment_volume, volume_stem, write_volume_mask
 from nas.train.inference import MAX_OVERLAP, Predictor, sliding_window_logits
 from nas.cli.common import (Parser, add_batch_size, add_checkpoint, add_device, add_image_size, add_out, check_pixels,
                             check_writable, number, required, write_failed)
@@ -41,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                                            "(0/255), same stems.")
     add_checkpoint(parser)
     parser.add_argument("--input", required=True,
-                        help="an image (PNG/JPEG/TIFF/BMP, grey or RGB) or a folder of them")
+                        help="an image (PNG/JPEG/TIFF/BMP, grey or RGB) or a folder of them; for a 3D model a "
+                             "volume (.npy, .nii, .nii.gz) or a folder of them (masks keep the volume's format)")
     add_out(parser, old=("--output",), help="folder for <stem>.png masks (required; created if needed; never the input's "
                                             "folder)")
     parser.add_argument("--threshold", type=number(FRACTION), default=0.5,
@@ -90,7 +96,7 @@ def onnx_predictor(path: Path) -> tuple[Predictor, tuple[int, int] | None]:
     except Exception as error:  # onnxruntime raises its own exception types for bad files
         raise CheckpointError(f"{path}: not a readable ONNX model ({str(error).splitlines()[0][:160]})") from None
     dims = session.get_inputs()[0].shape  # e.g. ['batch', 1, 'height', 'width'] or ['batch', 1, 64, 64]
-    fixed = (dims[2], dims[3]) if all(isinstance(d, int) for d in dims[2:4]) else None
+    fixed = tuple(dims[2:]) if all(isinstance(d, int) for d in dims[2:]) else None  # (H, W) or (D, H, W)
 
     def predict(windows: torch.Tensor) -> torch.Tensor:
         array = windows.detach().cpu().numpy().astype(np.float32)  # (N, C, P, P)
@@ -115,8 +121,9 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 def output_files(inputs: list[Path], output: Path, overlay: bool) -> list[Path]:
     """What a run writes: ``<stem>.png`` per input, and ``<stem>_overlay.png`` with ``overlay``."""
-    suffixes = (".png", "_overlay.png") if overlay else (".png",)
-    return [output / f"{path.stem}{suffix}" for path in inputs for suffix in suffixes]
+    names = [(mask_name(path), volume_stem(path)) if volume_suffix(path)  # a volume's mask keeps its format
+             else (f"{path.stem}.png", path.stem) for path in inputs]
+    return [output / name for mask, stem in names for name in ((mask, f"{stem}_overlay.png") if overlay else (mask,))]
 
 
 def overwrite_problem(source: Path, inputs: list[Path], output: Path, overlay: bool) -> str | None:
@@ -150,13 +157,10 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[l
         check_pixels(parser, [args.image_size] * 2, args.batch_size)
     try:
         info = read_checkpoint_info(args.checkpoint)
-        if checkpoint_spatial_dims(info.space) != 2:
-            raise CheckpointError(f"{args.checkpoint}: a {checkpoint_spatial_dims(info.space)}D model; nas-predict "
-                                  "segments 2D images (nas-export exports volume models)")
-        if args.onnx and not (Path(args.checkpoint) / DEFAULT_FILES["onnx"]).is_file():
-            raise CheckpointError(f"{Path(args.checkpoint) / DEFAULT_FILES['onnx']}: missing "
-                                  f"(run nas-export --checkpoint {args.checkpoint} --format onnx)")
-        inputs = list_inputs(Path(args.input))
+        if args.onnx:
+            checked_onnx(args.checkpoint)  # missing, or not the file metrics.json vouches for: refused
+        volumes = checkpoint_spatial_dims(info.space) == 3
+        inputs = list_volumes(Path(args.input)) if volumes else list_inputs(Path(args.input))
     except (CheckpointError, DataError) as error:
         parser.error(str(error))
     problem = overwrite_problem(Path(args.input), inputs, output, args.overlay)
@@ -171,14 +175,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     inputs, info = _check(parser, args)
     try:
         if args.onnx:
-            predictor, fixed = onnx_predictor(Path(args.checkpoint) / DEFAULT_FILES["onnx"])
+            predictor, fixed = onnx_predictor(checked_onnx(args.checkpoint))
             device = "cpu"
         else:
             device = resolve_device(args.device)
             predictor, _ = load_checkpoint(args.checkpoint, device)
             fixed = None
         for path in inputs:  # decoded once to check, again below: memory holds one image at a time
-            channels = _read_image(path).shape[2]
+            channels = _read_image(path).shape[-1]  # (H, W, C), or (D, H, W, C) for a volume
             if channels != info.in_channels:
                 raise DataError(f"image {path} has {channels} channel(s) but the model takes {info.in_channels}")
     except ValueError as error:  # CheckpointError, DataError, an unknown or absent --device
@@ -198,6 +202,15 @@ def _predict_all(args: argparse.Namespace, inputs: list[Path], info, predictor, 
     output = Path(args.out)
     logit_threshold = _logit(args.threshold)
     for path in inputs:
+        if len(patch) == 3:  # a 3D model: cubic windows, the mask in the volume's own format
+            volume, mask = segment_volume(path, predictor, info.normalization, patch_size=patch, overlap=args.overlap,
+                                          batch_size=args.batch_size, device=device, logit_threshold=logit_threshold)
+            write_volume_mask(path, mask, output / mask_name(path))
+            if args.overlay:  # the middle slice
+                atomic_write_bytes(output / f"{volume_stem(path)}_overlay.png",
+                                   overlay_png(volume[len(mask) // 2], mask[len(mask) // 2]))
+            print(f"{path.name}: {'x'.join(map(str, reversed(mask.shape)))}, foreground {mask.mean():.2%}", flush=True)
+            continue
         image = _read_image(path)  # (H, W, C) float32 in [0, 1]
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))  # (C, H, W)
         logits = sliding_window_logits(predictor, tensor, normalization=info.normalization, patch_size=patch,
@@ -207,20 +220,21 @@ def _predict_all(args: argparse.Namespace, inputs: list[Path], info, predictor, 
         if args.overlay:
             atomic_write_bytes(output / f"{path.stem}_overlay.png", overlay_png(image, mask))
         print(f"{path.name}: {image.shape[1]}x{image.shape[0]}, foreground {mask.mean():.2%}", flush=True)
-    print(f"wrote {len(inputs)} mask(s) to {output} (patch {patch[0]}x{patch[1]}, overlap {args.overlap}, "
+    print(f"wrote {len(inputs)} mask(s) to {output} (patch {'x'.join(map(str, patch))}, overlap {args.overlap}, "
           f"{'onnxruntime' if args.onnx else 'PyTorch ' + str(device)})")
 
 
 def _patch_size(parser: argparse.ArgumentParser, args: argparse.Namespace, info,
-                fixed: tuple[int, int] | None) -> tuple[int, int]:
+                fixed: tuple[int, ...] | None) -> tuple[int, ...]:
+    dims = checkpoint_spatial_dims(info.space)
     if fixed is not None:
-        if args.image_size is not None and (args.image_size, args.image_size) != fixed:
+        if args.image_size is not None and (args.image_size,) * dims != fixed:
             parser.error(f"--image-size {args.image_size} does not fit the ONNX model, exported with a fixed "
-                         f"{fixed[0]}x{fixed[1]} input")
+                         f"{'x'.join(map(str, fixed))} input")
         return fixed
     if args.image_size is not None:
-        return args.image_size, args.image_size
-    return default_input_size(info.metrics)
+        return (args.image_size,) * dims
+    return default_input_size(info.metrics, dims)
 
 
 def _logit(probability: float) -> float:

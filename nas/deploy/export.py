@@ -8,9 +8,15 @@ padding branches are taken, with pad amounts computed from the input's shape), t
 size, and if both fail the check the spatial size is fixed (``nas-predict`` feeds fixed-size windows
 anyway). The batch axis is always dynamic. Inputs are normalized images, as
 for the PyTorch model; the normalization is in ``spec.json`` and the model card.
+
+An ONNX export written as a checkpoint folder's own ``model.onnx`` is recorded in its
+``metrics.json`` (``onnx``: the file's SHA-256, the weights' SHA-256 it was exported from, the
+parity checks), and ``checked_onnx`` refuses a ``model.onnx`` that does not match: a swapped file
+would otherwise run another model silently.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -25,8 +31,9 @@ from torch import nn
 
 from search_spaces import get_space
 
-from nas.deploy.checkpoint import WEIGHTS_FILE, CheckpointError, load_checkpoint, read_checkpoint_info
-from nas.io import atomic_write
+from nas.deploy.checkpoint import (METRICS_FILE, WEIGHTS_FILE, CheckpointError, file_sha256, load_checkpoint,
+                                   read_checkpoint_info)
+from nas.io import atomic_write, atomic_write_json
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 DEFAULT_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "safetensors": WEIGHTS_FILE}
@@ -36,6 +43,7 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 SPATIAL_AXES = ("depth", "height", "width")
 _PROBE_OFFSETS = (4, 6, 2)  # added to each side (then made odd) for the second parity check
 Source = Union[str, os.PathLike, nn.Module]
+ONNX_RECORD = "onnx"  # metrics.json key: {"file", "sha256", "weights_sha256", "spatial", "checks"}
 
 
 class ExportError(RuntimeError):
@@ -208,7 +216,41 @@ def export_onnx(source: Source, path: str | os.PathLike, *, input_size: int | Se
         session = ort.InferenceSession(tmp, options, providers=["CPUExecutionProvider"])
         return lambda x: session.run(None, {INPUT_NAME: x.numpy()})[0]
 
-    return _trace_and_verify(write, load, model, channels, size, Path(path), "onnx", tolerance)
+    result = _trace_and_verify(write, load, model, channels, size, Path(path), "onnx", tolerance)
+    if not isinstance(source, nn.Module) and result.path.resolve() == (Path(source) / DEFAULT_FILES["onnx"]).resolve():
+        record_onnx(Path(source), result)
+    return result
+
+
+def record_onnx(folder: Path, result: ExportResult) -> None:
+    """Remember in ``metrics.json`` which ``model.onnx`` was exported from which weights (after the
+    file is written: a crash in between leaves an old record, which ``checked_onnx`` refuses)."""
+    path = folder / METRICS_FILE
+    metrics = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    metrics[ONNX_RECORD] = {"file": result.path.name, "sha256": file_sha256(result.path),
+                            "weights_sha256": metrics.get("weights_sha256"), "spatial": result.spatial(),
+                            "checks": result.checks_text()}
+    atomic_write_json(path, metrics)
+
+
+def checked_onnx(folder: str | os.PathLike) -> Path:
+    """The folder's ``model.onnx``, refused (``CheckpointError``) unless ``metrics.json`` vouches for it."""
+    folder = Path(folder)
+    path = folder / DEFAULT_FILES["onnx"]
+    again = f"re-export it: nas-export --checkpoint {folder} --format onnx"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (run nas-export --checkpoint {folder} --format onnx)")
+    metrics = read_checkpoint_info(folder).metrics
+    record = metrics.get(ONNX_RECORD)
+    if not isinstance(record, dict) or not record.get("sha256"):
+        raise CheckpointError(f"{path}: metrics.json records no hash for it (exported by an older version or "
+                              f"copied in), so it may be another model; {again}")
+    if file_sha256(path) != record["sha256"]:
+        raise CheckpointError(f"{path}: content hash does not match metrics.json (swapped or changed since "
+                              f"its export); {again}")
+    if record.get("weights_sha256") != metrics.get("weights_sha256"):
+        raise CheckpointError(f"{path}: exported from other weights than {folder / WEIGHTS_FILE}; {again}")
+    return path
 
 
 def export_torchscript(source: Source, path: str | os.PathLike, *, input_size: int | Sequence[int] | None = None,
@@ -267,5 +309,5 @@ def default_input_size(metrics: dict[str, Any], dims: int = 2) -> tuple[int, ...
     return (64,) * dims
 
 
-__all__ = ["CheckpointError", "ExportError", "ExportResult", "FORMATS", "export_checkpoint",
+__all__ = ["CheckpointError", "ExportError", "ExportResult", "FORMATS", "checked_onnx", "export_checkpoint",
            "export_onnx", "export_safetensors", "export_torchscript"]

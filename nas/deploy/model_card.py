@@ -16,8 +16,8 @@ from typing import Any, Sequence
 import torch
 
 from nas.deploy.checkpoint import METRICS_FILE, SPEC_FILE, WEIGHTS_FILE, load_checkpoint, read_checkpoint_info
-from nas.deploy.export import (DEFAULT_FILES, ExportError, ExportResult, checkpoint_spatial_dims, default_input_size,
-                     export_onnx)
+from nas.deploy.export import (DEFAULT_FILES, ONNX_RECORD, ExportError, ExportResult, checkpoint_spatial_dims,
+                               default_input_size, export_onnx)
 from nas.io import atomic_write_text
 
 CARD_FILE = "README.md"
@@ -58,6 +58,23 @@ def _costs(folder: Path, info, metrics: dict[str, Any]) -> dict[str, Any]:
     return costs
 
 
+def _latency_rows(costs: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """The latency row: the end-of-search re-measurement when there is one (with its spread), else
+    the single measurement taken during the search."""
+    again = metrics.get("latency_remeasured")
+    if isinstance(again, dict) and isinstance(again.get("latency_ms"), (int, float)):
+        noisy = "; **noisy**: re-measure on a quiet machine before trusting it" if again.get("noisy") else ""
+        rows = [f"| latency (median of {again.get('rounds')} interleaved rounds, batch 1) | "
+                f"{again['latency_ms']:.3g} ms on {again.get('device')} ({again.get('engine')}), "
+                f"spread {100 * float(again.get('spread') or 0):.0f} %{noisy} |"]
+        if isinstance(metrics.get("latency_ms_search"), (int, float)):
+            rows.append(f"| latency measured during the search | {metrics['latency_ms_search']:.3g} ms |")
+        return rows
+    latency = (f"{costs['latency_ms']:.3g} ms on {costs['latency_device']}"
+               if isinstance(costs["latency_ms"], (int, float)) else "not measured")
+    return [f"| latency (median, batch 1) | {latency} |"]
+
+
 def render_model_card(folder: str | os.PathLike, export: ExportResult | None = None,
                       export_error: str | None = None) -> str:
     """The card's Markdown text (see ``write_model_card``)."""
@@ -78,13 +95,10 @@ def render_model_card(folder: str | os.PathLike, export: ExportResult | None = N
     shape = costs["input_shape"]
     known = isinstance(shape, list) and len(shape) >= 4
     at = f"batch 1, {'x'.join(map(str, shape[2:]))} px" if known else "unknown input"
-    latency = (f"{costs['latency_ms']:.3g} ms on {costs['latency_device']}"
-               if isinstance(costs["latency_ms"], (int, float)) else "not measured")
     lines += ["", f"## Costs ({at})", "", "| cost | value |", "|---|---|",
               f"| parameters | {_count(costs['params'])} |",
               f"| MACs | {_count(costs['macs'])} |",
-              f"| FLOPs (= 2 x MACs) | {_count(costs['flops'])} |",
-              f"| latency (median, batch 1) | {latency} |"]
+              f"| FLOPs (= 2 x MACs) | {_count(costs['flops'])} |", *_latency_rows(costs, metrics)]
 
     lines += ["", "## Metrics", ""]
     if isinstance(metrics.get("dice"), (int, float)):
@@ -113,9 +127,16 @@ def render_model_card(folder: str | os.PathLike, export: ExportResult | None = N
               "```", "", "Whole images of any size, with sliding-window inference (Gaussian-blended windows):", "",
               "```bash", f"nas-predict --checkpoint {name} --input IMAGES/ --out MASKS/ --overlay"
               + ("  # add --onnx to run model.onnx" if has_onnx else ""), "```"]
+    record = metrics.get(ONNX_RECORD) if isinstance(metrics.get(ONNX_RECORD), dict) else None
     if export is not None:
         lines += ["", f"`{export.path.name}` was checked against PyTorch with onnxruntime (batch dynamic, "
                       f"spatial size {export.spatial()}): {export.checks_text()}."]
+    elif record is not None and has_onnx:
+        lines += ["", f"`{record.get('file')}` was checked against PyTorch with onnxruntime (batch dynamic, "
+                      f"spatial size {record.get('spatial')}): {record.get('checks')}."]
+    if record is not None and has_onnx:
+        lines += ["", f"Its SHA-256 is recorded in metrics.json (`onnx.sha256`); `nas-predict --onnx` refuses "
+                      "a `model.onnx` that does not match it."]
     if export_error is not None:
         lines += ["", f"No ONNX export: {export_error}."]
 

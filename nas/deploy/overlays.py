@@ -2,7 +2,9 @@
 
 Rebuilds the validation split from the study's search config (same data source, image size and
 seed, so the same split), loads each ``best/*`` checkpoint without pickles and draws one grid per
-model: rows are images; columns are image, ground truth, prediction and the errors coloured.
+model: rows are images; columns are image, ground truth, prediction and the errors coloured. A
+volume is predicted whole (cubic sliding windows) and drawn as its middle slice; its Dice is the
+volume's.
 """
 from __future__ import annotations
 
@@ -49,7 +51,11 @@ def _sliding_window() -> Any:
 def _predict(model: torch.nn.Module, image: torch.Tensor, info: Any, patch: int) -> torch.Tensor:
     """Binary mask ``(1, H, W)`` for a raw ``(C, H, W)`` image: sliding window when available, else full image."""
     sliding_window_logits = _sliding_window()
-    if sliding_window_logits is not None:
+    if image.dim() == 4:  # a volume (C, D, H, W): cubic windows; the mask is (1, D, H, W)
+        from nas.deploy.volume_predict import volume_logits
+
+        logits = volume_logits(model, image, normalization=info.normalization, patch_size=patch)[None]
+    elif sliding_window_logits is not None:
         logits = sliding_window_logits(model, image, normalization=info.normalization, patch_size=patch)
     else:
         with torch.inference_mode():
@@ -142,6 +148,9 @@ def prediction_overlays(run_dir: str | Path, config: Mapping[str, Any], *, n_ima
             image, truth = data.val_images[index], data.val_masks[index]  # (C, H, W), (1, H, W)
             prediction = _predict(model, image, info, patch)  # (1, H, W) bool
             dice.append(float(dice_per_image(prediction[None], truth[None] > 0.5)[0]))
+            if image.dim() == 4:  # a volume: draw its middle slice
+                middle = image.shape[1] // 2
+                image, truth, prediction = image[:, middle], truth[:, middle], prediction[:, middle]
             rows.append(overlay_row(image, truth > 0.5, prediction))
         out[number] = {"png": grid_png(rows), "images": [data.val_names[i] for i in picked], "dice": dice,
                        "inference": method}
