@@ -72,6 +72,16 @@ def test_run_search_from_python_writes_what_the_cli_writes(tmp_path, capsys):
                                                                       for r in command]
     assert float(python[0]["dice"]) == pytest.approx(float(command[0]["dice"]), abs=1e-3)
 
+    # Read back as a notebook would: the frame trials.csv was written from, typed, with the settings.
+    frame = nas.load_run(tmp_path / "python")
+    assert list(frame.columns[:len(python[0])]) == list(python[0]) and len(frame) == len(python)
+    assert str(frame["number"].dtype) == "Int64" and str(frame["macs"].dtype) == "Int64"
+    assert frame["dice"].dtype == "float64" and frame.loc[0, "state"] == "COMPLETE"
+    assert float(frame.loc[0, "dice"]) == pytest.approx(float(python[0]["dice"]), abs=1e-6)
+    assert frame.attrs["config"]["image_size"] == 32 and frame.attrs["study"] == "resunet"
+    with pytest.raises(nas.RunError, match="no such run directory"):
+        nas.load_run(tmp_path / "nowhere")
+
 
 @pytest.mark.slow
 def test_sigterm_writes_the_report_and_exits_143(tmp_path):

@@ -67,3 +67,17 @@ def open_run(run_dir: str | Path, storage: str | None = None, study_name: str | 
     except StorageUnreadable as error:
         raise RunError(str(error)) from None
     return OpenedRun(run_dir=run, study_name=name, storage=url, config=config, records=records)
+
+
+def load_run(run_dir: str | Path, storage: str | None = None, study_name: str | None = None):
+    """The run's trials as a pandas DataFrame: one row per trial, typed columns, the spec as JSON.
+
+    The same frame ``trials.csv`` is written from (``nas.results.table.trials_frame``); the search
+    settings are in ``frame.attrs["config"]``, the study in ``frame.attrs["study"]``.
+    """
+    from nas.results.table import trials_frame
+
+    opened = open_run(run_dir, storage=storage, study_name=study_name)
+    frame = trials_frame(opened.records)
+    frame.attrs.update(config=dict(opened.config), study=opened.study_name, storage=opened.storage)
+    return frame
