@@ -24,17 +24,10 @@ PACKAGES = ("nas", "compress", "reports", "search_spaces")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 MAX_LINES = 400
 
-# Known violations in modules being refactored by issue 12 (not by this file's author). Non-strict
-# xfail: the test passes as soon as they are gone, and any other violation fails at once.
-PENDING_CONTRACTS = {
-    "optuna-adapter": "Optuna imported outside its adapter: nas/cli/compress.py:71, nas/cli/report.py:74 "
-                      "(issue 12: nas-report and nas-compress open a run through a nas function)",
-}
-PENDING_SIZES = {  # over 400 lines at c148b54, in modules other issue-12 work is splitting
-    "nas/data/loading.py": "412 lines at c148b54",
-    "nas/cli/search.py": "452 lines at c148b54 (issue 12: one CLI layer)",
-    "nas/engine/ray_adapter/__init__.py": "524 lines at c148b54 (issue 12: one trial policy)",
-}
+# Known violations, each with its reason; empty since issue 12 landed. A non-strict xfail would let
+# an entry outlive its violation, so keep these empty unless a violation is being fixed right now.
+PENDING_CONTRACTS: dict[str, str] = {}
+PENDING_SIZES: dict[str, str] = {}
 
 
 def _contracts() -> dict[str, str]:
