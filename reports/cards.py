@@ -112,12 +112,16 @@ def _costs(record: TrialRecord) -> dict[str, str]:
 
 
 def _metrics(record: TrialRecord) -> dict[str, str]:
-    out = {"validation Dice": f"{fixed(record.dice, 4)} (best epoch {record.best_epoch})"}
-    for split in ("val", "test"):
+    out = {"validation Dice (selection, p > 0.5)": f"{fixed(record.dice, 4)} (best epoch {record.best_epoch})"}
+    threshold = record.result.quality.threshold
+    if threshold is not None:
+        out["threshold (chosen on validation)"] = fixed(threshold, 2)
+    at = f" at {fixed(threshold, 2)}" if threshold is not None else ""
+    for split in ("test", "val"):  # test first: the held-out claim
         block = record.quality(split)
         for key in QUALITY_KEYS:
-            if isinstance(block.get(key), (int, float)) and not (split == "val" and key == "dice"):
-                out[f"{split} {key}"] = fixed(block[key], 2 if key == "hd95" else 4)
+            if isinstance(block.get(key), (int, float)) and not (split == "val" and key == "dice" and threshold is None):
+                out[f"{split} {key}{at}"] = fixed(block[key], 2 if key == "hd95" else 4)
     small = small_stratum(record)
     out["small-object Dice (val)"] = fixed(small.get("dice"), 4) if small is not None else NOT_MEASURED
     if record.seconds is not None:

@@ -17,6 +17,7 @@ from nas.results.records import TrialRecord
 from nas.results.trial_result import RecordKind
 
 from reports.cards import cards_section, importance_section, quality_section
+from reports.finalists import finalists_section
 from reports.fmt import KINDS, arch_summary, esc, fixed, human, kv_table, small_dice
 from reports.hypervolume import REFERENCE, hypervolume_over_compute
 from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, pareto_front
@@ -44,8 +45,9 @@ def _conventions(records: list[TrialRecord], config: Mapping[str, Any], conventi
     threads = (f", {config['torch_threads']} torch thread(s)"
                if config.get("torch_threads") and "thread" not in device else "")
     fixed_items = [
-        "Dice: foreground class, per image, mean over validation images (best epoch); an image whose "
-        "ground truth and prediction are both empty scores 1",
+        "Dice: foreground class, per image, mean over validation images (best epoch), probability > 0.5: what "
+        "trials are selected on; an image whose ground truth and prediction are both empty scores 1. Test Dice "
+        "(held-out images, at each model's threshold chosen on validation) is what the finalists and cards claim",
         "MACs: multiply-accumulates of convs/transposed convs/linear per forward pass at batch 1 "
         f"at the stated input size{f' ({size})' if size else ''}; FLOPs = 2 × MACs; norms, activations, "
         "pooling and additions are not counted",
@@ -103,12 +105,14 @@ def render_report(records: list[TrialRecord], path, *, title: str, config: dict,
                   conventions: dict | None = None, importance: Mapping[str, Any] | None = None,
                   overlays: Mapping[int, Mapping[str, Any]] | None = None,
                   environment: Mapping[str, Any] | None = None,
-                  exported: Mapping[int, str] | None = None) -> Path:
+                  exported: Mapping[int, str] | None = None,
+                  finalists: Mapping[str, Any] | None = None) -> Path:
     """Write the study page to ``path`` atomically and return it; works for empty studies too.
 
     ``importance``: ``{"evaluator", "n_trials", "targets": {target: {param: share}}, "note"}`` (see
     ``nas.engine.optuna_adapter.importance``). ``overlays``: trial number -> ``{"png": bytes, "images", "dice"}`` or
-    ``{"error": text}``. ``exported``: trial number -> its ``best/`` folder (default: front checkpoints).
+    ``{"error": text}``. ``exported``: trial number -> its ``best/`` folder (default: front checkpoints). ``finalists``: the
+    finalist stage's summary (``finalists/finalists.json``), or None when it did not run.
     """
     records = sorted(records, key=lambda r: r.number)
     conventions = dict(conventions or {})
@@ -143,6 +147,7 @@ def render_report(records: list[TrialRecord], path, *, title: str, config: dict,
                  _plot_divs(plots, ("plot-curves",)) or '<p class="empty">No per-epoch Dice recorded.</p>',
                  "<h2>Parameter importance</h2>", importance_section(importance),
                  "<h2>Size-stratified Dice of the Pareto models</h2>", quality_section(macs.front),
+                 "<h2>Finalists (longer training, several seeds, test Dice)</h2>", finalists_section(finalists),
                  "<h2>Exported models (Pareto front, Dice vs MACs)</h2>",
                  cards_section(macs.front, config, environment or {}, overlays, exported),
                  "<h2>Trials</h2>", _trial_table(records, fronts)]

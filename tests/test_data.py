@@ -537,7 +537,7 @@ def test_isbi2012_em_loads():
     path = _shared("isbi2012_em/train")
     check_data_source(str(path))
     data = load_data(str(path), image_size=64, seed=0)
-    assert len(data.train_images) + len(data.val_images) == 30 and len(data.val_images) == 8
+    assert (len(data.train_images), len(data.val_images), len(data.test_images)) == (16, 8, 6)  # seeded test split
     assert data.in_channels == 1 and data.name == "train"
     assert all(image.shape == (1, 512, 512) for image in data.train_images + data.val_images)
     assert all(mask.shape == (1, 512, 512) for mask in data.train_masks + data.val_masks)
@@ -546,7 +546,7 @@ def test_isbi2012_em_loads():
 def test_cvc_clinicdb_sample_loads():
     path = _shared("cvc_clinicdb_sample")
     data = load_data(str(path), image_size=64, seed=0)
-    assert len(data.train_images) + len(data.val_images) == 20
+    assert (len(data.train_images), len(data.val_images), len(data.test_images)) == (11, 5, 4)  # seeded test split
     assert data.in_channels == 3 and len(data.normalization.std) == 3
     assert all(image.shape == (3, 288, 384) for image in data.train_images + data.val_images)
     assert all(set(mask.unique().tolist()) <= {0.0, 1.0} for mask in data.val_masks)

@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "volume (.npy, .nii, .nii.gz) or a folder of them (masks keep the volume's format)")
     add_out(parser, old=("--output",), help="folder for <stem>.png masks (required; created if needed; never the input's "
                                             "folder)")
-    parser.add_argument("--threshold", type=number(FRACTION), default=0.5,
-                        help="foreground where sigmoid(logit) >= T (default 0.5)")
+    parser.add_argument("--threshold", type=number(FRACTION), default=None,
+                        help="foreground where sigmoid(logit) >= T (default: the threshold stored with the model, "
+                             "chosen on its validation images; 0.5 for models without one)")
     parser.add_argument("--overlay", action="store_true",
                         help="also write <stem>_overlay.png (mask tinted red on the image)")
     add_image_size(parser, side_range(8), default=None, old=("--patch-size",),
@@ -200,7 +201,11 @@ def _predict_all(args: argparse.Namespace, inputs: list[Path], info, predictor, 
                  patch: tuple[int, int]) -> None:
     """Segment every input and write its mask (and overlay), each file atomically."""
     output = Path(args.out)
-    logit_threshold = _logit(args.threshold)
+    stored = info.metrics.get("threshold")
+    threshold = args.threshold if args.threshold is not None else float(stored if stored is not None else 0.5)
+    why = "--threshold" if args.threshold is not None else "stored with the model" if stored is not None else "none stored"
+    print(f"threshold {threshold:g} ({why})", flush=True)
+    logit_threshold = _logit(threshold)
     for path in inputs:
         if len(patch) == 3:  # a 3D model: cubic windows, the mask in the volume's own format
             volume, mask = segment_volume(path, predictor, info.normalization, patch_size=patch, overlap=args.overlap,

@@ -12,6 +12,7 @@ from typing import Sequence
 
 from search_spaces import get_space, list_spaces
 
+from nas.cli.final_flags import add_final_flags
 from nas.cli.common import (Parser, add_batch_size, add_device, add_image_size, add_out, add_seed, add_storage, die,
                             number, write_failed)
 from nas.engine.job import SAMPLERS
@@ -89,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--baselines", default="", metavar="PRESET[,PRESET]",
                         help="also train these presets with the same data and recipe, as reference points "
                              "in the report (nas-profile --list-presets names them)")
+    add_final_flags(parser.add_argument_group("the finalist stage after the trials (nas-finalize runs it alone)"),
+                    finalists_default=D.finalists,
+                    finalists_help="retrain at most K Pareto members (spread along the front) and the baselines "
+                                   "for --final-epochs with --final-seeds seeds; test Dice with 95 %% CIs "
+                                   "(default 0: none)")
     _add_recipe_arguments(parser)
     space = parser.add_argument_group("restricting the space (part of the study's settings: a resume must match)")
     space.add_argument("--describe", action="store_true",
@@ -138,6 +144,12 @@ def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training recipe (part of the study's settings: a resume must match)")
     group.add_argument("--val-fraction", type=_num("val_fraction"), default=D.val_fraction, metavar="F",
                        help="share of images held out for validation when the data has no val/ folder")
+    group.add_argument("--test-fraction", type=_num("test_fraction"), default=D.test_fraction, metavar="F",
+                       help="share of images held out as a test split (never used for selection) when the folder "
+                            "has no test/ (default: 0.2 from 10 images on, else none)")
+    group.add_argument("--patches-per-epoch", type=_num("patches_per_epoch"), default=D.patches_per_epoch,
+                       metavar="N", help="training patches per epoch (default: the training images' area once, "
+                                         "at least one patch per image)")
     for name in RECIPE_FIELDS:
         if name in SWITCHES:
             group.add_argument(SWITCHES[name], dest=name, action="store_const", const=not getattr(D, name),

@@ -18,6 +18,7 @@ from PIL import Image
 from nas.data.checks import mask_alpha_problem, require_finite, require_foreground, require_min_side
 from nas.data.errors import DataError
 from nas.data.normalization import Normalization, compute_normalization
+from nas.data.splits import carve
 from nas.data.synthetic import SYNTHETIC_KINDS, SYNTHETIC_NAME, make_synthetic
 from nas.data.volumes import VOLUME_SUFFIXES, read_volume, read_volume_mask, volume_suffix
 
@@ -52,6 +53,8 @@ class SegmentationData:
     test_masks: list[torch.Tensor] = field(default_factory=list)
     test_names: list[str] = field(default_factory=list)
     test_fovs: list[torch.Tensor] = field(default_factory=list)
+    test_note: str = ""  # where the test split came from, or why there is none (the run header says it)
+    held_out: float = 0.0  # the test fraction that carved the test split from the folder (0.0: none carved)
 
     @property
     def spatial_dims(self) -> int:
@@ -207,8 +210,10 @@ def load_data(
     image_size: int,
     seed: int,
     val_fraction: float = 0.25,
+    test_fraction: float | None = None,
     synthetic_train: int = 96,
     synthetic_val: int = 32,
+    synthetic_test: int | None = None,
 ) -> SegmentationData:
     """Load ``source`` into memory and split it.
 
@@ -216,25 +221,22 @@ def load_data(
     px (validation from a derived seed, so it is not a copy of training; ``synthetic:volumes``: a
     quarter as many ``image_size // 2`` px cubes). A folder: every image at its own resolution
     (``image_size`` is not used); its ``train/`` ``val/`` ``test/`` splits when it has them, else a
-    ``seed``-shuffle puts ``max(1, round(val_fraction * n))`` images into validation.
+    ``seed``-shuffle puts ``max(1, round(val_fraction * n))`` images into validation and, without
+    ``test/``, ``test_fraction`` of them into a test split (``nas.data.splits``; ``None``: 0.2 from 10
+    images on, else none). Synthetic data gets ``synthetic_test`` (default: as many as validation) test images from a
+    third seed.
     """
     kind = _synthetic_kind(source)
     if kind is not None:
-        return _load_synthetic(str(source), kind, image_size, seed, synthetic_train, synthetic_val)
+        return _load_synthetic(str(source), kind, image_size, seed, synthetic_train, synthetic_val,
+                               synthetic_val if synthetic_test is None else synthetic_test)
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     folder = Path(source)
     splits = _discover(folder)
     channels: list[tuple[Path, int]] = []
     loaded = {name: _read_pairs(pairs, channels) for name, pairs in splits.items()}
-    if "all" in loaded or "val" not in loaded:
-        stems, images, masks, fovs = loaded.pop("all", None) or loaded.pop("train")
-        order = np.random.default_rng(seed).permutation(len(stems))
-        n_val = min(len(stems) - 1, max(1, round(val_fraction * len(stems))))
-        val_idx, train_idx = sorted(order[:n_val]), sorted(order[n_val:])
-        for name, idx in (("train", train_idx), ("val", val_idx)):
-            loaded[name] = ([stems[i] for i in idx], [images[i] for i in idx], [masks[i] for i in idx],
-                            [fovs[i] for i in idx] if fovs else [])
+    test_note, held_out = carve(loaded, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
     train_names, train_images, train_masks, train_fovs = loaded["train"]
     val_names, val_images, val_masks, val_fovs = loaded["val"]
     test_names, test_images, test_masks, test_fovs = loaded.get("test", ([], [], [], []))
@@ -247,6 +249,7 @@ def load_data(
         in_channels=channels[0][1], normalization=compute_normalization(train_images),
         train_names=train_names, train_fovs=train_fovs, val_fovs=val_fovs,
         test_images=test_images, test_masks=test_masks, test_names=test_names, test_fovs=test_fovs,
+        test_note=test_note, held_out=held_out,
     )
 
 
@@ -282,13 +285,15 @@ def _check_shape(image_shape, mask_shape, image_path: Path, mask_path: Path, wha
 
 
 def _load_synthetic(source: str, kind: str, image_size: int, seed: int, n_train: int,
-                    n_val: int) -> SegmentationData:
-    if n_train < 1 or n_val < 1:
+                    n_val: int, n_test: int = 0) -> SegmentationData:
+    if n_train < 1 or n_val < 1 or n_test < 0:
         raise ValueError(f"synthetic data needs >= 1 training and validation image, got {n_train}, {n_val}")
     if kind == "volumes":
         n_train, n_val, image_size = max(1, n_train // 4), max(1, n_val // 4), max(16, image_size // 2)
+        n_test = max(1, n_test // 4) if n_test else 0
     train_x, train_y = make_synthetic(n_train, image_size, seed, kind)
     val_x, val_y = make_synthetic(n_val, image_size, seed + VAL_SEED_OFFSET, kind)
+    test_x, test_y = make_synthetic(n_test, image_size, seed + 2 * VAL_SEED_OFFSET, kind) if n_test else ([], [])
     train_images = list(torch.from_numpy(train_x).unbind(0))
     name = source.replace(":", "-")
     return SegmentationData(
@@ -302,6 +307,9 @@ def _load_synthetic(source: str, kind: str, image_size: int, seed: int, n_train:
         in_channels=1,
         normalization=compute_normalization(train_images),
         train_names=[f"{name}_train_{i:04d}" for i in range(n_train)],
+        test_images=[torch.from_numpy(x) for x in test_x], test_masks=[torch.from_numpy(y) for y in test_y],
+        test_names=[f"{name}_test_{i:04d}" for i in range(n_test)],
+        test_note=f"test: {n_test} generated images (a third seed)" if n_test else "no test split",
     )
 
 

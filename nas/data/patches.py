@@ -9,6 +9,7 @@ extras draw from their own generator.
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
@@ -19,6 +20,35 @@ if TYPE_CHECKING:
     from nas.data.loading import SegmentationData
 
 _ELASTIC_KNOTS = 5  # coarse displacement grid per side, upsampled smoothly to the patch
+
+
+def patch_side(data: SegmentationData, patch_size: int) -> int:
+    """The side a training patch really has: ``patch_size``, or the smallest training side if smaller."""
+    return min(patch_size, min(min(image.shape[1:]) for image in data.train_images))
+
+
+def epoch_patches(data: SegmentationData, patch_size: int) -> int:
+    """Patches in one default epoch: the training images' area (volume) once, at least one per image.
+
+    ``ceil(sum of training areas / patch area)``: one patch per image undersamples large images (20
+    epochs of 96 px patches on 565 x 584 images show the network about 3 % of the pixels, 20 times).
+    """
+    side = patch_side(data, patch_size)
+    return max(len(data.train_images), -(-_train_pixels(data) // side ** data.spatial_dims))
+
+
+def _train_pixels(data: SegmentationData) -> int:
+    return sum(math.prod(image.shape[1:]) for image in data.train_images)
+
+
+def describe_epoch(data: SegmentationData, patch_size: int, override: int | None = None) -> str:
+    """One line for the run header: how many patches an epoch has, and why."""
+    if override is not None:
+        return f"epoch: {override} patch(es) (--patches-per-epoch)"
+    side, count = patch_side(data, patch_size), epoch_patches(data, patch_size)
+    return (f"epoch: {count} patches of {side} px = the {len(data.train_images)} training images' "
+            f"{_train_pixels(data):,} px "
+            "once (at least one patch per image; --patches-per-epoch overrides)")
 
 
 def iterate_train_batches(
@@ -59,7 +89,7 @@ def iterate_train_batches(
     if total < 0:
         raise ValueError(f"patches_per_epoch must be >= 0, got {patches_per_epoch}")
     spatial = images[0].dim() - 1
-    patch = min(patch_size, min(min(image.shape[1:]) for image in images))
+    patch = patch_side(data, patch_size)
 
     rng = np.random.default_rng([seed, epoch])
     passes = -(-total // len(images))

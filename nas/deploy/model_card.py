@@ -19,12 +19,13 @@ from nas.deploy.checkpoint import METRICS_FILE, SPEC_FILE, WEIGHTS_FILE, load_ch
 from nas.deploy.export import (DEFAULT_FILES, ONNX_RECORD, ExportError, ExportResult, checkpoint_spatial_dims,
                                default_input_size, export_onnx)
 from nas.io import atomic_write_text
+from nas.train.threshold import logit
 
 CARD_FILE = "README.md"
 _FILE_ROLES = {
     SPEC_FILE: "architecture (JSON), channels and input normalization",
     WEIGHTS_FILE: "weights (safetensors, no pickles); SHA-256 in metrics.json",
-    METRICS_FILE: "validation metrics and measured costs",
+    METRICS_FILE: "validation and test metrics, the threshold, measured costs",
     DEFAULT_FILES["onnx"]: "ONNX export (input `image`: normalized (B, C, H, W); output `logits`)",
     DEFAULT_FILES["torchscript"]: "TorchScript export (`torch.jit.load`)",
     CARD_FILE: "this card",
@@ -56,6 +57,32 @@ def _costs(folder: Path, info, metrics: dict[str, Any]) -> dict[str, Any]:
         costs["macs"] = count_macs(model, costs["input_shape"])
         costs["flops"] = 2 * costs["macs"]
     return costs
+
+
+def _split_rows(metrics: dict[str, Any]) -> list[str]:
+    """Test first (held out: the claim), then validation, at the stored threshold."""
+    quality, rows = metrics.get("quality") or {}, []
+    at = f" at threshold {metrics['threshold']:g}" if isinstance(metrics.get("threshold"), (int, float)) else ""
+    for split, label in (("test", "test Dice (held-out images)"), ("val", "validation Dice")):
+        block = quality.get(split) if isinstance(quality.get(split), dict) else {}
+        if isinstance(block.get("dice"), (int, float)):
+            rows.append(f"| {label}{at} | {block['dice']:.4f} |")
+    if "test" not in quality:
+        rows.append("| test Dice | no test split: every number here is a validation number (optimistic) |")
+    return rows
+
+
+def _finalized_lines(metrics: dict[str, Any]) -> list[str]:
+    """Which seed of the finalist stage these weights are, and why."""
+    final = metrics.get("finalized")
+    if not isinstance(final, dict):
+        return []
+    ci = final.get("dice_ci") or [None, None]
+    spread = (f"{final['dice_mean']:.4f} +- {final.get('dice_std') or 0:.4f}, 95 % CI [{ci[0]:.4f}, {ci[1]:.4f}]"
+              if isinstance(final.get("dice_mean"), (int, float)) and None not in ci else "not computed")
+    return ["", f"Finalised: retrained for {final.get('epochs')} epochs with {final.get('seeds')} seeds; "
+                f"{final.get('split', 'test')} Dice over the seeds {spread}. These are the weights of seed "
+                f"{final.get('seed')}: {final.get('why')}."]
 
 
 def _latency_rows(costs: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
@@ -102,13 +129,15 @@ def render_model_card(folder: str | os.PathLike, export: ExportResult | None = N
 
     lines += ["", "## Metrics", ""]
     if isinstance(metrics.get("dice"), (int, float)):
-        lines += ["| metric | value |", "|---|---|", f"| Dice | {metrics['dice']:.4f} |"]
+        lines += ["| metric | value |", "|---|---|", *_split_rows(metrics),
+                  f"| validation Dice at 0.5, best epoch (what the search selected on) | {metrics['dice']:.4f} |"]
         for key, label in (("best_epoch", "best epoch"), ("trial", "trial"), ("train_seconds", "training seconds"),
                            ("train_device", "training device")):
             if key in metrics:
                 lines.append(f"| {label} | {_value(metrics[key])} |")
         if "dice_definition" in metrics:
             lines += ["", f"Dice: {metrics['dice_definition']}."]
+        lines += _finalized_lines(metrics)
     else:
         lines.append("No validation metrics recorded in metrics.json.")
 
@@ -127,6 +156,11 @@ def render_model_card(folder: str | os.PathLike, export: ExportResult | None = N
               "```", "", "Whole images of any size, with sliding-window inference (Gaussian-blended windows):", "",
               "```bash", f"nas-predict --checkpoint {name} --input IMAGES/ --out MASKS/ --overlay"
               + ("  # add --onnx to run model.onnx" if has_onnx else ""), "```"]
+    threshold = metrics.get("threshold") if isinstance(metrics.get("threshold"), (int, float)) else None
+    why = ("the threshold chosen on the validation images, stored in metrics.json; `nas-predict` uses it"
+           if threshold is not None else "no threshold stored: the default")
+    lines += ["", f"Foreground where sigmoid(logit) > {threshold or 0.5:g} ({why}; `--threshold` overrides), i.e. "
+                  f"where logit > {logit(threshold or 0.5):.4g}: apply the same to the ONNX or TorchScript `logits`."]
     record = metrics.get(ONNX_RECORD) if isinstance(metrics.get(ONNX_RECORD), dict) else None
     if export is not None:
         lines += ["", f"`{export.path.name}` was checked against PyTorch with onnxruntime (batch dynamic, "

@@ -19,7 +19,7 @@ from PIL import Image
 
 from nas.deploy.checkpoint import load_checkpoint, read_checkpoint_info
 from nas.data.loading import SegmentationData, load_data
-from nas.train.trainer import dice_per_image
+from nas.train.threshold import dice_per_image, logit
 
 TILE = 192  # px: small images are enlarged (nearest) to this side, large ones shrunk to it
 GAP = 4
@@ -60,7 +60,7 @@ def _predict(model: torch.nn.Module, image: torch.Tensor, info: Any, patch: int)
     else:
         with torch.inference_mode():
             logits = model(info.normalization.apply(image[None]))  # (1, 1, H, W)
-    return (logits[0, :1] > 0).cpu()  # (1, H, W)
+    return (logits[0, :1] > logit(info.metrics.get("threshold", 0.5))).cpu()  # (1, H, W), at the stored threshold
 
 
 def _rgb(image: torch.Tensor) -> np.ndarray:

@@ -23,7 +23,9 @@ from nas.costs.measure import Costs, measure_costs
 from nas.data.loading import SegmentationData
 from nas.costs.constraints import training_step_memory
 from nas.results.outcome import FailureKind
-from nas.train.trainer import TrainConfig, TrainingError, TrainResult, evaluate_quality, resolve_device, train_model
+from nas.train.threshold import ThresholdChoice, choose_threshold, dice_scores, with_foreground
+from nas.train.trainer import (TrainConfig, TrainingError, TrainResult, evaluate_quality, resolve_device, split_logits,
+                               train_model)
 
 CostsCallback = Callable[[dict[str, Any]], None]
 
@@ -45,13 +47,16 @@ class TrialOutcome:
     model: nn.Module  # best-epoch weights loaded, eval mode
     quality: dict[str, Any] = field(default_factory=dict)  # {"val": {...}, "test": {...}} (nas.train.metrics)
     extra_costs: dict[str, Any] = field(default_factory=dict)  # training-step memory when measured
+    threshold: ThresholdChoice | None = None  # chosen on validation (nas.train.threshold)
+    per_image_dice: dict[str, list[float]] = field(default_factory=dict)  # split -> Dice at it, images with foreground
 
     def metrics(self) -> dict[str, Any]:
         """Everything measured, JSON-safe (NaN/inf -> None): stored on the trial and in ``metrics.json``."""
         return json_safe({
             "dice": self.train.best_dice,
-            "dice_definition": "foreground, per image, mean over validation images, best epoch",
+            "dice_definition": "foreground, per image, mean over validation images, best epoch, probability > 0.5",
             "best_epoch": self.train.best_epoch,
+            **(self.threshold.metrics() if self.threshold is not None else {}),
             "epoch_dice": self.train.epoch_dice,
             "epoch_loss": self.train.epoch_loss,
             **self.costs.to_dict(),
@@ -64,6 +69,7 @@ class TrialOutcome:
             "epochs_run": len(self.train.epoch_dice),
             "stopped_early": self.train.stopped_early,
             "quality": self.quality,
+            "per_image_dice": self.per_image_dice,
         })
 
 
@@ -143,11 +149,27 @@ def evaluate_spec(spec: Any, space: SearchSpace, data: SegmentationData, setting
     result = train_model(model, data, settings.train, on_epoch=on_epoch)
     model.load_state_dict(result.state_dict)
     model.eval()
-    quality = {"val": evaluate_quality(model, data, device, "val", settings.train)}
-    if data.test_images:
-        quality["test"] = evaluate_quality(model, data, device, "test", settings.train)
+    quality, choice, per_image = assess(model, data, device, settings.train)
     return TrialOutcome(spec=spec, costs=costs, train=result, model=model, quality=quality,
-                        extra_costs=extra_costs)
+                        extra_costs=extra_costs, threshold=choice, per_image_dice=per_image)
+
+
+def assess(model: nn.Module, data: SegmentationData, device: torch.device, config: TrainConfig
+           ) -> tuple[dict[str, Any], ThresholdChoice, dict[str, list[float]]]:
+    """Quality of trained weights: the threshold is chosen on validation only, then both splits are
+    measured at it; test images never influence the threshold (nor anything else chosen)."""
+    val_logits = split_logits(model, data, device, "val", config=config)
+    _, masks, fovs = data.split("val")
+    choice = choose_threshold(val_logits, masks, fovs)
+    quality = {"val": evaluate_quality(model, data, device, "val", config, choice.threshold, val_logits)}
+    per_image = {"val": with_foreground(dice_scores(val_logits, masks, fovs, choice.threshold), masks, fovs)}
+    if data.test_images:
+        test_logits = split_logits(model, data, device, "test", config=config)
+        quality["test"] = evaluate_quality(model, data, device, "test", config, choice.threshold, test_logits)
+        _, test_masks, test_fovs = data.split("test")
+        per_image["test"] = with_foreground(dice_scores(test_logits, test_masks, test_fovs, choice.threshold),
+                                            test_masks, test_fovs)
+    return quality, choice, per_image
 
 
 def train_and_save(spec: Any, space: SearchSpace, data: SegmentationData, settings: TrialSettings,

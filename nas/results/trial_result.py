@@ -67,6 +67,9 @@ TEXT = _Type(lambda v: isinstance(v, str))
 FLAG = _Type(lambda v: isinstance(v, bool))
 INTS = _sequence_of(_is_int)
 NUMBERS = _sequence_of(lambda v: v is None or _is_number(v))  # NaN was stored as null
+PER_IMAGE = _Type(lambda v: isinstance(v, Mapping) and all(isinstance(k, str) and NUMBERS.accepts(s) for k, s in v.items()),
+                  lambda v: MappingProxyType({k: tuple(s) for k, s in v.items()}),
+                  lambda v: {k: list(s) for k, s in v.items()})
 SPLITS = _Type(_is_splits, lambda v: MappingProxyType({k: MappingProxyType(copy.deepcopy(dict(s))) for k, s in v.items()}),
                lambda v: {k: copy.deepcopy(dict(s)) for k, s in v.items()})
 
@@ -102,6 +105,10 @@ class TrialQuality:
     epoch_dice: tuple[float | None, ...] | None = _typed(NUMBERS)
     epoch_loss: tuple[float | None, ...] | None = _typed(NUMBERS)
     splits: Mapping[str, Mapping[str, Any]] | None = _typed(SPLITS, "quality")  # {"val": {...}, "test": {...}}
+    threshold: float | None = _typed(NUMBER)  # probability threshold chosen on validation (nas.train.threshold)
+    dice_at_threshold: float | None = _typed(NUMBER)  # mean validation Dice at it
+    dice_at_half: float | None = _typed(NUMBER)  # mean validation Dice at 0.5, beside it
+    per_image_dice: Mapping[str, tuple[float | None, ...]] | None = _typed(PER_IMAGE)  # split -> Dice per image at it
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from nas.results.pareto import Objective, ParetoFront, pareto_front
 from reports import render_report, save_static_figures
 
 from nas.engine.baselines import baseline_records
+from nas.engine.finalize import finalized, mark_finalized, read_summary
 from nas.deploy.checkpoint import replace_folder
 from nas.failpoints import failpoint
 from nas.io import staging_dir
@@ -63,13 +64,16 @@ def export_best(front: ParetoFront, run_dir: Path, *, deploy: bool = True) -> li
         exported = []
         for record in front.front:
             if record.checkpoint and (run_dir / record.checkpoint).is_dir():
-                source = run_dir / record.checkpoint
-                target = staging / source.name
-                previous = run_dir / "best" / source.name
+                final = finalized(run_dir, record.checkpoint)  # the finalist stage's weights, when it ran
+                source = final[0] if final else run_dir / record.checkpoint
+                target = staging / Path(record.checkpoint).name
+                previous = run_dir / "best" / target.name
                 if deploy and _already_deployed(previous, source):
                     shutil.copytree(previous, target)
                 else:
                     shutil.copytree(source, target)
+                    if final:
+                        mark_finalized(target, final[1])
                     if deploy:
                         prepare_deployment(target)
                 exported.append(run_dir / "best" / target.name)
@@ -109,7 +113,7 @@ def report_extras(run_dir: Path, config: Mapping[str, Any], records: list[TrialR
     ``study`` is an Optuna study when the caller has one; otherwise it is reloaded from
     ``config["storage"]`` and ``config["study"]`` (both set by ``nas-search``).
     """
-    extras: dict[str, Any] = {"environment": environment(config, records)}
+    extras: dict[str, Any] = {"environment": environment(config, records), "finalists": read_summary(run_dir)}
     try:
         from nas.engine.optuna_adapter.importance import importances_from_storage, param_importances
 

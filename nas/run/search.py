@@ -97,6 +97,7 @@ def _run(plan: Plan, study: Any) -> SearchResult:
     from nas.engine.job import LiveView, SearchJob
     from nas.engine.optuna_adapter.search import search
     from nas.engine.optuna_adapter.study import count_finished, recover_lost_trials
+    from nas.data.patches import describe_epoch
     from nas.engine.trial import TrialSettings
     from nas.train.trainer import resolve_device
 
@@ -128,10 +129,11 @@ def _run(plan: Plan, study: Any) -> SearchResult:
         return SearchResult("completed", out)
     data = plan.data
     _say(f"nas-search: space {plan.space.name}, data {data.name} ({len(data.train_images)} train / "
-         f"{len(data.val_images)} val images, {data.in_channels} channel(s)), "
+         f"{len(data.val_images)} val / {len(data.test_images)} test images, {data.in_channels} channel(s)), "
          f"device {resolve_device(config.device)}, {already}/{config.trials} trials finished, "
          f"objectives {plan.objectives}, sampler {config.sampler}, early stop {'on' if config.early_stop else 'off'}, "
          f"{config.workers} worker(s), out {out}")
+    _say(f"  {data.test_note or 'no test split'}; {describe_epoch(data, config.image_size, config.patches_per_epoch)}")
     with sigterm_as_interrupt():
         stopped, interrupted = _search(plan, job, study, live, search)
     with sigterm_deferred() as late:  # the outputs are finished first; SIGTERM then ends the process
@@ -176,6 +178,16 @@ def _search(plan: Plan, job: Any, study: Any, live: Any, search: Any) -> tuple[s
             train_baselines(list(config.baselines), plan.data, job.settings, plan.out,
                             on_epoch=lambda e, loss, dice: _say(f"    epoch {e}/{config.epochs}  loss {loss:.3f}  "
                                                                f"val dice {dice:.3f}"))
+        except KeyboardInterrupt as error:
+            interrupted = _interruption(error)
+            _say(INTERRUPTED_LINE, error=True)
+    if config.finalists and interrupted is None:
+        from nas.run.finalize import FinalOptions, finalize_run
+
+        try:
+            finalize_run(plan.out, study_records(study), {**study_settings(plan), "objectives": str(plan.objectives)},
+                         plan.data, FinalOptions(config.finalists, config.final_epochs, config.final_seeds,
+                                                 config.device), log=_say)
         except KeyboardInterrupt as error:
             interrupted = _interruption(error)
             _say(INTERRUPTED_LINE, error=True)

@@ -35,6 +35,8 @@ LIMITS: dict[str, Range] = {
     "brightness": FRACTION, "contrast": FRACTION, "elastic": numbers(0, MAX_SIDE), "aux_weight": numbers(0, 1000),
     "max_params": integers(1, 10**15), "max_macs": integers(1, 10**18), "max_latency_ms": POSITIVE,
     "max_memory_mb": POSITIVE, "max_pruned_in_a_row": integers(1, 1_000_000),
+    "patches_per_epoch": integers(1, 10**9), "test_fraction": numbers(0, 1, high_open=True),
+    "finalists": integers(0, 1000), "final_epochs": integers(1, 100_000), "final_seeds": integers(1, 100),
 }
 
 
@@ -72,8 +74,14 @@ class SearchConfig:
     gpus_per_trial: float | None = None  # default: 1 with CUDA, else 0
     cpus_per_trial: float = 1.0
     baselines: tuple[str, ...] = ()
+    # the finalist stage after the trials (nas.run.finalize): 0 finalists = none
+    finalists: int = 0
+    final_epochs: int | None = None  # default: 3x epochs
+    final_seeds: int = 3
     # training recipe
     val_fraction: float = DEFAULT_VAL_FRACTION
+    test_fraction: float | None = None  # folder without test/: None = 0.2 from 10 images on, else none
+    patches_per_epoch: int | None = None  # default: the training images' area once (at least one per image)
     lr: float = _RECIPE.lr
     warmup_fraction: float = _RECIPE.warmup_fraction
     early_stop_patience: int | None = _RECIPE.early_stop_patience
@@ -137,7 +145,7 @@ class SearchConfig:
 
     def recipe(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, patch_size=self.image_size,
-                           seed=self.seed, device=self.device,
+                           seed=self.seed, device=self.device, patches_per_epoch=self.patches_per_epoch,
                            **{name: getattr(self, name) for name in RECIPE_FIELDS})
 
     def recipe_changes(self) -> dict[str, Any]:

@@ -118,7 +118,7 @@ def prepare(config: SearchConfig) -> Plan:
         raise SearchError(problem)
     try:
         data = load_data(config.data, image_size=config.image_size, seed=config.seed,
-                         val_fraction=config.val_fraction)
+                         val_fraction=config.val_fraction, test_fraction=config.test_fraction)
     except DataError as error:
         raise SearchError(str(error)) from None
     if data.spatial_dims != space.spatial_dims:
@@ -143,11 +143,26 @@ def study_settings(plan: Plan) -> dict[str, Any]:
         settings["constraints"] = plan.constraints.to_dict()
     if config.recipe_changes():
         settings["recipe"] = config.recipe_changes()
+    settings.update(data_settings(plan))
     early_stop = "on" if config.early_stop else "off"
     for key, value, default in (("objectives", str(plan.objectives), "dice,macs"),
                                 ("sampler", config.sampler, "tpe"), ("early_stop", early_stop, "on")):
         if value != default:
             settings[key] = value
+    return settings
+
+
+def data_settings(plan: Plan) -> dict[str, Any]:
+    """How an epoch and the test split were made, when they differ from what runs before them did (one
+    patch per image, no test split): a resume must match, and ``nas-finalize`` splits the same way."""
+    from nas.data.patches import epoch_patches
+
+    data, settings = plan.data, {}
+    patches = plan.config.patches_per_epoch or epoch_patches(data, plan.config.image_size)
+    if patches != len(data.train_images):
+        settings["patches_per_epoch"] = patches
+    if data.held_out:
+        settings["test_fraction"] = data.held_out
     return settings
 
 

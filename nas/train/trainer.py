@@ -23,8 +23,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from nas.data.loading import SegmentationData
-from nas.data.patches import iterate_train_batches
+from nas.data.patches import epoch_patches, iterate_train_batches
 from nas.train.metrics import segmentation_quality
+from nas.train.threshold import HALF, dice_per_image, dice_scores, logit  # noqa: F401 (dice_per_image: re-exported)
 
 
 class TrainingError(RuntimeError):
@@ -37,7 +38,7 @@ class TrainConfig:
     batch_size: int = 8
     lr: float = 3e-3
     patch_size: int = 64
-    patches_per_epoch: int | None = None  # default: one patch per training image
+    patches_per_epoch: int | None = None  # default: the training images' area once (nas.data.patches.epoch_patches)
     focal_gamma: float = 2.0
     focal_weight: float = 1.0
     seed: int = 0
@@ -110,16 +111,6 @@ def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2
     return (1 - soft_dice).mean() + focal_weight * focal
 
 
-def dice_per_image(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Hard Dice of binary masks (B, 1, *S) -> (B,); empty vs empty counts as 1."""
-    dims = tuple(range(1, prediction.dim()))
-    prediction, target = prediction.float(), target.float()
-    intersection = (prediction * target).sum(dims)
-    total = prediction.sum(dims) + target.sum(dims)
-    dice = 2 * intersection / total.clamp_min(1e-12)
-    return torch.where(total == 0, torch.ones_like(dice), dice)
-
-
 @torch.inference_mode()
 def predict_logits(model: nn.Module, image: torch.Tensor, data: SegmentationData,
                    device: torch.device, config: TrainConfig | None = None) -> torch.Tensor:
@@ -140,9 +131,9 @@ def predict_logits(model: nn.Module, image: torch.Tensor, data: SegmentationData
         return model(x).float()
 
 
-def predict_masks(model: nn.Module, data: SegmentationData, device: torch.device, split: str = "val",
-                  batch_size: int = 16, config: TrainConfig | None = None) -> list[torch.Tensor]:
-    """Binary predictions (1, *S) bool on CPU for every image of ``split``, full images batched by size."""
+def split_logits(model: nn.Module, data: SegmentationData, device: torch.device, split: str = "val",
+                 batch_size: int = 16, config: TrainConfig | None = None) -> list[torch.Tensor]:
+    """Logits (1, *S) float32 on CPU for every image of ``split``, full images batched by size."""
     images = data.split(split)[0]
     was_training = model.training
     model.eval()
@@ -154,32 +145,34 @@ def predict_masks(model: nn.Module, data: SegmentationData, device: torch.device
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
             logits = predict_logits(model, torch.stack([images[i] for i in chunk]), data, device, config)
-            for i, prediction in zip(chunk, (logits > 0).cpu()):
-                out[i] = prediction  # (1, *S)
+            for i, image_logits in zip(chunk, logits.float().cpu()):
+                out[i] = image_logits  # (1, *S)
     model.train(was_training)
     return out  # type: ignore[return-value]
 
 
+def predict_masks(model: nn.Module, data: SegmentationData, device: torch.device, split: str = "val",
+                  batch_size: int = 16, config: TrainConfig | None = None) -> list[torch.Tensor]:
+    """Binary predictions (1, *S) bool on CPU (probability above 0.5) for every image of ``split``."""
+    return [logits > 0 for logits in split_logits(model, data, device, split, batch_size, config)]
+
+
 def evaluate_dice(model: nn.Module, data: SegmentationData, device: torch.device,
                   batch_size: int = 16, split: str = "val", config: TrainConfig | None = None) -> list[float]:
-    """Dice per image of ``split`` on full images, inside the FOV when the data has one."""
+    """Dice per image of ``split`` on full images at 0.5, inside the FOV when the data has one."""
     _, masks, fovs = data.split(split)
-    scores = []
-    for index, prediction in enumerate(predict_masks(model, data, device, split, batch_size, config)):
-        truth = masks[index] > 0.5
-        if fovs:
-            inside = fovs[index] > 0.5
-            prediction, truth = prediction & inside, truth & inside
-        scores.append(float(dice_per_image(prediction[None], truth[None])[0]))
-    return scores
+    return dice_scores(split_logits(model, data, device, split, batch_size, config), masks, fovs)
 
 
 def evaluate_quality(model: nn.Module, data: SegmentationData, device: torch.device, split: str = "val",
-                     config: TrainConfig | None = None) -> dict[str, Any]:
-    """All of ``nas.train.metrics`` (Dice, IoU, ..., HD95, size strata) on ``split``, FOV-aware."""
+                     config: TrainConfig | None = None, threshold: float = HALF,
+                     logits: list[torch.Tensor] | None = None) -> dict[str, Any]:
+    """All of ``nas.train.metrics`` (Dice, IoU, ..., HD95, size strata) on ``split`` at ``threshold``,
+    FOV-aware; ``logits`` (from ``split_logits``) saves predicting the split again."""
     _, masks, fovs = data.split(split)
-    predictions = predict_masks(model, data, device, split, config=config)
-    return segmentation_quality([p[0] for p in predictions], [m[0] for m in masks],
+    logits = logits if logits is not None else split_logits(model, data, device, split, config=config)
+    cut = logit(threshold)
+    return segmentation_quality([(l > cut)[0] for l in logits], [m[0] for m in masks],
                                 [f[0] for f in fovs] if fovs else None)
 
 
@@ -274,7 +267,8 @@ def train_model(model: nn.Module, data: SegmentationData, config: TrainConfig,
     use_amp = config.amp and device.type == "cuda"
     needs_scaler = use_amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=needs_scaler)
-    steps_per_epoch = math.ceil((config.patches_per_epoch or len(data.train_images)) / config.batch_size)
+    patches = config.patches_per_epoch or epoch_patches(data, config.patch_size)
+    steps_per_epoch = math.ceil(patches / config.batch_size)
     total_steps = max(1, config.epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, total_steps, config.warmup_fraction))
@@ -293,7 +287,7 @@ def train_model(model: nn.Module, data: SegmentationData, config: TrainConfig,
             epoch_start = time.perf_counter()
             for batch in iterate_train_batches(
                 data, patch_size=config.patch_size, batch_size=config.batch_size, seed=config.seed,
-                epoch=epoch, patches_per_epoch=config.patches_per_epoch,
+                epoch=epoch, patches_per_epoch=patches,
                 foreground_fraction=config.foreground_fraction, brightness=config.brightness,
                 contrast=config.contrast, elastic=config.elastic, with_fov=with_fov,
             ):

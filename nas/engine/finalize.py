@@ -1,0 +1,228 @@
+"""The finalist stage: a search trains many candidates briefly; a user deploys one, trained properly.
+
+The Pareto members (at most K, spread along the front) and the run's baselines are retrained with a
+longer recipe and several seeds. Each (entrant, seed) is its own checkpoint folder,
+``<run>/finalists/<entrant>/seed_<S>/``, written atomically: a rerun after a kill trains only the
+missing ones, and a failed seed is logged and skipped (retried by the next run), never fatal. The
+summary (``finalists.json``) holds per entrant the Dice per seed, mean +- std, a 95 % interval
+(``nas.results.finalists``), the other metrics and costs, and the seed ``best/`` deploys: the median
+seed by *validation* Dice, so the test numbers stay untouched by any choice. Plain Python: records
+in, files out; no Optuna.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from search_spaces import get_space
+
+from nas.data.loading import SegmentationData
+from nas.deploy.checkpoint import METRICS_FILE
+from nas.engine.trial import TrialSettings, failure_reason, release_memory, train_and_save
+from nas.failpoints import failpoint
+from nas.io import atomic_write_json
+from nas.results import finalists as stats
+from nas.results.records import TrialRecord
+
+FINALISTS_DIR = "finalists"
+SUMMARY_FILE = "finalists.json"
+EPOCHS_FACTOR = 3  # --final-epochs default: this many times the search's epochs
+DEFAULT_SEEDS = 3
+QUALITY_KEYS = ("dice", "iou", "precision", "sensitivity", "specificity", "hd95")
+CHOICE = ("the median seed by validation Dice (the lower middle one for an even count): a typical training, "
+          "not the luckiest, chosen without looking at the test images")
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Entrant:
+    """One architecture to retrain: a Pareto member of the search or a baseline preset."""
+
+    key: str  # folder under finalists/: "trial_0006" or "baseline_unet-16"
+    label: str  # "trial 6" or "unet-16"
+    kind: str  # "finalist" or "baseline"
+    space: str
+    spec: Mapping[str, Any]
+    search_dice: float | None  # validation Dice of the short search training
+    trial: int | None = None
+
+
+def spread(front: Sequence[TrialRecord], k: int) -> list[TrialRecord]:
+    """At most ``k`` members of ``front`` (sorted cheapest first), evenly spaced by rank, both ends
+    kept; ``k == 1`` keeps the best Dice."""
+    members = list(front)
+    if k <= 0 or not members:
+        return []
+    if len(members) <= k:
+        return members
+    if k == 1:
+        return [max(members, key=lambda r: (r.dice or 0.0, -r.number))]
+    picks = sorted({round(i * (len(members) - 1) / (k - 1)) for i in range(k)})
+    return [members[i] for i in picks]
+
+
+def entrants(front: Sequence[TrialRecord], baselines: Sequence[TrialRecord], k: int, space: str) -> list[Entrant]:
+    """The chosen front members, then every baseline (by preset name)."""
+    out = [Entrant(f"trial_{r.number:04d}", f"trial {r.number}", "finalist", space, dict(r.spec or {}), r.dice,
+                   r.number) for r in spread(front, k) if r.spec]
+    for record in baselines:
+        name = str(record.params.get("preset") or Path(record.checkpoint or "").name)
+        from search_spaces.presets import get_preset
+
+        out.append(Entrant(f"baseline_{name}", name, "baseline", get_preset(name).space, dict(record.spec or {}),
+                           record.dice))
+    return out
+
+
+def seed_folder(run_dir: Path, entrant: Entrant, seed: int) -> Path:
+    return Path(run_dir) / FINALISTS_DIR / entrant.key / f"seed_{seed}"
+
+
+def train_entrants(items: Sequence[Entrant], data: SegmentationData, settings: TrialSettings, seeds: Sequence[int],
+                   run_dir: Path, *, log: Log = print,
+                   on_epoch: Callable[[int, float, float], None] | None = None) -> dict[tuple[str, int], str]:
+    """Train every (entrant, seed) that has no checkpoint yet; returns the failures' reasons.
+
+    ``settings.train`` is the final recipe; each seed trains with ``seed`` (data and split unchanged).
+    """
+    failures: dict[tuple[str, int], str] = {}
+    for entrant in items:
+        space = get_space(entrant.space)
+        spec = space.spec_from_dict(dict(entrant.spec))
+        for seed in seeds:
+            folder = seed_folder(run_dir, entrant, seed)
+            if (folder / METRICS_FILE).is_file():
+                log(f"finalist {entrant.label} seed {seed}: already trained ({folder.relative_to(run_dir)})")
+                continue
+            log(f"finalist {entrant.label} seed {seed}: {settings.train.epochs} epochs  {spec.summary()}")
+            try:
+                metrics = train_and_save(spec, space, data, replace(settings, train=replace(settings.train, seed=seed)),
+                                         folder, extra={"kind": "finalist", "entrant": entrant.key, "seed": seed,
+                                                        **({"trial": entrant.trial} if entrant.trial is not None else {})},
+                                         on_epoch=on_epoch)
+            except Exception as error:  # one seed's failure must not end the stage (KeyboardInterrupt does)
+                failures[(entrant.key, seed)] = failure_reason(error)
+                log(f"    -> failed: {failures[(entrant.key, seed)]} (the next run retries it)")
+                release_memory()
+                continue
+            log(f"    -> val dice {metrics.get('dice_at_threshold', metrics['dice']):.3f} at threshold "
+                f"{metrics.get('threshold', 0.5):g}  {metrics['seconds']:.1f} s")
+            failpoint("finalist_seed")
+    return failures
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _seed_rows(run_dir: Path, entrant: Entrant, seeds: Sequence[int], split: str) -> list[dict[str, Any]]:
+    rows = []
+    for seed in seeds:
+        folder = seed_folder(run_dir, entrant, seed)
+        metrics = _read_json(folder / METRICS_FILE)
+        if metrics is None:
+            continue
+        quality = metrics.get("quality") or {}
+        per_image = (metrics.get("per_image_dice") or {}).get(split) or []
+        rows.append({"seed": seed, "folder": folder.relative_to(run_dir).as_posix(),
+                     "val_dice": metrics.get("dice_at_threshold", metrics.get("dice")),
+                     "threshold": metrics.get("threshold", 0.5), "dice": (quality.get(split) or {}).get("dice"),
+                     "per_image": per_image, "quality": quality.get(split) or {},
+                     "costs": {k: metrics.get(k) for k in ("macs", "params", "latency_ms")},
+                     "epochs_run": metrics.get("epochs_run"), "seconds": metrics.get("seconds")})
+    return rows
+
+
+def choose_seed(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The median row by validation Dice (lower middle for an even count; ties by seed)."""
+    ordered = sorted(rows, key=lambda r: (r["val_dice"] if r["val_dice"] is not None else -1.0, r["seed"]))
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def _entry(entrant: Entrant, rows: list[dict[str, Any]], failures: Mapping[tuple[str, int], str]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"key": entrant.key, "label": entrant.label, "kind": entrant.kind,
+                             "trial": entrant.trial, "search_dice": entrant.search_dice,
+                             "failed": {str(seed): reason for (key, seed), reason in failures.items()
+                                        if key == entrant.key}}
+    scored = [r for r in rows if r["per_image"]]
+    entry["seeds"] = [{k: r[k] for k in ("seed", "dice", "val_dice", "threshold", "epochs_run", "seconds", "folder")}
+                      for r in rows]
+    if not scored or len({len(r["per_image"]) for r in scored}) != 1:
+        return entry
+    table = [r["per_image"] for r in scored]
+    mean, std = stats.mean_std(stats.seed_means(table))
+    entry.update(dice=mean, std=std, ci=list(stats.bootstrap_ci(table)), per_image=table,
+                 metrics={k: statistics.fmean(v) for k in QUALITY_KEYS
+                          if (v := [r["quality"][k] for r in scored if isinstance(r["quality"].get(k), (int, float))])},
+                 costs={k: statistics.median(v) for k in ("macs", "params", "latency_ms")
+                        if (v := [r["costs"][k] for r in scored if isinstance(r["costs"].get(k), (int, float))])})
+    chosen = choose_seed(scored)
+    entry["chosen"] = {"seed": chosen["seed"], "folder": chosen["folder"], "threshold": chosen["threshold"],
+                       "val_dice": chosen["val_dice"], "dice": chosen["dice"], "why": CHOICE}
+    return entry
+
+
+def summarize(items: Sequence[Entrant], run_dir: Path, seeds: Sequence[int], *, split: str,
+              failures: Mapping[tuple[str, int], str] | None = None, info: Mapping[str, Any] | None = None,
+              ) -> dict[str, Any]:
+    """Everything the report and ``best/`` need, from the seed folders on disk (plain JSON data)."""
+    entries = [_entry(e, _seed_rows(run_dir, e, seeds, split), failures or {}) for e in items]
+    done = [e for e in entries if "dice" in e]
+    ranked = [e for e in done if e["search_dice"] is not None]
+    tau = stats.kendall_tau([e["search_dice"] for e in ranked], [e["dice"] for e in ranked]) if ranked else None
+    contenders = {e["key"]: stats.Contender(e["label"], e["dice"], e["costs"].get("macs"), e["costs"].get("latency_ms"),
+                                            e["costs"].get("params")) for e in done}
+    verdicts = []
+    for base in (e for e in done if e["kind"] == "baseline"):
+        finals = [e for e in done if e["kind"] == "finalist"]
+        differences = {e["label"]: stats.difference_ci(e["per_image"], base["per_image"]) for e in finals
+                       if len(e["per_image"][0]) == len(base["per_image"][0])}
+        verdict = stats.verdict(contenders[base["key"]], [contenders[e["key"]] for e in finals], differences)
+        verdicts.append({"baseline": verdict.baseline, "finalist": verdict.finalist, "savings": verdict.savings,
+                         "difference": list(verdict.difference) if verdict.difference else None, "text": verdict.text})
+    return {"settings": {**dict(info or {}), "seeds": list(seeds), "split": split, "bootstrap": stats.BOOTSTRAP,
+                         "margin": stats.MARGIN, "choice": CHOICE},
+            "entrants": entries, "tau": {"value": tau, "n": len(ranked)}, "verdicts": verdicts}
+
+
+def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> Path:
+    return atomic_write_json(Path(run_dir) / FINALISTS_DIR / SUMMARY_FILE, dict(summary))
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``finalists.json``, or None (no finalist stage ran, or the file is unreadable)."""
+    return _read_json(Path(run_dir) / FINALISTS_DIR / SUMMARY_FILE)
+
+
+def finalized(run_dir: Path, checkpoint: str | None) -> tuple[Path, dict[str, Any]] | None:
+    """For a search checkpoint (``trials/trial_0006``): the finalised seed folder ``best/`` deploys
+    instead, with what to tell its reader; None when that trial was not finalised."""
+    summary = read_summary(run_dir)
+    if not summary or not checkpoint:
+        return None
+    key = Path(checkpoint).name
+    for entry in summary.get("entrants") or []:
+        chosen = entry.get("chosen")
+        if entry.get("key") == key and entry.get("kind") == "finalist" and chosen:
+            folder = Path(run_dir) / chosen["folder"]
+            if (folder / METRICS_FILE).is_file():
+                return folder, {"seed": chosen["seed"], "why": chosen["why"], "seeds": len(entry.get("seeds") or []),
+                                "dice_mean": entry.get("dice"), "dice_std": entry.get("std"), "dice_ci": entry.get("ci"),
+                                "split": (summary.get("settings") or {}).get("split"),
+                                "epochs": (summary.get("settings") or {}).get("final_epochs")}
+    return None
+
+
+
+def mark_finalized(folder: Path, info: Mapping[str, Any]) -> None:
+    """Add ``finalized`` (which seed, why, the seeds' Dice) to a deployed copy's ``metrics.json``."""
+    path = Path(folder) / METRICS_FILE
+    metrics = _read_json(path) or {}
+    atomic_write_json(path, {**metrics, "finalized": dict(info)})

@@ -1,0 +1,108 @@
+"""The finalist stage on a run directory: after the trials of ``nas-search --finalists K``, or alone
+with ``nas-finalize --run DIR``. Both hand ``finalize_run`` the run's records and search settings;
+it retrains (``nas.engine.finalize``), writes ``finalists/finalists.json`` and leaves ``best/`` and the
+report to ``write_run_outputs``, which deploy the finalised weights and show the stage.
+
+The data is loaded as the search loaded it (same source, seed and splits), so the test images the
+final numbers come from were never trained on nor selected on. A run made before test splits existed
+records no ``test_fraction``: its folder data then gets none (those images were trained on), and the
+stage reports validation numbers, labelled as such.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from nas.data.loading import SegmentationData
+from nas.engine.baselines import baseline_records
+from nas.engine.finalize import (DEFAULT_SEEDS, EPOCHS_FACTOR, entrants, summarize, train_entrants,
+                                 write_summary)
+from nas.engine.trial import TrialSettings
+from nas.results.pareto import pareto_front
+from nas.results.records import TrialRecord
+from nas.run.open import OpenedRun, RunError, open_run
+from nas.run.outputs import run_objectives
+from nas.train.trainer import TrainConfig
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class FinalOptions:
+    finalists: int  # K: at most this many Pareto members, spread along the front
+    final_epochs: int | None = None  # default: EPOCHS_FACTOR x the search's epochs
+    final_seeds: int = DEFAULT_SEEDS
+    device: str = "auto"
+
+    def epochs(self, settings: Mapping[str, Any]) -> int:
+        return self.final_epochs or EPOCHS_FACTOR * int(settings.get("epochs") or 1)
+
+
+def final_recipe(settings: Mapping[str, Any], options: FinalOptions) -> TrialSettings:
+    """The search's recipe (its stored settings) with the final epochs and ``options.device``."""
+    recipe = dict(settings.get("recipe") or {})
+    given = {"epochs", "batch_size", "patch_size", "seed", "device", "patches_per_epoch"}
+    known = {f.name for f in fields(TrainConfig)} - given
+    train = TrainConfig(**{k: v for k, v in recipe.items() if k in known},
+                        epochs=options.epochs(settings), batch_size=int(settings.get("batch_size", 8)),
+                        patch_size=int(settings["image_size"]), seed=int(settings.get("seed", 0)),
+                        device=options.device, patches_per_epoch=settings.get("patches_per_epoch"))
+    return TrialSettings(image_size=int(settings["image_size"]), train=train)
+
+
+def load_run_data(settings: Mapping[str, Any]) -> SegmentationData:
+    """The search's data with its splits (``DataError`` if the source is gone or changed)."""
+    from nas.data.loading import load_data
+
+    source = str(settings["data"])
+    recipe = settings.get("recipe") or {}
+    test_fraction = settings.get("test_fraction", None if source.startswith("synthetic") else 0.0)
+    return load_data(source, image_size=int(settings["image_size"]), seed=int(settings.get("seed", 0)),
+                     val_fraction=float(recipe.get("val_fraction", 0.25)), test_fraction=test_fraction)
+
+
+def open_for_finalize(run_dir: Path, storage: str | None = None,
+                      study_name: str | None = None) -> tuple[OpenedRun, SegmentationData]:
+    """The run's records and settings and its data as the search split it; ``RunError`` (one line)
+    when the run has no search settings, no finished trial, or its data cannot be loaded."""
+    from nas.data.errors import DataError
+
+    opened = open_run(run_dir, storage=storage, study_name=study_name)
+    if not opened.config.get("image_size") or not opened.config.get("data"):
+        raise RunError(f"--run {run_dir}: its study holds no search settings (not written by nas-search)")
+    if not any(r.finished for r in opened.records):
+        raise RunError(f"--run {run_dir}: no finished trial to finalise")
+    try:
+        return opened, load_run_data(opened.config)
+    except (DataError, ValueError) as error:
+        raise RunError(f"the run's data {opened.config['data']}: {error}") from None
+
+
+def finalize_run(run_dir: Path, records: Sequence[TrialRecord], settings: Mapping[str, Any],
+                 data: SegmentationData, options: FinalOptions, *, log: Log = print) -> dict[str, Any]:
+    """Retrain the chosen front members and the baselines; write and return the summary."""
+    run_dir = Path(run_dir)
+    front = pareto_front(records, run_objectives(settings)).front
+    items = entrants(front, baseline_records(run_dir), options.finalists, str(settings.get("space", "resunet")))
+    final = final_recipe(settings, options)
+    seeds = [final.train.seed + i for i in range(options.final_seeds)]
+    split = "test" if data.test_images else "val"
+    log(f"finalists: {sum(e.kind == 'finalist' for e in items)} of {len(front)} Pareto member(s) and "
+        f"{sum(e.kind == 'baseline' for e in items)} baseline(s) x {len(seeds)} seed(s), {final.train.epochs} epochs "
+        f"each; final numbers on the {'test' if split == 'test' else 'validation (no test split)'} images"
+        f"{'' if not data.test_note else ' (' + data.test_note + ')'}")
+    failures = train_entrants(items, data, final, seeds, run_dir, log=log,
+                              on_epoch=lambda e, loss, dice: log(f"    epoch {e}/{final.train.epochs}  loss {loss:.3f}  "
+                                                                 f"val dice {dice:.3f}"))
+    info = {"finalists": options.finalists, "final_epochs": final.train.epochs,
+            "search_epochs": settings.get("epochs"), "split_note": data.test_note,
+            "test_images": len(data.test_images) if split == "test" else 0, "val_images": len(data.val_images)}
+    summary = summarize(items, run_dir, seeds, split=split, failures=failures, info=info)
+    write_summary(run_dir, summary)
+    for verdict in summary["verdicts"]:
+        log(f"verdict: {verdict['text']}")
+    tau = summary["tau"]
+    if tau["value"] is not None:
+        log(f"search vs final Dice: Kendall tau {tau['value']:+.2f} over {tau['n']} entrants")
+    return summary
