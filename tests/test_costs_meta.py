@@ -96,7 +96,7 @@ def test_memory_equals_the_real_forward(case):
         assert training_step_memory(model, shape) == old_training_step_memory(model, shape)
 
 
-@pytest.mark.parametrize("space, seeds, side", [("resunet", range(4), 32), ("resunet3d", range(2), 16)])
+@pytest.mark.parametrize("space, seeds, side", [("resunet", (1, 2), 32), ("resunet3d", (1, 2), 16)])
 def test_memory_and_macs_equal_the_old_counts_on_sampled_specs(space, seeds, side):
     search_space = get_space(space)
     for seed in seeds:
