@@ -107,6 +107,9 @@ def test_finalize_resumes_after_kill_9_without_retraining_a_finished_seed(tmp_pa
 
 def test_finalize_refuses_bad_input_with_one_line(tmp_path, capsys):
     from nas.cli.finalize import main
+    from nas.run.finalize import FinalOptions
+
+    assert FinalOptions(2).epochs({"epochs": 4}) == 12 and FinalOptions(2, final_epochs=5).epochs({"epochs": 4}) == 5
 
     code, _, err = call(capsys, main, "--run", tmp_path / "nowhere")
     assert code == 2 and err.strip().splitlines()[-1] == f"nas-finalize: error: --run {tmp_path / 'nowhere'}: no such run directory"
@@ -115,3 +118,23 @@ def test_finalize_refuses_bad_input_with_one_line(tmp_path, capsys):
     code, _, err = call(capsys, main, "--run", tmp_path)
     assert code == 2 and "no study.db" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_nas_search_runs_the_finalist_stage_after_its_trials(tmp_path, capsys):
+    import nas
+
+    fix = {"depth": 3, "base_width": 8, "blocks_per_stage": 1, "block": "plain", "width_mode": "growth",
+           "width_growth": 1.5, "aspp": False, "attention": "none", "multiscale_input": False,
+           "deep_supervision": False}
+    result = nas.run_search(nas.SearchConfig(trials=1, epochs=1, image_size=32, device="cpu", early_stop=False,
+                                             fix=fix, out=tmp_path / "run", finalists=1, final_seeds=1,
+                                             final_epochs=2))
+    out = capsys.readouterr().out
+    assert result.status == "completed"
+    assert "test: 32 generated images" in out and "epoch: 96 patches of 32 px" in out
+    assert "finalist trial 0 seed 0: 2 epochs" in out
+    summary = json.loads((tmp_path / "run" / "finalists" / "finalists.json").read_text())
+    assert [e["key"] for e in summary["entrants"]] == ["trial_0000"] and summary["settings"]["final_epochs"] == 2
+    best = json.loads((tmp_path / "run" / "best" / "trial_0000" / "metrics.json").read_text())
+    assert best["finalized"]["seed"] == 0 and best["epochs_run"] == 2 and 0.05 <= best["threshold"] <= 0.95
