@@ -273,3 +273,14 @@ def test_report_refuses_a_storage_that_does_not_exist_without_creating_it(tmp_pa
         code, _, err = call(capsys, cli("nas-report").main, "--run", tmp_path, "--storage", storage)
         assert_refused(code, err, "nas-report", needle)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["spec.json", "model.safetensors", "metrics.json"])
+def test_an_export_never_overwrites_its_own_checkpoint(tmp_path, capsys, name):
+    ckpt = make_checkpoint(tmp_path / "ckpt")
+    (tmp_path / "link.onnx").symlink_to(ckpt / name)
+    before = snapshot(tmp_path)
+    for out in (ckpt / name, tmp_path / "link.onnx"):
+        code, _, err = call(capsys, cli("nas-export").main, "--checkpoint", ckpt, "--format", "onnx", "--out", out)
+        assert_refused(code, err, "nas-export", "is a file of the checkpoint itself")
+    assert snapshot(tmp_path) == before

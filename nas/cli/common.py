@@ -131,12 +131,13 @@ def check_device(parser: argparse.ArgumentParser, device: str) -> None:
         parser.error(str(error))
 
 
-def check_writable(parser: argparse.ArgumentParser, flag: str, path: str | Path, *, folder: bool) -> None:
+def check_writable(parser: argparse.ArgumentParser, what: str, path: str | Path, *, folder: bool) -> None:
+    """``<what> <path>: <why not>`` (``what`` is the flag, or e.g. ``cannot write``) unless ``path`` is writable."""
     from nas.io import unwritable
 
     problem = unwritable(Path(path), folder=folder)
     if problem:
-        parser.error(f"{flag} {path}: {problem}")
+        parser.error(f"{what} {path}: {problem}")
 
 
 def check_pixels(parser: argparse.ArgumentParser, sides: Sequence[int], batch: int = 1,

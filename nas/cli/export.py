@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from nas.cli.common import Parser, add_checkpoint, add_image_size, add_out, check_pixels, check_writable, write_failed
-from nas.deploy.checkpoint import load_checkpoint, read_checkpoint_info
+from nas.deploy.checkpoint import METRICS_FILE, SPEC_FILE, WEIGHTS_FILE, load_checkpoint, read_checkpoint_info
 from nas.deploy.export import DEFAULT_FILES, FORMATS, ExportError, checkpoint_spatial_dims, export_checkpoint
 from nas.run.limits import side_range
 
@@ -47,7 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_pixels(parser, size * dims if len(size) == 1 else size)
         size = size[0] if len(size) == 1 else tuple(size)
     output = Path(args.out) if args.out else Path(args.checkpoint) / DEFAULT_FILES[args.format]
-    check_writable(parser, "--out", output, folder=False)
+    check_writable(parser, "cannot write", output, folder=False)
+    sources = {(Path(args.checkpoint) / name).resolve() for name in (SPEC_FILE, WEIGHTS_FILE, METRICS_FILE)}
+    if output.resolve() in sources and args.format != "safetensors":  # the weights onto themselves are a no-op
+        parser.error(f"--out {output} is a file of the checkpoint itself: the export would overwrite it")
     try:
         result = export_checkpoint(args.checkpoint, args.format, output=output, input_size=size)
     except ValueError as error:  # --image-size sides that do not fit the model

@@ -63,7 +63,10 @@ def run_search(config: SearchConfig) -> SearchResult:
     try:
         if config.worker_id is None:
             lock = lock_run(plan.out)
+        storage_existed = _storage_file_exists(plan.storage)
         study = _open_study(plan)
+        if config.worker_id is None:
+            _refuse_orphans(plan, study, storage_existed)
     except (RunLocked, SearchError) as error:
         if lock is not None:
             lock.close()
@@ -77,14 +80,49 @@ def run_search(config: SearchConfig) -> SearchResult:
             lock.close()
 
 
+def _storage_file(url: str) -> Path | None:
+    """The file of a SQLite or journal storage URL (None for a server)."""
+    for scheme, keep in (("sqlite:///", 0), ("journal:///", 1)):
+        if url.startswith(scheme):
+            return Path(url[len(scheme) - keep:])
+    return None
+
+
+def _storage_file_exists(url: str) -> bool:
+    path = _storage_file(url)
+    return path is None or path.exists()
+
+
+def _refuse_orphans(plan: Plan, study: Any, storage_existed: bool) -> None:
+    """Checkpoints the study does not know (its study.db deleted or replaced) would be overwritten by a
+    study that numbers its trials from 0 again: refuse, and remove the study this call just created."""
+    from nas.engine.optuna_adapter.study import study_records
+    from nas.run.run_files import orphan_checkpoints
+
+    orphans = orphan_checkpoints(plan.out, (record.number for record in study_records(study)))
+    if not orphans:
+        return
+    created = _storage_file(plan.storage)
+    if not storage_existed and created is not None:
+        for path in (created, created.with_name(created.name + ".lock")):
+            path.unlink(missing_ok=True)
+    shown = ", ".join(orphans[:3]) + (", ..." if len(orphans) > 3 else "")
+    raise SearchError(f"--out {plan.out} holds {len(orphans)} checkpoint(s) of trials that study "
+                      f"{plan.study_name!r} in {plan.storage} does not have ({shown}): its study was deleted or "
+                      "replaced, and a new one would overwrite them; use a new --out, or move trials/ and best/ aside")
+
+
 def _open_study(plan: Plan) -> Any:
+    from nas.data.checks import data_fingerprint
     from nas.engine.optuna_adapter.study import StudyConfigError, open_study
 
     config = plan.config
-    # Each worker samples with its own seed: the same seed would propose the same architectures.
-    seed = config.seed + 7919 * (config.worker_id + 1) if config.worker_id is not None else config.seed
+    # Each worker samples with its own seed: the same seed would propose the same architectures
+    # (wrapped into the samplers' 32-bit range, so --seed 4294967295 works with workers too).
+    seed = (config.seed + 7919 * (config.worker_id + 1)) % 2**32 if config.worker_id is not None else config.seed
     try:
-        return open_study(plan.storage, plan.study_name, seed, study_settings(plan), plan.objectives, config.sampler)
+        return open_study(plan.storage, plan.study_name, seed, study_settings(plan), plan.objectives, config.sampler,
+                          data_fingerprint=data_fingerprint(plan.data))
     except StudyConfigError as error:
         raise SearchError(str(error)) from None
     except Exception as error:  # a server that refuses, a file that is not a database
@@ -96,6 +134,7 @@ def _run(plan: Plan, study: Any) -> SearchResult:
     from nas.engine.early_stop import RungPolicy
     from nas.engine.job import LiveView, SearchJob
     from nas.engine.optuna_adapter.search import search
+    from nas.engine.run_log import run_log
     from nas.engine.optuna_adapter.study import count_finished, recover_lost_trials
     from nas.data.patches import describe_epoch
     from nas.engine.trial import TrialSettings
@@ -111,7 +150,7 @@ def _run(plan: Plan, study: Any) -> SearchResult:
         for number in recover_lost_trials(study, local=own_storage):
             _say(f"trial {number} was lost (killed or interrupted): queued again")
     settings = TrialSettings(image_size=config.image_size, train=config.recipe(),
-                             measure_train_memory=plan.objectives.needs_memory)
+                             measure_train_memory=plan.objectives.needs_memory, latency_engine=config.latency_engine)
     job = SearchJob(space=plan.space, data=plan.data, settings=settings, out=out, trials=config.trials,
                     restriction=plan.restriction, constraints=plan.constraints, objectives=plan.objectives,
                     early_stop=RungPolicy.for_epochs(config.epochs) if config.early_stop else None,
@@ -121,7 +160,7 @@ def _run(plan: Plan, study: Any) -> SearchResult:
     live = LiveView(out, config.trials, plan.objectives, already)
     if config.worker_id is not None:
         _say(f"nas-search worker {config.worker_id} (pid {os.getpid()}): storage {plan.storage}")
-        with sigterm_as_interrupt():
+        with run_log(out), sigterm_as_interrupt():
             try:
                 search(job, study)
             except KeyboardInterrupt as error:
@@ -134,7 +173,7 @@ def _run(plan: Plan, study: Any) -> SearchResult:
          f"objectives {plan.objectives}, sampler {config.sampler}, early stop {'on' if config.early_stop else 'off'}, "
          f"{config.workers} worker(s), out {out}")
     _say(f"  {data.test_note or 'no test split'}; {describe_epoch(data, config.image_size, config.patches_per_epoch)}")
-    with sigterm_as_interrupt():
+    with run_log(out), sigterm_as_interrupt():  # failed trials: one line here, tracebacks in logs/search.log
         stopped, interrupted = _search(plan, job, study, live, search)
     with sigterm_deferred() as late:  # the outputs are finished first; SIGTERM then ends the process
         result = _write_outputs(plan, study, live, stopped, interrupted)
@@ -214,10 +253,16 @@ def _write_outputs(plan: Plan, study: Any, live: Any, stopped: str | None, inter
     _say(f"\n{finished} finished trial(s); Pareto front ({' vs '.join(plan.objectives.names)}):")
     for record in front.front:
         _say(f"  trial {record.number:>3}  dice {record.dice:.3f}  {record.macs / 1e6:.1f} MMAC  "
-             f"{record.latency_ms:.2f} ms  -> {out / 'best' / Path(record.checkpoint or '').name}")
+             f"{record.latency_ms:.2f} ms  -> {_deployed(out, record)}")
     _say(f"report: {out / 'report.html'}\ntable:  {out / 'trials.csv'}")
     status, message = _ending(config, records, finished, stopped, interrupted)
     return SearchResult(status, out, tuple(front.front), finished, message)
+
+
+def _deployed(out: Path, record: TrialRecord) -> str:
+    """Where a front model was deployed; never a path that does not exist."""
+    folder = out / "best" / Path(record.checkpoint or "").name
+    return str(folder) if record.checkpoint and folder.is_dir() else f"no checkpoint ({record.checkpoint} is missing)"
 
 
 def _ending(config: SearchConfig, records: list[TrialRecord], finished: int, stopped: str | None,
