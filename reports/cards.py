@@ -106,9 +106,21 @@ def _costs(record: TrialRecord) -> dict[str, str]:
         "parameters": human(record.param_count),
         "MACs": human(record.macs, "MAC") + at,
         "FLOPs (2 × MACs)": human(record.flops, "FLOP"),
-        "latency": (f"{fixed(record.latency_ms, 2)} ms on {record.latency_device or '?'}"
-                    if record.latency_ms is not None else "not measured"),
+        "latency": _latency(record),
     }
+
+
+def _latency(record: TrialRecord) -> str:
+    """The end-of-search re-measurement with its spread (and a noisy flag), else the search's own number."""
+    if record.latency_ms is None:
+        return "not measured"
+    text = f"{fixed(record.latency_ms, 2)} ms on {record.latency_device or '?'}"
+    again = record.result.provenance.get("latency_remeasured")
+    if isinstance(again, Mapping):
+        text += (f" (re-measured after the search: median of {again.get('rounds')} interleaved rounds, "
+                 f"{again.get('engine')}, spread {100 * float(again.get('spread') or 0):.0f} %"
+                 + ("; noisy: re-measure on a quiet machine" if again.get("noisy") else "") + ")")
+    return text
 
 
 def _metrics(record: TrialRecord) -> dict[str, str]:

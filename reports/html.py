@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
 from nas.io import atomic_write_text
@@ -20,10 +20,12 @@ from reports.cards import cards_section, importance_section, quality_section
 from reports.finalists import finalists_section
 from reports.fmt import KINDS, arch_summary, esc, fixed, human, kv_table, small_dice
 from reports.hypervolume import REFERENCE, hypervolume_over_compute
-from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, pareto_front
+from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, Objective, pareto_front
 from reports.plots import curves_plot, front_plots, hover_text, hypervolume_plot
 from reports.templates import CSS, SCRIPT, json_script, plotly_js
 
+AXIS_NAMES = {"dice": "Dice", "macs": "MACs", "latency_ms": "latency", "param_count": "params",
+              "train_memory_mb": "training memory"}
 STATE_ORDER = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -102,7 +104,8 @@ def _plot_divs(plots: Mapping[str, Any], ids: tuple[str, ...]) -> str:
 
 
 def render_report(records: list[TrialRecord], path, *, title: str, config: dict,
-                  conventions: dict | None = None, importance: Mapping[str, Any] | None = None,
+                  conventions: dict | None = None, front_objectives: Sequence[Objective] | None = None,
+                  importance: Mapping[str, Any] | None = None,
                   overlays: Mapping[int, Mapping[str, Any]] | None = None,
                   environment: Mapping[str, Any] | None = None,
                   exported: Mapping[int, str] | None = None,
@@ -117,6 +120,9 @@ def render_report(records: list[TrialRecord], path, *, title: str, config: dict,
     records = sorted(records, key=lambda r: r.number)
     conventions = dict(conventions or {})
     macs = pareto_front(records, DICE_MACS)
+    # the models deployed (best/) and carded are the front of the search's own objectives
+    chosen = pareto_front(records, tuple(front_objectives)) if front_objectives else macs
+    axes = " vs ".join(AXIS_NAMES.get(o.name, o.name) for o in chosen.objectives)
     fronts = {"MACs": macs.numbers, "latency": pareto_front(records, DICE_LATENCY).numbers,
               "params": pareto_front(records, DICE_PARAMS).numbers}
     plots: dict[str, Any] = front_plots(records)
@@ -146,10 +152,10 @@ def render_report(records: list[TrialRecord], path, *, title: str, config: dict,
     sections += ["<h2>Learning curves</h2>",
                  _plot_divs(plots, ("plot-curves",)) or '<p class="empty">No per-epoch Dice recorded.</p>',
                  "<h2>Parameter importance</h2>", importance_section(importance),
-                 "<h2>Size-stratified Dice of the Pareto models</h2>", quality_section(macs.front),
+                 "<h2>Size-stratified Dice of the Pareto models</h2>", quality_section(chosen.front),
                  "<h2>Finalists (longer training, several seeds, test Dice)</h2>", finalists_section(finalists),
-                 "<h2>Exported models (Pareto front, Dice vs MACs)</h2>",
-                 cards_section(macs.front, config, environment or {}, overlays, exported),
+                 f"<h2>Exported models (Pareto front, {esc(axes)})</h2>",
+                 cards_section(chosen.front, config, environment or {}, overlays, exported),
                  "<h2>Trials</h2>", _trial_table(records, fronts)]
     scripts = ""
     if plots:

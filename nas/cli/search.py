@@ -82,7 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="optuna: trials in this process (or --workers processes); ray: Ray Tune runs them "
                              "(pip install .[ray])")
     engine.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
-                        help="with --backend ray: join this Ray cluster (default: start Ray on this machine)")
+                        help="with --backend ray: join this Ray cluster (default: start Ray on this machine); a "
+                             "head started with `ray start --head` wants RAY_AUTH_MODE=token in the environment")
+    engine.add_argument("--latency-engine", default=D.latency_engine, choices=("torch", "onnxruntime"),
+                        help="what the latency objective and --max-latency-ms measure: torch (eager, on --device) "
+                             "or onnxruntime (the exported model on ONNX Runtime's CPU, as deployed); default torch")
     engine.add_argument("--gpus-per-trial", type=_num("gpus_per_trial"), default=None, metavar="G",
                         help="with --backend ray: GPUs per trial, may be fractional (default 1 with CUDA, else 0)")
     engine.add_argument("--cpus-per-trial", type=_num("cpus_per_trial"), default=D.cpus_per_trial, metavar="C",

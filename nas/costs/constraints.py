@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -152,8 +152,12 @@ def training_step_memory(model: nn.Module, input_shape: Sequence[int]) -> dict[s
 
 
 def measure(model: nn.Module, constraints: Constraints, *, in_channels: int, image_size: int,
-            batch_size: int, device: torch.device | str = "cpu", spatial_dims: int = 2) -> dict[str, Any]:
+            batch_size: int, device: torch.device | str = "cpu", spatial_dims: int = 2,
+            latency: Callable[[nn.Module, tuple[int, ...]], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Params always (free); MACs, latency and memory only when limited.
+
+    ``latency(model, shape)`` replaces the torch measurement (``{"latency_ms", "latency_device"}``),
+    e.g. ONNX Runtime's with ``--latency-engine onnxruntime``.
 
     MACs and latency use the search's conventions (``nas.costs.measure``: batch 1 at ``image_size``
     on every one of the ``spatial_dims`` axes: a 3D model is measured on a cube); memory is one
@@ -170,7 +174,9 @@ def measure(model: nn.Module, constraints: Constraints, *, in_channels: int, ima
         if macs <= constraints.max_macs:
             macs, counter = count_macs(model, shape), "op counter"
         measured.update({"macs": macs, "flops": 2 * macs, "macs_counter": counter})
-    if constraints.max_latency_ms is not None:
+    if constraints.max_latency_ms is not None and latency is not None:
+        measured.update(latency(model, shape))
+    elif constraints.max_latency_ms is not None:
         measured["latency_ms"] = measure_latency(model, shape, device)
         measured["latency_device"] = describe_device(device)
     if constraints.max_memory_mb is not None:
@@ -195,7 +201,8 @@ def check(measured: dict[str, Any], constraints: Constraints) -> Verdict:
 
 
 def check_model(model: nn.Module, constraints: Constraints, *, in_channels: int, image_size: int,
-                batch_size: int, device: torch.device | str = "cpu", spatial_dims: int = 2) -> Verdict:
+                batch_size: int, device: torch.device | str = "cpu", spatial_dims: int = 2,
+                latency: Callable[[nn.Module, tuple[int, ...]], dict[str, Any]] | None = None) -> Verdict:
     measured = measure(model, constraints, in_channels=in_channels, image_size=image_size,
-                       batch_size=batch_size, device=device, spatial_dims=spatial_dims)
+                       batch_size=batch_size, device=device, spatial_dims=spatial_dims, latency=latency)
     return check(measured, constraints)

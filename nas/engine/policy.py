@@ -20,7 +20,7 @@ from search_spaces.overrides import RestrictedSuggest, RestrictionConflict
 from nas.costs.constraints import Verdict, check_model
 from nas.engine.early_stop import EarlyStopped, RungPoint, rung_verdict
 from nas.engine.job import SearchJob
-from nas.engine.trial import train_and_save
+from nas.engine.trial import onnxruntime_latency, train_and_save
 from nas.results.outcome import StopReason
 from nas.train.trainer import resolve_device
 
@@ -141,7 +141,8 @@ def check_feasible(job: SearchJob, spec: Any, port: TrialPort, log: Log = _log) 
     model = job.space.build_model(spec, job.data.in_channels, 1)
     verdict = check_model(model, job.constraints, in_channels=job.data.in_channels, image_size=job.image_size,
                           batch_size=job.settings.train.batch_size, device=resolve_device(job.settings.train.device),
-                          spatial_dims=job.data.spatial_dims)
+                          spatial_dims=job.data.spatial_dims,
+                          latency=onnxruntime_latency if job.settings.latency_engine == "onnxruntime" else None)
     _infeasible(port, verdict, log)
     return dict(verdict.measured)
 

@@ -9,7 +9,7 @@ import gc
 import math
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,6 +36,7 @@ class TrialSettings:
     train: TrainConfig
     latency_warmup: int = 3
     latency_repeats: int = 10
+    latency_engine: str = "torch"  # or "onnxruntime": the exported model on ONNX Runtime's CPU (--latency-engine)
     measure_train_memory: bool = False  # the training-step memory estimate (an objective or a limit)
 
 
@@ -97,6 +98,16 @@ def device_name(device: str | torch.device) -> str:
     return f"{model or platform.processor() or 'CPU'} ({torch.get_num_threads()} threads)"
 
 
+def onnxruntime_latency(model: nn.Module, shape: tuple[int, ...]) -> dict[str, Any]:
+    """``latency_ms`` / ``latency_device`` of ``model`` exported to ONNX and run on ONNX Runtime's CPU
+    (3 short interleaved rounds: the end-of-search pass re-measures the front properly)."""
+    from nas.costs.latency import measure_onnx_latency
+    from nas.deploy.export import export_onnx
+
+    result = measure_onnx_latency(model, shape, export_onnx, rounds=3, repeats=3, warmup=1)
+    return {"latency_ms": result.latency_ms, "latency_device": result.device}
+
+
 def failure_reason(error: BaseException) -> str:
     """One line for a failed trial; running out of memory and NaN losses are named as such."""
     text = f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
@@ -140,6 +151,8 @@ def evaluate_spec(spec: Any, space: SearchSpace, data: SegmentationData, setting
     shape = (1, data.in_channels, *side)
     costs = measure_costs(model.to(device), shape, device,
                           warmup=settings.latency_warmup, repeats=settings.latency_repeats)
+    if settings.latency_engine == "onnxruntime":  # the latency objective is the deployed runtime's
+        costs = replace(costs, **onnxruntime_latency(model, shape))
     extra_costs: dict[str, Any] = {}
     if settings.measure_train_memory:
         batch = (settings.train.batch_size, data.in_channels, *side)

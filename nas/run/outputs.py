@@ -2,7 +2,10 @@
 
 The report's extras (parameter importance, prediction overlays) are computed here from what a run
 can reach (its study storage, its ``best/`` checkpoints); a failure in an extra becomes a note on
-the page, never a failed search.
+the page, never a failed search. After a search, the front members and baselines are re-timed in
+one latency pass (``nas.run.latency_pass``) before the fronts, ``best/`` and the report use them;
+``best/`` follows the front of the search's own objectives, and a ``best/`` copy whose trial
+folder was deleted is copied back first (``nas.run.run_files``), never dropped.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ from nas.failpoints import failpoint
 from nas.io import staging_dir
 from nas.results.records import TrialRecord
 from nas.results.table import write_trials_csv
+from nas.run.latency_pass import latency_note, remeasure_latency, with_remeasured_latency
+from nas.run.run_files import annotate_best, precision_notes, restore_lost_checkpoints
 
 OBJECTIVES = (Objective("dice", "maximize"), Objective("macs", "minimize"))
 
@@ -46,8 +51,17 @@ def _already_deployed(previous: Path, source: Path) -> bool:
         except (OSError, ValueError):
             return None
 
+    def vouched(folder: Path) -> bool:  # an old copy without the ONNX hash is exported again
+        from nas.deploy.export import checked_onnx
+
+        try:
+            return checked_onnx(folder) is not None
+        except ValueError:
+            return False
+
     return ((previous / "model.onnx").is_file() and (previous / "README.md").is_file()
-            and weights_hash(previous) is not None and weights_hash(previous) == weights_hash(source))
+            and weights_hash(previous) is not None and weights_hash(previous) == weights_hash(source)
+            and vouched(previous))
 
 
 def export_best(front: ParetoFront, run_dir: Path, *, deploy: bool = True) -> list[Path]:
@@ -59,6 +73,8 @@ def export_best(front: ParetoFront, run_dir: Path, *, deploy: bool = True) -> li
     from nas.deploy.model_card import prepare_deployment
 
     run_dir = Path(run_dir)
+    for folder in restore_lost_checkpoints(run_dir):  # the best/ copy was its last one: keep it
+        print(f"{folder.relative_to(run_dir)} was missing: restored from best/{folder.name}", flush=True)
     staging = staging_dir(run_dir / "best")
     try:
         exported = []
@@ -143,20 +159,48 @@ def write_run_outputs(records: list[TrialRecord], run_dir: Path, *, title: str, 
     ``export=False`` keeps ``best/`` as it is (``nas-report`` rebuilds the page without touching models).
     """
     run_dir = Path(run_dir)
+    remeasured = _latency_pass(records, run_dir, config) if export and config.get("latency_pass", True) else {}
+    records = with_remeasured_latency(records, run_dir)
     write_trials_csv(records, run_dir / "trials.csv")
     failpoint("report")
     front = pareto_front(records, run_objectives(config))
     if export:
         export_best(front, run_dir)
+        annotate_best(run_dir, remeasured)
     from compress.index import compressed_records
 
     first = max((r.number for r in records), default=-1) + 1
     # compressed variants and baselines are drawn (own markers) but never exported to best/
-    shown = records + compressed_records(run_dir, first_number=first) + baseline_records(run_dir)
+    shown = (records + compressed_records(run_dir, first_number=first)
+             + with_remeasured_latency(baseline_records(run_dir), run_dir))
     save_static_figures(shown, run_dir)
     extras = report_extras(run_dir, config, records, study=study, overlays=overlays,
                            overlay_images=overlay_images)
     best = {int(p.name.rsplit("_", 1)[-1]): f"best/{p.name}" for p in sorted((run_dir / "best").glob("trial_*"))
             if p.name.rsplit("_", 1)[-1].isdigit()}
-    render_report(shown, run_dir / "report.html", title=title, config=config, exported=best, **extras)
+    render_report(shown, run_dir / "report.html", title=title, config=config, exported=best,
+                  conventions=_notes(run_dir), front_objectives=run_objectives(config), **extras)
     return front
+
+
+def _latency_pass(records: list[TrialRecord], run_dir: Path, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The end-of-search latency pass; a failure keeps the search-time numbers and says why."""
+    try:
+        return remeasure_latency(records + baseline_records(run_dir), run_dir, config, run_objectives(config))
+    except Exception as error:  # an exporter or runtime refusing one model must not lose the report
+        _warn("latency re-measurement", error)
+        return {}
+
+
+def _notes(run_dir: Path) -> dict[str, str]:
+    """Conventions the page states for this run: how the front's latency was measured, which precisions pay."""
+    from compress.index import read_index
+
+    notes = {}
+    latency = latency_note(run_dir)
+    if latency:
+        notes["Latency of the fronts"] = latency
+    precisions = precision_notes(read_index(run_dir))
+    if precisions:
+        notes["ONNX precisions of the compressed models"] = " · ".join(precisions)
+    return notes

@@ -70,6 +70,7 @@ class SearchConfig:
     workers: int = 1
     worker_id: int | None = None  # set in the worker processes of --workers
     backend: str = "optuna"
+    latency_engine: str = "torch"  # or "onnxruntime" (nas.costs.latency.ENGINES)
     ray_address: str | None = None
     gpus_per_trial: float | None = None  # default: 1 with CUDA, else 0
     cpus_per_trial: float = 1.0

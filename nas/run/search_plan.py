@@ -71,7 +71,8 @@ def _check_settings(config: SearchConfig, out: Path) -> None:
         Objectives.parse(config.objectives)
     except ValueError as error:
         raise SearchError(f"--objectives: {error}") from None
-    for name, allowed in (("sampler", SAMPLERS), ("backend", ("optuna", "ray"))):
+    for name, allowed in (("sampler", SAMPLERS), ("backend", ("optuna", "ray")),
+                          ("latency_engine", ("torch", "onnxruntime"))):
         if getattr(config, name) not in allowed:
             raise SearchError(f"{flag(name)} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
     if config.baselines:
@@ -146,7 +147,8 @@ def study_settings(plan: Plan) -> dict[str, Any]:
     settings.update(data_settings(plan))
     early_stop = "on" if config.early_stop else "off"
     for key, value, default in (("objectives", str(plan.objectives), "dice,macs"),
-                                ("sampler", config.sampler, "tpe"), ("early_stop", early_stop, "on")):
+                                ("sampler", config.sampler, "tpe"), ("early_stop", early_stop, "on"),
+                                ("latency_engine", config.latency_engine, "torch")):
         if value != default:
             settings[key] = value
     return settings

@@ -17,6 +17,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.engine.policy import TrialStopped
+from nas.engine.run_log import LOG_FILE, trial_log
 from nas.engine.trial import failure_kind, failure_reason, release_memory
 from nas.results.outcome import (FAILURE_KIND_ATTR, STOP_REASON_ATTR, FailureKind, StopReason, TrialState as State,
                                  classify_legacy)
@@ -25,6 +26,7 @@ from nas.engine.objectives import Objectives
 from nas.results.records import TrialRecord
 
 CONFIG_ATTR = "search_config"
+DATA_FINGERPRINT_ATTR = "data_fingerprint"  # nas.data.checks.data_fingerprint of the data the study was made on
 HEARTBEAT_SECONDS, GRACE_SECONDS = 20, 60
 JOURNAL_SCHEME = "journal:///"
 WORKER_ATTR = "worker"  # {"host", "pid", "started"} of the process running the trial
@@ -84,8 +86,10 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 
 
 def open_study(storage_url: str, study_name: str, seed: int, config: dict[str, Any],
-               objectives: Objectives = Objectives(), sampler: str = "tpe") -> optuna.Study:
-    """Create the study or load it; a loaded study must have been made with the same ``config``."""
+               objectives: Objectives = Objectives(), sampler: str = "tpe", *,
+               data_fingerprint: str | None = None) -> optuna.Study:
+    """Create the study or load it; a loaded study must have been made with the same ``config``, and
+    on the same data when ``data_fingerprint`` is given (a study made before fingerprints gets one)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=make_storage(storage_url), study_name=study_name,
                                 directions=objectives.directions, sampler=make_sampler(sampler, seed),
@@ -105,6 +109,15 @@ def open_study(storage_url: str, study_name: str, seed: int, config: dict[str, A
             f"study {study_name!r} was made with other settings ({details}); "
             "use the same settings to resume or a new --out/--study-name"
         )
+    if data_fingerprint is not None:
+        known = study.user_attrs.get(DATA_FINGERPRINT_ATTR)
+        if known is None:
+            study.set_user_attr(DATA_FINGERPRINT_ATTR, data_fingerprint)
+        elif known != data_fingerprint:
+            raise StudyConfigError(
+                f"the data of study {study_name!r} changed since it was made (other files, or files whose content "
+                f"changed, e.g. masks edited; fingerprint {known[:12]} -> {data_fingerprint[:12]}): trials on other "
+                "data cannot share a front; restore the data or use a new --out/--study-name")
     optuna.storages.fail_stale_trials(study)
     return study
 
@@ -267,7 +280,10 @@ def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
             trial.set_user_attr(FAILURE_KIND_ATTR, FailureKind.INTERRUPTED.value)
             raise
         except Exception as error:
-            trial.set_user_attr("fail_reason", failure_reason(error)[:500])
+            reason = failure_reason(error)[:500]  # one line on the console; the traceback goes to the run's log
+            trial_log().error("trial %d failed: %s", trial.number, reason, exc_info=True)
+            print(f"    -> failed: {reason} (traceback in {LOG_FILE})", flush=True)
+            trial.set_user_attr("fail_reason", reason)
             trial.set_user_attr(FAILURE_KIND_ATTR, failure_kind(error).value)
             release_memory()
             raise
