@@ -7,7 +7,6 @@ import importlib
 import json
 import math
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 from conftest import call

@@ -7,7 +7,7 @@ with (``LIMITS``), so NaN, infinity and out-of-range values never reach a study;
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
