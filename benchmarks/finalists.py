@@ -91,7 +91,8 @@ def dataset(name: str, args: argparse.Namespace) -> dict:
                           test_dice=test_dice(folder, data, threshold))
     started = time.monotonic()
     argv = ["--run", str(root / "after"), "--finalists", str(args.finalists), "--final-seeds", str(args.final_seeds),
-            "--device", "cpu", "--no-overlays"] + (["--final-epochs", str(args.final_epochs)] if args.final_epochs else [])
+            "--device", "cpu", "--no-overlays"]
+    argv += ["--final-epochs", str(args.final_epochs)] if args.final_epochs else []
     code = finalize_main(argv)
     summary = json.loads((root / "after" / "finalists" / "finalists.json").read_text())
     row["finalize"] = {"argv": ["nas-finalize", *argv], "exit": code, "seconds": time.monotonic() - started,
@@ -108,7 +109,8 @@ def markdown(row: dict) -> list[str]:
              f"deployed trial's test Dice {b['test_dice']:.3f} before (one patch per image, 0.5; {b['finished']} "
              f"trials in {b['seconds']:.0f} s) vs {a['test_dice']:.3f} after (covering epoch, threshold "
              f"{a['threshold']:g}; {a['finished']} trials in {a['seconds']:.0f} s)", "",
-             "| entrant | search Dice (val) | final test Dice mean ± std | 95 % CI | per seed |", "|---|---|---|---|---|"]
+             "| entrant | search Dice (val) | final test Dice mean ± std | 95 % CI | per seed |",
+             "|---|---|---|---|---|"]
     for e in f["entrants"]:
         ci = e["ci"] or [float("nan")] * 2
         lines.append(f"| {e['label']} ({e['kind']}) | {e['search_dice'] or float('nan'):.3f} | "

@@ -114,8 +114,8 @@ def render_report(records: list[TrialRecord], path, *, title: str, config: dict,
 
     ``importance``: ``{"evaluator", "n_trials", "targets": {target: {param: share}}, "note"}`` (see
     ``nas.engine.optuna_adapter.importance``). ``overlays``: trial number -> ``{"png": bytes, "images", "dice"}`` or
-    ``{"error": text}``. ``exported``: trial number -> its ``best/`` folder (default: front checkpoints). ``finalists``: the
-    finalist stage's summary (``finalists/finalists.json``), or None when it did not run.
+    ``{"error": text}``. ``exported``: trial number -> its ``best/`` folder (default: front checkpoints).
+    ``finalists``: the finalist stage's summary (``finalists/finalists.json``), or None without one.
     """
     records = sorted(records, key=lambda r: r.number)
     conventions = dict(conventions or {})

@@ -95,7 +95,8 @@ def test_finalize_resumes_after_kill_9_without_retraining_a_finished_seed(tmp_pa
     best = run / "best" / "trial_0002"
     metrics = json.loads((best / "metrics.json").read_text())
     assert file_sha256(best / "model.safetensors") == file_sha256(chosen / "model.safetensors")
-    assert metrics["finalized"]["seed"] == final["chosen"]["seed"] and metrics["threshold"] == final["chosen"]["threshold"]
+    assert metrics["finalized"]["seed"] == final["chosen"]["seed"]
+    assert metrics["threshold"] == final["chosen"]["threshold"]
     card = (best / "README.md").read_text()
     assert "Finalised: retrained for 1 epochs with 2 seeds" in card and "test Dice (held-out images)" in card
     page = (run / "report.html").read_text()
@@ -112,7 +113,8 @@ def test_finalize_refuses_bad_input_with_one_line(tmp_path, capsys):
     assert FinalOptions(2).epochs({"epochs": 4}) == 12 and FinalOptions(2, final_epochs=5).epochs({"epochs": 4}) == 5
 
     code, _, err = call(capsys, main, "--run", tmp_path / "nowhere")
-    assert code == 2 and err.strip().splitlines()[-1] == f"nas-finalize: error: --run {tmp_path / 'nowhere'}: no such run directory"
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last == f"nas-finalize: error: --run {tmp_path / 'nowhere'}: no such run directory"
     code, _, err = call(capsys, main, "--run", tmp_path, "--final-seeds", "0")
     assert code == 2 and "--final-seeds" in err.strip().splitlines()[-1]
     code, _, err = call(capsys, main, "--run", tmp_path)
@@ -138,3 +140,32 @@ def test_nas_search_runs_the_finalist_stage_after_its_trials(tmp_path, capsys):
     assert [e["key"] for e in summary["entrants"]] == ["trial_0000"] and summary["settings"]["final_epochs"] == 2
     best = json.loads((tmp_path / "run" / "best" / "trial_0000" / "metrics.json").read_text())
     assert best["finalized"]["seed"] == 0 and best["epochs_run"] == 2 and 0.05 <= best["threshold"] <= 0.95
+
+
+def test_a_failing_seed_is_isolated_retried_next_run_and_other_final_epochs_are_refused(tmp_path, monkeypatch):
+    import nas.engine.finalize as fin
+    from nas.engine.trial import TrialSettings
+    from nas.train.trainer import TrainConfig
+
+    calls = []
+
+    def fake_train(spec, space, data, settings, folder, *, extra, on_epoch=None):
+        calls.append((extra["entrant"], settings.train.seed))
+        if (extra["entrant"], settings.train.seed) == ("trial_0000", 1):
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({**extra, "dice": 0.5}))
+        return {"dice": 0.5, "seconds": 1.0}
+
+    monkeypatch.setattr(fin, "train_and_save", fake_train)
+    items = [fin.Entrant(f"trial_000{i}", f"trial {i}", "finalist", "resunet", spec(w).to_dict(), 0.5, i)
+             for i, w in enumerate((4, 6))]
+    settings = TrialSettings(32, TrainConfig(epochs=2))
+    failures = fin.train_entrants(items, None, settings, [0, 1], tmp_path, log=lambda line: None)
+    assert list(failures) == [("trial_0000", 1)] and failures[("trial_0000", 1)].startswith("out of memory")
+    assert calls == [("trial_0000", 0), ("trial_0000", 1), ("trial_0001", 0), ("trial_0001", 1)]
+    calls.clear()
+    fin.train_entrants(items, None, settings, [0, 1], tmp_path, log=lambda line: None)
+    assert calls == [("trial_0000", 1)]  # only the failed seed is tried again
+    assert fin.other_recipes(items, tmp_path, [0, 1], 2) == []
+    assert fin.other_recipes(items, tmp_path, [0, 1], 6)[0] == "trial_0000/seed_0 (2 epochs)"

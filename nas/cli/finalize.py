@@ -61,7 +61,7 @@ def _finalize(parser: argparse.ArgumentParser, run: Path, opened, data, options,
     """Lock the run, clean what a killed run left, train what is missing, write best/ and the report."""
     from nas.engine.run_lock import RunLocked, lock_run
     from nas.io import clean_stale_writes
-    from nas.run.finalize import finalize_run
+    from nas.run.finalize import FinalizeError, finalize_run
     from nas.run.outputs import write_run_outputs
 
     try:
@@ -71,7 +71,10 @@ def _finalize(parser: argparse.ArgumentParser, run: Path, opened, data, options,
     try:
         for path in clean_stale_writes(run):
             print(f"{PROG}: cleaned up after an interrupted write: {path.relative_to(run)}", flush=True)
-        finalize_run(run, opened.records, opened.config, data, options)
+        try:
+            finalize_run(run, opened.records, opened.config, data, options)
+        except FinalizeError as error:
+            parser.error(str(error))
         config = {**opened.config, "study": opened.study_name, "storage": opened.storage}
         write_run_outputs(opened.records, run, title=opened.title, config=config, overlays=overlays)
     except KeyboardInterrupt:

@@ -98,11 +98,12 @@ def train_entrants(items: Sequence[Entrant], data: SegmentationData, settings: T
                 log(f"finalist {entrant.label} seed {seed}: already trained ({folder.relative_to(run_dir)})")
                 continue
             log(f"finalist {entrant.label} seed {seed}: {settings.train.epochs} epochs  {spec.summary()}")
+            extra = {"kind": "finalist", "entrant": entrant.key, "seed": seed, "final_epochs": settings.train.epochs}
+            if entrant.trial is not None:
+                extra["trial"] = entrant.trial
             try:
                 metrics = train_and_save(spec, space, data, replace(settings, train=replace(settings.train, seed=seed)),
-                                         folder, extra={"kind": "finalist", "entrant": entrant.key, "seed": seed,
-                                                        **({"trial": entrant.trial} if entrant.trial is not None else {})},
-                                         on_epoch=on_epoch)
+                                         folder, extra=extra, on_epoch=on_epoch)
             except Exception as error:  # one seed's failure must not end the stage (KeyboardInterrupt does)
                 failures[(entrant.key, seed)] = failure_reason(error)
                 log(f"    -> failed: {failures[(entrant.key, seed)]} (the next run retries it)")
@@ -112,6 +113,18 @@ def train_entrants(items: Sequence[Entrant], data: SegmentationData, settings: T
                 f"{metrics.get('threshold', 0.5):g}  {metrics['seconds']:.1f} s")
             failpoint("finalist_seed")
     return failures
+
+
+def other_recipes(items: Sequence[Entrant], run_dir: Path, seeds: Sequence[int], epochs: int) -> list[str]:
+    """Seed folders already trained for another number of final epochs: mixing them would compare
+    unlike trainings, so the stage refuses to run (as a search refuses a resume with other settings)."""
+    found = []
+    for entrant in items:
+        for seed in seeds:
+            metrics = _read_json(seed_folder(run_dir, entrant, seed) / METRICS_FILE)
+            if metrics is not None and metrics.get("final_epochs") not in (None, epochs):
+                found.append(f"{entrant.key}/seed_{seed} ({metrics['final_epochs']} epochs)")
+    return found
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -212,11 +225,12 @@ def finalized(run_dir: Path, checkpoint: str | None) -> tuple[Path, dict[str, An
         chosen = entry.get("chosen")
         if entry.get("key") == key and entry.get("kind") == "finalist" and chosen:
             folder = Path(run_dir) / chosen["folder"]
+            settings = summary.get("settings") or {}
             if (folder / METRICS_FILE).is_file():
                 return folder, {"seed": chosen["seed"], "why": chosen["why"], "seeds": len(entry.get("seeds") or []),
-                                "dice_mean": entry.get("dice"), "dice_std": entry.get("std"), "dice_ci": entry.get("ci"),
-                                "split": (summary.get("settings") or {}).get("split"),
-                                "epochs": (summary.get("settings") or {}).get("final_epochs")}
+                                "dice_mean": entry.get("dice"), "dice_std": entry.get("std"),
+                                "dice_ci": entry.get("ci"), "split": settings.get("split"),
+                                "epochs": settings.get("final_epochs")}
     return None
 
 

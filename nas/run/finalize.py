@@ -16,8 +16,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from nas.data.loading import SegmentationData
 from nas.engine.baselines import baseline_records
-from nas.engine.finalize import (DEFAULT_SEEDS, EPOCHS_FACTOR, entrants, summarize, train_entrants,
-                                 write_summary)
+from nas.engine.finalize import (DEFAULT_SEEDS, EPOCHS_FACTOR, entrants, other_recipes, summarize,
+                                 train_entrants, write_summary)
 from nas.engine.trial import TrialSettings
 from nas.results.pareto import pareto_front
 from nas.results.records import TrialRecord
@@ -26,6 +26,10 @@ from nas.run.outputs import run_objectives
 from nas.train.trainer import TrainConfig
 
 Log = Callable[[str], None]
+
+
+class FinalizeError(ValueError):
+    """The stage cannot run as asked (one line): e.g. finalists/ was trained with other final epochs."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,8 @@ def final_recipe(settings: Mapping[str, Any], options: FinalOptions) -> TrialSet
                         epochs=options.epochs(settings), batch_size=int(settings.get("batch_size", 8)),
                         patch_size=int(settings["image_size"]), seed=int(settings.get("seed", 0)),
                         device=options.device, patches_per_epoch=settings.get("patches_per_epoch"))
-    return TrialSettings(image_size=int(settings["image_size"]), train=train)
+    return TrialSettings(image_size=int(settings["image_size"]), train=train,
+                         latency_engine=str(settings.get("latency_engine", "torch")))
 
 
 def load_run_data(settings: Mapping[str, Any]) -> SegmentationData:
@@ -81,20 +86,28 @@ def open_for_finalize(run_dir: Path, storage: str | None = None,
 
 def finalize_run(run_dir: Path, records: Sequence[TrialRecord], settings: Mapping[str, Any],
                  data: SegmentationData, options: FinalOptions, *, log: Log = print) -> dict[str, Any]:
-    """Retrain the chosen front members and the baselines; write and return the summary."""
+    """Retrain the chosen front members and the baselines; write and return the summary.
+
+    ``FinalizeError`` (nothing trained) when ``finalists/`` holds seeds of other final epochs."""
     run_dir = Path(run_dir)
     front = pareto_front(records, run_objectives(settings)).front
     items = entrants(front, baseline_records(run_dir), options.finalists, str(settings.get("space", "resunet")))
     final = final_recipe(settings, options)
     seeds = [final.train.seed + i for i in range(options.final_seeds)]
     split = "test" if data.test_images else "val"
+    other = other_recipes(items, run_dir, seeds, final.train.epochs)
+    if other:
+        raise FinalizeError(f"--final-epochs {final.train.epochs}: {run_dir / 'finalists'} holds seeds trained for "
+                            f"other final epochs ({', '.join(other[:3])}); pass the same --final-epochs or move "
+                            "finalists/ away")
     log(f"finalists: {sum(e.kind == 'finalist' for e in items)} of {len(front)} Pareto member(s) and "
         f"{sum(e.kind == 'baseline' for e in items)} baseline(s) x {len(seeds)} seed(s), {final.train.epochs} epochs "
         f"each; final numbers on the {'test' if split == 'test' else 'validation (no test split)'} images"
         f"{'' if not data.test_note else ' (' + data.test_note + ')'}")
-    failures = train_entrants(items, data, final, seeds, run_dir, log=log,
-                              on_epoch=lambda e, loss, dice: log(f"    epoch {e}/{final.train.epochs}  loss {loss:.3f}  "
-                                                                 f"val dice {dice:.3f}"))
+    def on_epoch(epoch: int, loss: float, dice: float) -> None:
+        log(f"    epoch {epoch}/{final.train.epochs}  loss {loss:.3f}  val dice {dice:.3f}")
+
+    failures = train_entrants(items, data, final, seeds, run_dir, log=log, on_epoch=on_epoch)
     info = {"finalists": options.finalists, "final_epochs": final.train.epochs,
             "search_epochs": settings.get("epochs"), "split_note": data.test_note,
             "test_images": len(data.test_images) if split == "test" else 0, "val_images": len(data.val_images)}

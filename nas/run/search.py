@@ -221,12 +221,14 @@ def _search(plan: Plan, job: Any, study: Any, live: Any, search: Any) -> tuple[s
             interrupted = _interruption(error)
             _say(INTERRUPTED_LINE, error=True)
     if config.finalists and interrupted is None:
-        from nas.run.finalize import FinalOptions, finalize_run
+        from nas.run.finalize import FinalizeError, FinalOptions, finalize_run
 
         try:
             finalize_run(plan.out, study_records(study), {**study_settings(plan), "objectives": str(plan.objectives)},
                          plan.data, FinalOptions(config.finalists, config.final_epochs, config.final_seeds,
                                                  config.device), log=_say)
+        except FinalizeError as error:  # the trials are done: say why the stage did not run, keep the outputs
+            _say(f"nas-search: finalist stage skipped: {error}", error=True)
         except KeyboardInterrupt as error:
             interrupted = _interruption(error)
             _say(INTERRUPTED_LINE, error=True)

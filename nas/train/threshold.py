@@ -6,9 +6,9 @@ model stores the grid threshold that maximises its mean validation Dice, with th
 it, and every consumer (``nas-predict``, the model card, the report) uses the stored one.
 
 Dice is per image, foreground, inside the FOV (empty truth and prediction score 1), and the mean is
-over the images with foreground (``nas.train.metrics.foreground_mean``); a pixel is foreground when its probability is above the
-threshold (its logit above ``logit(threshold)``, so 0.5 is exactly ``logit > 0``, the training curve's
-rule).
+over the images with foreground (``nas.train.metrics.foreground_mean``); a pixel is foreground when
+its probability is above the threshold (its logit above ``logit(threshold)``, so 0.5 is exactly
+``logit > 0``, the training curve's rule).
 """
 from __future__ import annotations
 
