@@ -203,3 +203,15 @@ def test_intervals_tau_and_verdicts_on_constructed_numbers():
     none = stats.verdict(baseline, [small], {"trial 3": (-0.03, 0.01)})
     assert none.finalist is None and none.text.startswith("no finalist matches unet-16") and "trial 3" in none.text
     assert stats.verdict(baseline, [], {}).text == "no finalist matches unet-16 (Dice 0.800)"
+
+
+def test_nas_export_names_the_stored_threshold(tmp_path, capsys):
+    from nas.cli.export import main as export_main
+    from nas.deploy.checkpoint import save_checkpoint
+
+    model = get_space("resunet").build_model(TINY, 1, 1).eval()
+    folder = save_checkpoint(tmp_path / "ckpt", model, TINY, space="resunet", in_channels=1, out_channels=1,
+                             normalization=Normalization((0.5,), (0.25,)),
+                             metrics={"dice": 0.5, "threshold": 0.35, "input_shape": [1, 1, 16, 16]})
+    assert export_main(["--checkpoint", str(folder), "--format", "onnx"]) == 0
+    assert "foreground where sigmoid(logits) > 0.35" in capsys.readouterr().out

@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:  # disk full, folder made read-only meanwhile: nothing half-written
         return write_failed(PROG, error)
     print(result.summary())
+    threshold = read_checkpoint_info(args.checkpoint).metrics.get("threshold")
+    if threshold is not None and args.format != "safetensors":  # the exported logits need it to become masks
+        print(f"foreground where sigmoid(logits) > {threshold:g}: the threshold chosen on validation (metrics.json)")
     return 0
 
 
