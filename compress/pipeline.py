@@ -21,6 +21,7 @@ from nas.data.loading import SegmentationData
 from nas.io import atomic_write_json
 from nas.engine.trial import json_safe
 from nas.data.patches import iterate_train_batches
+from nas.train.metrics import foreground_mean
 from nas.train.trainer import TrainConfig, dice_focal_loss, evaluate_dice
 
 from compress.finetune import finetune
@@ -48,7 +49,7 @@ class CompressOptions:
 
 def mean_dice(model: torch.nn.Module, data: SegmentationData, config: TrainConfig) -> float:
     scores = evaluate_dice(model, data, torch.device("cpu"), config=config)
-    return float(sum(scores) / len(scores)) if scores else 0.0
+    return foreground_mean(scores, *data.split("val")[1:])  # the trainer's mean: images with foreground
 
 
 def taylor_loss(data: SegmentationData, config: TrainConfig, batches: int = 2) -> Callable:
@@ -125,7 +126,8 @@ def compress_checkpoint(folder: str | Path, data: SegmentationData, out_dir: str
                 "global_pruning": options.global_pruning, "iterative_steps": options.iterative_steps,
                 "round_to": options.round_to, "finetune_epochs": options.finetune_epochs,
                 "distill": options.distill, "distill_loss": options.distill_loss if options.distill else None,
-                "dice": dice, "dice_definition": "foreground, per image, mean over validation images",
+                "dice": dice,
+                "dice_definition": "foreground, per image, mean over the validation images with foreground",
                 "dice_before_finetune": pruned_dice, "parent_dice": parent_dice, "dice_drop_points": drop,
                 "parent_macs": parent_macs, "macs_reduction": 1 - costs.macs / parent_macs,
                 "epoch_dice": result.epoch_dice if result else [],

@@ -32,6 +32,7 @@ from nas.data.loading import SegmentationData
 from nas.deploy.export import INPUT_NAME, export_onnx, record_onnx
 from nas.io import atomic_write
 from nas.data.patches import iterate_train_batches
+from nas.train.metrics import foreground_mean
 from nas.train.trainer import TrainConfig, dice_per_image, predict_masks
 
 FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
@@ -168,7 +169,7 @@ def _dice(predictions: list[torch.Tensor], data: SegmentationData) -> float:
             inside = fovs[index] > 0.5
             prediction, truth = prediction & inside, truth & inside
         scores.append(float(dice_per_image(prediction[None], truth[None])[0]))
-    return float(sum(scores) / len(scores)) if scores else 0.0
+    return foreground_mean(scores, masks, fovs)  # the trainer's mean: images with foreground
 
 
 def export_precisions(model: nn.Module, folder: str | Path, data: SegmentationData, *, input_size: int,

@@ -48,7 +48,8 @@ def _conventions(records: list[TrialRecord], config: Mapping[str, Any], conventi
                if config.get("torch_threads") and "thread" not in device else "")
     fixed_items = [
         "Dice: foreground class, per image, mean over validation images (best epoch), probability > 0.5: what "
-        "trials are selected on; an image whose ground truth and prediction are both empty scores 1. Test Dice "
+        "trials are selected on; images whose ground truth is empty are left out of every mean Dice (predicting "
+        "nothing must not win on them). Test Dice "
         "(held-out images, at each model's threshold chosen on validation) is what the finalists and cards claim",
         "MACs: multiply-accumulates of convs/transposed convs/linear per forward pass at batch 1 "
         f"at the stated input size{f' ({size})' if size else ''}; FLOPs = 2 × MACs; norms, activations, "

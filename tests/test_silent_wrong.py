@@ -201,3 +201,24 @@ def test_a_swapped_model_onnx_is_refused(tmp_path, capsys):
     code, _, err = call(capsys, predict_main, *args, "--out", tmp_path / "swapped")
     assert code == 2 and "model.onnx: content hash does not match metrics.json" in err.splitlines()[-1]
     assert not (tmp_path / "swapped").exists()
+
+
+def test_a_model_that_predicts_nothing_scores_0_not_the_share_of_empty_images():
+    """The trainer's Dice (the trial's objective) on a validation split of 3 empty images and 1 object."""
+    from nas.data.loading import SegmentationData
+    from nas.data.normalization import Normalization
+    from nas.train.trainer import TrainConfig, train_model
+
+    blob = torch.zeros(1, 16, 16)
+    blob[:, 6:10, 6:10] = 1
+    images = [torch.rand(1, 16, 16) for _ in range(4)]
+    data = SegmentationData(name="t", source="t", train_images=images, train_masks=[blob] * 4,
+                            val_images=images, val_masks=[torch.zeros(1, 16, 16)] * 3 + [blob],
+                            val_names=[f"v{i}" for i in range(4)], in_channels=1,
+                            normalization=Normalization((0.5,), (0.25,)))
+    nothing = torch.nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        nothing.weight.zero_()
+        nothing.bias.fill_(-20.0)  # predicts background everywhere, and stays so at this learning rate
+    result = train_model(nothing, data, TrainConfig(epochs=1, batch_size=2, patch_size=16, lr=1e-12, device="cpu"))
+    assert result.best_dice == 0.0  # the old mean over all images gave 0.75

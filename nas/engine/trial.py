@@ -55,7 +55,8 @@ class TrialOutcome:
         """Everything measured, JSON-safe (NaN/inf -> None): stored on the trial and in ``metrics.json``."""
         return json_safe({
             "dice": self.train.best_dice,
-            "dice_definition": "foreground, per image, mean over validation images, best epoch, probability > 0.5",
+            "dice_definition": ("foreground, per image, mean over the validation images with foreground, best epoch, "
+                                "probability > 0.5"),
             "best_epoch": self.train.best_epoch,
             **(self.threshold.metrics() if self.threshold is not None else {}),
             "epoch_dice": self.train.epoch_dice,

@@ -96,10 +96,11 @@ def _check_settings(config: SearchConfig, out: Path) -> None:
     if config.backend == "ray":
         if config.workers > 1:
             raise SearchError("--workers and --backend ray do not mix: Ray runs the trials in parallel itself")
-        from nas.engine.ray_adapter import check_ray_backend
+        from nas.engine.ray_adapter import check_ray_backend, probe_ray_address
 
         try:
             check_ray_backend(config.device, gpus_per_trial(config), config.cpus_per_trial)
+            probe_ray_address(config.ray_address)  # a head that wants an auth token: one line, before any write
         except (RuntimeError, ValueError) as error:
             raise SearchError(str(error)) from None
 

@@ -5,8 +5,9 @@ CPU, channels_last, gradient checkpointing of encoder/decoder stages, warm-up + 
 stopping on validation Dice, deep supervision when the model has ``forward_with_aux``, FOV-masked
 loss. Losses stay on the device during an epoch (one host sync per epoch).
 
-Dice is measured on the foreground class, per image, then averaged over the validation images.
-An image whose ground truth and prediction are both empty scores 1 (nothing to find, nothing found).
+Dice is measured on the foreground class, per image, then averaged over the validation images that
+have foreground (``nas.train.metrics.foreground_mean``): an image with nothing to find would score 1
+for predicting nothing, and enough of them would make a model that predicts nothing the best.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from nas.data.loading import SegmentationData
 from nas.data.patches import epoch_patches, iterate_train_batches
-from nas.train.metrics import segmentation_quality
+from nas.train.metrics import foreground_mean, segmentation_quality
 from nas.train.threshold import HALF, dice_per_image, dice_scores, logit  # noqa: F401 (dice_per_image: re-exported)
 
 
@@ -314,7 +315,7 @@ def train_model(model: nn.Module, data: SegmentationData, config: TrainConfig,
                 raise TrainingError(f"loss became {mean_loss} at epoch {epoch}")
 
             scores = evaluate_dice(model, data, device, config=config)
-            dice = float(sum(scores) / len(scores)) if scores else 0.0
+            dice = foreground_mean(scores, *data.split("val")[1:])  # empty truths cannot make it best
             epoch_dice.append(dice)
             epoch_loss.append(mean_loss)
             if dice > best_dice:

@@ -5,7 +5,9 @@ worker, ``searcher`` records finished Ray trials in the Optuna study and ends th
 imports it only for ``--backend ray``; it imports without Ray installed (``check_ray_backend`` then
 says what to install).
 """
-from nas.engine.ray_adapter.run import DONE_MARKER, INSTALL_HINT, check_ray_backend, run_ray_search
+from nas.engine.ray_adapter.run import (DONE_MARKER, INSTALL_HINT, RayConnectError, check_ray_backend,
+                                        probe_ray_address, run_ray_search)
 from nas.engine.ray_adapter.searcher import EXPERIMENT_DIR, StudySearcher
 
-__all__ = ["DONE_MARKER", "EXPERIMENT_DIR", "INSTALL_HINT", "StudySearcher", "check_ray_backend", "run_ray_search"]
+__all__ = ["DONE_MARKER", "EXPERIMENT_DIR", "INSTALL_HINT", "RayConnectError", "StudySearcher", "check_ray_backend",
+           "probe_ray_address", "run_ray_search"]

@@ -7,10 +7,12 @@ caller's Optuna study, so ``trials.csv``, ``best/`` and the report see Ray trial
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from search_spaces import get_space
 from search_spaces.overrides import RestrictedSuggest, Restriction
@@ -24,6 +26,13 @@ from nas.engine.ray_adapter.trainable import ray_trial
 from nas.io import atomic_write_text
 
 INSTALL_HINT = "the Ray backend needs `pip install .[ray]`"
+AUTH_HINT = ("--ray-address {address}: the Ray head refused this process (InvalidAuthToken: it uses token "
+             "authentication, as `ray start --head` sets up); set RAY_AUTH_MODE=token in the environment (the "
+             "token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN) and run the command again")
+
+
+class RayConnectError(ValueError):
+    """``--ray-address`` could not be joined; the message is one line saying why and what to do."""
 DONE_MARKER = "nas_search_done"
 
 
@@ -39,6 +48,50 @@ def check_ray_backend(device: str, gpus_per_trial: float, cpus_per_trial: float)
                          f"{cpus_per_trial} and {gpus_per_trial}")
     if device.startswith("cuda") and gpus_per_trial == 0:
         raise ValueError("--device cuda with --backend ray needs --gpus-per-trial > 0")
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[Any]:
+    """File descriptor 2 into a temp file inside the block (Ray's core logs its retries there, not
+    through Python); yields the file, read it before the block ends."""
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield sink
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def connect_ray(address: str) -> None:
+    """``ray.init(address=...)``; a refusal is a ``RayConnectError`` with one line (a missing auth token
+    says to set ``RAY_AUTH_MODE=token``) instead of a page of core warnings and a traceback."""
+    import ray
+
+    with _stderr_captured() as sink:
+        try:
+            ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
+            return
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            sink.seek(0)
+            said = sink.read().decode("utf-8", "replace") + str(error)
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    if "InvalidAuthToken" in said or "Unauthenticated" in said:
+        raise RayConnectError(AUTH_HINT.format(address=address)) from None
+    raise RayConnectError(f"--ray-address {address}: cannot join the Ray cluster ({first})") from None
+
+
+def probe_ray_address(address: str | None) -> None:
+    """Before anything is written: join the cluster at ``address`` once and leave (``RayConnectError``)."""
+    if address in (None, "local"):
+        return
+    import ray
+
+    if ray.is_initialized():
+        return
+    connect_ray(address)
+    ray.shutdown()
 
 
 @dataclass(frozen=True)
@@ -107,7 +160,7 @@ def run_ray_search(job: SearchJob, study: Any, *, storage: str, study_name: str,
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
                  ignore_reinit_error=True, configure_logging=False)
     elif owned:
-        ray.init(address=ray_address, log_to_driver=False, ignore_reinit_error=True)
+        connect_ray(ray_address)
     names, directions = job.objectives.metric_keys(), job.objectives.directions
     trainable = tune.with_resources(
         tune.with_parameters(ray_trial, job=job, storage=storage, study_name=study_name),

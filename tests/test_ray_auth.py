@@ -1,0 +1,98 @@
+"""Joining a real Ray cluster started with `ray start --head` (issue 16): the head uses token
+authentication, so without RAY_AUTH_MODE=token the search must say so in one line; with it, it joins.
+
+The head is started here (one CPU, a free port, its own temp dir) and stopped in teardown by the ids
+of its own processes: `ray stop` would stop every Ray on the machine.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import call
+
+pytest.importorskip("ray")
+RAY = Path(sys.executable).parent / "ray"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _processes_of(marker: str) -> list[int]:
+    """Processes whose command line names ``marker``, and their children (Ray's workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    children = []
+    for pid in found:
+        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+            try:
+                children += [int(c) for c in task.read_text().split()]
+            except OSError:
+                continue
+    return children + found
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    if not RAY.exists():
+        pytest.skip("the ray command is not installed")
+    temp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))  # short: Ray's socket paths live under it
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    try:
+        subprocess.run([str(RAY), "start", "--head", "--num-cpus", "1", "--port", str(port), "--temp-dir", str(temp),
+                        "--include-dashboard=false", "--disable-usage-stats"], check=True, capture_output=True,
+                       timeout=180, env=env)
+        yield f"127.0.0.1:{port}"
+    finally:
+        for _ in range(2):
+            for pid in _processes_of(str(temp)):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            time.sleep(2)
+        for pid in _processes_of(str(temp)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_token_auth_head_is_one_line_then_joined_with_ray_auth_mode_token(ray_head, tmp_path, capsys,
+                                                                            monkeypatch):
+    from nas.cli.search import main as search_main
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    out = tmp_path / "run"
+    code, _, err = call(capsys, search_main, "--backend", "ray", "--ray-address", ray_head, "--out", out,
+                        "--trials", "1", "--epochs", "1", "--image-size", "16", "--device", "cpu")
+    assert code == 2, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"nas-search: error: --ray-address {ray_head}: the Ray head refused this process")
+    assert "set RAY_AUTH_MODE=token" in line and "InvalidAuthToken" not in err.replace("(InvalidAuthToken:", "")
+    assert not out.exists()
+    # as a user would: the same join in a new process with RAY_AUTH_MODE=token (Ray reads it once per process)
+    joined = subprocess.run([sys.executable, "-c", "import sys; from nas.engine.ray_adapter import probe_ray_address; "
+                             "probe_ray_address(sys.argv[1]); print('joined')", ray_head],
+                            capture_output=True, text=True, timeout=180, env={**os.environ, "RAY_AUTH_MODE": "token"})
+    assert joined.returncode == 0 and "joined" in joined.stdout, joined.stderr[-2000:]
