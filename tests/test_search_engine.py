@@ -8,10 +8,13 @@ import sys
 
 import optuna
 import pytest
+
+from nas.engine.policy import TrialStopped
+from nas.results.outcome import StopReason
 import torch
 from optuna.trial import TrialState
 
-from nas.engine.early_stop import EarlyStopped, RungPoint, RungPolicy, rung_dice, rung_verdict
+from nas.engine.early_stop import RungPoint, RungPolicy, rung_dice, rung_verdict
 from nas.engine.objectives import Objectives
 from nas.engine.optuna_adapter.study import (WORKER_ATTR, count_finished, default_storage, open_study, recover_lost_trials,
                               run_study, study_records)
@@ -159,13 +162,14 @@ def test_early_stopped_trials_are_pruned_with_their_rung_and_do_not_end_the_sear
     def trial(t):
         t.suggest_int("width", 1, 10_000)
         calls["n"] += 1
-        if calls["n"] <= 4:
-            raise EarlyStopped("early-stopped at epoch 1: beaten", 1)
+        if calls["n"] <= 4:  # what the trial policy raises when early stopping ends a trial
+            raise TrialStopped(StopReason.EARLY_STOPPED, "early-stopped at epoch 1: beaten", epoch=1)
         return {"metrics": {"dice": 0.5, "macs": 10}}
 
     assert run_study(study, 1, trial, max_pruned_in_a_row=3) is None
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert len(pruned) == 4 and all(t.user_attrs["stopped_at_epoch"] == 1 for t in pruned)
+    assert all(t.user_attrs["stop_reason"] == "early_stopped" for t in pruned)
     assert count_finished(study) == 1
 
 
