@@ -8,9 +8,6 @@ import sys
 
 import optuna
 import pytest
-
-from nas.engine.policy import TrialStopped
-from nas.results.outcome import StopReason
 import torch
 from optuna.trial import TrialState
 
@@ -18,6 +15,7 @@ from nas.engine.early_stop import RungPoint, RungPolicy, rung_dice, rung_verdict
 from nas.engine.objectives import Objectives
 from nas.engine.optuna_adapter.study import (WORKER_ATTR, count_finished, default_storage, open_study, recover_lost_trials,
                               run_study, study_records)
+from nas.engine.policy import TrialStopped
 from nas.results.outcome import StopReason
 from nas.results.records import TrialRecord
 from nas.engine.job import LiveView
