@@ -222,3 +222,38 @@ def test_a_model_that_predicts_nothing_scores_0_not_the_share_of_empty_images():
         nothing.bias.fill_(-20.0)  # predicts background everywhere, and stays so at this learning rate
     result = train_model(nothing, data, TrainConfig(epochs=1, batch_size=2, patch_size=16, lr=1e-12, device="cpu"))
     assert result.best_dice == 0.0  # the old mean over all images gave 0.75
+
+
+# ----------------------------------------------------------------------------- found in the fresh look
+
+def test_a_tiff_stack_or_an_animated_gif_is_refused_not_read_as_its_first_frame(tmp_path):
+    frames = [Image.fromarray(np.full((16, 16), 40 * k, np.uint8)) for k in range(3)]
+    folder = _folder(tmp_path / "d")
+    (folder / "images" / "im0.png").unlink()
+    frames[0].save(folder / "images" / "im0.tif", save_all=True, append_images=frames[1:])
+    with pytest.raises(DataError, match=r"image .*im0\.tif holds 3 frames \(a stack or an animation\)"):
+        _load(folder)
+
+
+def test_masks_that_are_foreground_everywhere_are_refused(tmp_path):
+    full = [np.full((16, 16), 255, np.uint8)] * 4
+    with pytest.raises(DataError, match=r"every pixel of the 3 train mask\(s\) .* is foreground"):
+        _load(_folder(tmp_path / "d", masks=full))
+
+
+def test_an_empty_fov_mask_is_refused(tmp_path):
+    folder = _folder(tmp_path / "d")
+    (folder / "fov").mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((16, 16), 0 if i == 2 else 255, np.uint8)).save(folder / "fov" / f"im{i}.png")
+    with pytest.raises(DataError, match=r"FOV mask .*im2\.png is empty: no pixel of .*im2\.png would be"):
+        _load(folder)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, bool])
+def test_a_complex_or_boolean_volume_is_not_an_image(tmp_path, dtype):
+    from nas.data.volumes import read_volume
+
+    np.save(tmp_path / "v.npy", np.ones((8, 8, 8), dtype))
+    with pytest.raises(DataError, match=r"v\.npy holds (complex64|bool) values; expected integer or float"):
+        read_volume(tmp_path / "v.npy")

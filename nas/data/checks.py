@@ -10,7 +10,11 @@ Each raises ``DataError`` with one line naming the file or split (the CLIs exit 
   dataset "trained" and exported a Dice 1.000 model). Between that and the 8 px the shallowest
   architecture needs for a 2 px bridge, the per-trial depth check (``nas.engine.policy``) prunes.
 * ``require_foreground``: a split whose masks have no foreground at all cannot rank models (a model
-  that predicts nothing scores best); refused for the training and validation splits.
+  that predicts nothing scores best), nor one whose masks are foreground everywhere (a model that
+  predicts everything does: inverted masks); refused for the training and validation splits.
+* ``require_nonempty_fov``: a field-of-view mask with nothing inside.
+* ``require_single_frame``: a multi-page TIFF (a stack) or an animated GIF would be read as its first
+  frame only.
 
 ``data_fingerprint`` hashes what was loaded (names, shapes and the decoded pixels of every split),
 so a resume on data whose content changed (masks inverted, images added) is refused, not mixed.
@@ -73,12 +77,39 @@ def _has_foreground(mask: Any, fov: Any | None) -> bool:
     return bool(inside.any())
 
 
+def _all_foreground(mask: Any, fov: Any | None) -> bool:
+    background = mask <= 0.5
+    if fov is not None:
+        background = background & (fov > 0.5)
+    return not bool(background.any()) and (fov is None or bool((fov > 0.5).any()))
+
+
+def require_nonempty_fov(fov: np.ndarray, fov_path: Path, image_path: Path) -> None:
+    """Refuse a field-of-view mask with no pixel inside: the image would be neither trained on nor scored."""
+    if not fov.any():
+        raise DataError(f"FOV mask {fov_path} is empty: no pixel of {image_path} would be trained on or scored "
+                        "(the field of view must be 255 or 1)")
+
+
+def require_single_frame(image: Any, path: Path, what: str) -> None:
+    """Refuse a Pillow image with several frames (a TIFF stack, an animated GIF)."""
+    frames = int(getattr(image, "n_frames", 1) or 1)
+    if frames > 1:
+        raise DataError(f"{what} {path} holds {frames} frames (a stack or an animation) and only the first would be "
+                        "read: save one image per file, or a volume as .npy / NIfTI")
+
+
 def require_foreground(split: str, names: Sequence[str], masks: Sequence[Any], fovs: Sequence[Any],
                        where: str) -> None:
-    """Refuse a split none of whose masks has a foreground pixel (inside the FOV when there is one)."""
-    if not masks or any(_has_foreground(m, fovs[i] if fovs else None) for i, m in enumerate(masks)):
+    """Refuse a split none of whose masks has a foreground pixel, or a background pixel (inside the FOV)."""
+    if not masks:
         return
     shown = ", ".join(list(names)[:3]) + (", ..." if len(names) > 3 else "")
+    if all(_all_foreground(m, fovs[i] if fovs else None) for i, m in enumerate(masks)):
+        raise DataError(f"every pixel of the {len(masks)} {split} mask(s) of {where} ({shown}) is foreground: "
+                        "predicting everything would score best (inverted masks?); the background must be 0")
+    if any(_has_foreground(m, fovs[i] if fovs else None) for i, m in enumerate(masks)):
+        return
     if split == "train":
         raise DataError(f"no training mask in {where} has a foreground pixel ({len(masks)} masks, all empty: "
                         f"{shown}): there is nothing to segment; the foreground must be 255 (or 1) in the masks")

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nas.data.checks import mask_alpha_problem, require_finite, require_foreground, require_min_side
+from nas.data.checks import (mask_alpha_problem, require_finite, require_foreground, require_min_side,
+                             require_nonempty_fov, require_single_frame)
 from nas.data.errors import DataError
 from nas.data.normalization import Normalization, compute_normalization
 from nas.data.splits import carve
@@ -264,6 +265,7 @@ def _read_pairs(pairs: list[Pair], channels: list[tuple[Path, int]]):
         if fov_path is not None:
             fov = _read_mask(fov_path)
             _check_shape(image.shape[:-1], fov.shape, image_path, fov_path, "FOV mask")
+            require_nonempty_fov(fov, fov_path, image_path)
             fovs.append(torch.from_numpy(fov)[None])
         if not channels:
             channels.append((image_path, image.shape[-1]))
@@ -317,8 +319,11 @@ def _open(path: Path, what: str) -> Image.Image:
     """Decode ``path`` fully, turning any Pillow/OS failure into a one-line ``DataError``."""
     try:
         with Image.open(path) as handle:
+            require_single_frame(handle, path, what)
             handle.load()
             return handle.copy()
+    except DataError:  # a stack or an animation: its own message
+        raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         reason = " ".join(str(exc).replace(f"'{path}'", "").replace(str(path), "").split())
         reason = reason.rstrip(" :") or type(exc).__name__

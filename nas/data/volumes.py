@@ -49,7 +49,10 @@ def read_volume(path: Path) -> np.ndarray:
     array = _load(path, "image")
     if array.ndim == 3:
         array = array[None]
-    if array.ndim != 4 or not np.issubdtype(array.dtype, np.number):
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise _error(f"image {path} holds {array.dtype} values; expected integer or float intensities "
+                     "(a complex or boolean volume is not an image)")
+    if array.ndim != 4:
         raise _error(f"image {path} has shape {array.shape} ({array.dtype}); expected (D, H, W) or (C, D, H, W)")
     array = array.astype(np.float64)
     require_finite(array, path)  # a NaN would make the min-max scaling all NaN
