@@ -132,3 +132,14 @@ def test_a_failed_trial_is_one_line_on_the_console_and_a_traceback_in_the_log(tm
     text = log.read_text()
     assert "Traceback (most recent call last)" in text and "the layer sizes do not add up" in text
     assert optuna.logging.get_logger("optuna").handlers  # the terminal handler is back afterwards
+
+
+def test_a_ray_worker_appends_its_failed_trial_traceback_to_the_run_log(tmp_path):
+    from nas.engine.run_log import LOG_FILE, append_traceback
+
+    try:
+        raise ValueError("bad width")
+    except ValueError as error:
+        append_traceback(tmp_path, "ray trial abc", error)
+    text = (tmp_path / LOG_FILE).read_text()
+    assert "ray trial abc failed" in text and "Traceback (most recent call last)" in text and "bad width" in text

@@ -4,11 +4,15 @@ A failed trial prints one line on the console (its reason, from ``nas.engine.tri
 what a developer needs to debug it, the traceback, is logged to ``TRIAL_LOGGER`` and lands in the
 file. Optuna logs the same failure with its traceback through its own logger; inside ``run_log`` that
 logger writes to the file too, and its terminal handler is set aside (restored on exit). Only
-``logging`` is touched here: no Optuna import.
+``logging`` is touched here: no Optuna import. A process outside ``run_log`` (a Ray worker) appends
+its failed trial's traceback to the same file with ``append_traceback``.
 """
 from __future__ import annotations
 
 import logging
+import os
+import time
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -56,3 +60,16 @@ def run_log(out: Path) -> Iterator[Path]:
         ours.setLevel(saved[0])
         ours.propagate = saved[1]
         handler.close()
+
+
+def append_traceback(out: Path, what: str, error: BaseException) -> None:
+    """Append ``error``'s traceback to ``out/logs/search.log`` (a Ray worker's failed trial); a worker on a
+    machine that cannot reach the run directory skips it (the driver's console line says what failed)."""
+    try:
+        path = Path(out) / LOG_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {os.getpid()} {TRIAL_LOGGER} ERROR: {what} failed\n{text}")
+    except OSError:
+        pass

@@ -20,6 +20,7 @@ from nas.engine.optuna_adapter.foreign import ReplaySuggest, open_for_peers, tri
 from nas.engine.optuna_adapter.search import COSTS_ATTR, CURVE_ATTR, rung_peers
 from nas.engine.optuna_adapter.study import FIXED_PARAMS_ATTR, VIOLATION_ATTR
 from nas.engine.policy import TrialStopped, run_policy
+from nas.engine.run_log import append_traceback
 from nas.engine.trial import failure_kind, failure_reason
 from nas.results.outcome import FAILURE_KIND_ATTR, STOP_REASON_ATTR, TrialState
 
@@ -109,6 +110,7 @@ def ray_trial(config: dict[str, Any], job: SearchJob, storage: str, study_name: 
                **{STOP_REASON_ATTR: stop.reason.value}, **extra)
         return
     except Exception as error:  # noqa: BLE001 - failure isolation: the search goes on
+        append_traceback(job.out, f"ray trial {trial_id}", error)  # the driver prints the one-line reason
         finish(TrialState.FAIL.value, fail_reason=failure_reason(error)[:500],
                **{FAILURE_KIND_ATTR: failure_kind(error).value})
         return
