@@ -518,3 +518,19 @@ def test_report_with_a_pickled_best_checkpoint_warns_and_never_unpickles(ckpt, t
     assert len(warnings) == 1 and "model.safetensors: not a readable safetensors file" in warnings[0]
     assert not marker.exists()
     assert "not a readable safetensors file" in (run / "report.html").read_text()
+
+
+def test_compress_data_the_checkpoint_cannot_take(ckpt, tmp_path, capsys):
+    """Issue 16: RGB data for a grey checkpoint (or volumes for a 2D model) is one line, before any write."""
+    from nas.cli.compress import main
+
+    rgb = tmp_path / "rgb"
+    make_data(rgb, n=4)
+    for path in (rgb / "images").glob("*.png"):
+        Image.open(path).convert("RGB").save(path)
+    before = snapshot(tmp_path)
+    code, _, err = call(capsys, main, "--checkpoint", ckpt, "--data", rgb, "--no-quantize")
+    assert_refused(code, err, "nas-compress", "3 channel(s)", "takes 1")
+    code, _, err = call(capsys, main, "--checkpoint", ckpt, "--data", "synthetic:volumes", "--no-quantize")
+    assert_refused(code, err, "nas-compress", "3D data", "2D model")
+    assert snapshot(tmp_path) == before

@@ -132,6 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = load_data(str(source), image_size=image_size, seed=seed)
     except (DataError, ValueError, OSError) as error:
         parser.error(f"--data {source}: {error}")
+    for folder in folders:  # a model takes one channel count and one dimensionality: refuse before any write
+        info = read_checkpoint_info(folder)
+        if info.in_channels != data.in_channels:
+            parser.error(f"--data {source}: {data.in_channels} channel(s), but {folder} takes {info.in_channels}")
+        if checkpoint_spatial_dims(info.space) != data.spatial_dims:
+            parser.error(f"--data {source}: {data.spatial_dims}D data, but {folder} is a "
+                         f"{checkpoint_spatial_dims(info.space)}D model")
     out = Path(args.out) if args.out else run / "compressed"
     check_writable(parser, "--out", out, folder=True)
     options = CompressOptions(
