@@ -75,6 +75,9 @@ def ray_head():
             except ProcessLookupError:
                 pass
         shutil.rmtree(temp, ignore_errors=True)
+        current = Path("/tmp/ray/ray_current_cluster")  # what `ray stop` would remove, only if it names this head
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 @pytest.mark.slow
