@@ -4,7 +4,8 @@ images; then the finalist stage of the "after" run: seed spread and Kendall tau 
 
 For each dataset, two searches with the same ``--timeout`` (the wall budget; ``--trials`` is large so
 the budget ends them), the same seed, data, split and recipe; only the epoch differs
-(``--patches-per-epoch`` = the number of training images for "before"). From each, the trial a user
+(``--patches-per-epoch`` = the number of training images for "before"). The two arms run side by
+side, one process and one torch thread each, so both see the same machine load for the same wall time. From each, the trial a user
 would deploy (the best validation Dice) is scored on the test split: "before" at 0.5 (there was no
 threshold), "after" at its stored threshold. Then ``nas-finalize`` on the "after" run.
 
@@ -17,11 +18,13 @@ Prints one JSON object per dataset and the Markdown lines for benchmarks/RESULTS
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import datetime
 import json
 import shlex
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -38,6 +41,7 @@ SMOKE_FIX = {"depth": 3, "base_width": 8, "blocks_per_stage": 1, "block": "plain
 def search(source: str, out: Path, args: argparse.Namespace, patches: int | None) -> dict:
     import nas
 
+    torch.set_num_threads(args.threads)
     config = nas.SearchConfig(data=source, trials=100_000, epochs=args.epochs, image_size=args.image_size,
                               seed=args.seed, device="cpu", out=out, timeout=args.budget_s,
                               foreground_fraction=args.foreground_fraction, patches_per_epoch=patches,
@@ -82,8 +86,12 @@ def dataset(name: str, args: argparse.Namespace) -> dict:
     probe = load_data(source, image_size=args.image_size, seed=args.seed)
     row: dict = {"dataset": name, "train/val/test": [len(probe.train_images), len(probe.val_images),
                                                      len(probe.test_images)], "test_note": probe.test_note}
-    for label, patches in (("before", len(probe.train_images)), ("after", None)):
-        row[label] = search(source, root / label, args, patches)
+    arms = (("before", len(probe.train_images)), ("after", None))
+    with ProcessPoolExecutor(len(arms), mp_context=multiprocessing.get_context("spawn")) as pool:
+        runs = {label: pool.submit(search, source, root / label, args, patches) for label, patches in arms}
+        for label, _ in arms:
+            row[label] = runs[label].result()
+    for label, _ in arms:
         number, folder, metrics = deployed(root / label)
         data = load_run_data(open_run(root / label).config)
         threshold = 0.5 if label == "before" else float(metrics.get("threshold", 0.5))
@@ -135,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--final-seeds", type=int, default=3)
     parser.add_argument("--final-epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each search arm")
     parser.add_argument("--smoke", action="store_true", help="one tiny fixed architecture: checks the plumbing only")
     parser.add_argument("--out", default="runs/bench_finalists")
     args = parser.parse_args(argv)
