@@ -8,13 +8,13 @@ problems before a run writes anything. See docs/data_and_training.md for the lay
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from nas.data.dataset import SegmentationData  # noqa: F401 (re-exported: its historic home)
 from nas.data.checks import (mask_alpha_problem, require_finite, require_foreground, require_min_side,
                              require_nonempty_fov, require_single_frame)
 from nas.data.errors import DataError
@@ -27,48 +27,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 SUFFIXES = IMAGE_SUFFIXES + VOLUME_SUFFIXES
 VAL_SEED_OFFSET = 1_000_003  # synthetic validation images come from a different seed than training
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # 16/32-bit and float grey (microscopy TIFFs)
-
-
-@dataclass
-class SegmentationData:
-    """Train/val (and optional test) splits in memory at full resolution (sizes may differ).
-
-    Images are ``(C, H, W)`` or, for volumes, ``(C, D, H, W)``. FOV lists are empty when the data
-    has no field-of-view masks, else one ``(1, *S)`` {0, 1} mask per image: loss and metrics count
-    only inside it.
-    """
-
-    name: str  # "synthetic" or the folder's name
-    source: str  # what the user passed ("synthetic" or the path)
-    train_images: list[torch.Tensor]  # each (C, H, W) float32 in [0, 1]
-    train_masks: list[torch.Tensor]  # each (1, H, W) float32 in {0, 1}
-    val_images: list[torch.Tensor]
-    val_masks: list[torch.Tensor]
-    val_names: list[str]  # stems (synthetic: "synthetic_0007")
-    in_channels: int
-    normalization: Normalization
-    train_names: list[str] = field(default_factory=list)  # stems, for error messages and reports
-    train_fovs: list[torch.Tensor] = field(default_factory=list)  # each (1, *S) in {0, 1}, or empty
-    val_fovs: list[torch.Tensor] = field(default_factory=list)
-    test_images: list[torch.Tensor] = field(default_factory=list)  # empty: the data has no test split
-    test_masks: list[torch.Tensor] = field(default_factory=list)
-    test_names: list[str] = field(default_factory=list)
-    test_fovs: list[torch.Tensor] = field(default_factory=list)
-    test_note: str = ""  # where the test split came from, or why there is none (the run header says it)
-    held_out: float = 0.0  # the test fraction that carved the test split from the folder (0.0: none carved)
-
-    @property
-    def spatial_dims(self) -> int:
-        """2 for images, 3 for volumes."""
-        return self.train_images[0].dim() - 1 if self.train_images else 2
-
-    def split(self, name: str) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-        """``(images, masks, fovs)`` of ``"val"`` or ``"test"`` (fovs empty when there are none)."""
-        if name == "val":
-            return self.val_images, self.val_masks, self.val_fovs
-        if name == "test":
-            return self.test_images, self.test_masks, self.test_fovs
-        raise ValueError(f"unknown split {name!r}; use val or test")
 
 
 # ---------------------------------------------------------------------------------------------

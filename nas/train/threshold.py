@@ -12,15 +12,14 @@ its probability is above the threshold (its logit above ``logit(threshold)``, so
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
 
+from nas.train.labels import HALF, logit  # noqa: F401 (re-exported: their historic home)
 from nas.train.metrics import foreground_mean, has_foreground
 
-HALF = 0.5
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05, 0.10, ..., 0.95
 _TIE = 1e-12  # mean Dice values closer than this are a tie
 
@@ -33,15 +32,6 @@ def dice_per_image(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tens
     total = prediction.sum(dims) + target.sum(dims)
     dice = 2 * intersection / total.clamp_min(1e-12)
     return torch.where(total == 0, torch.ones_like(dice), dice)
-
-
-def logit(probability: float) -> float:
-    """The logit of a probability threshold (0 and 1 map to -inf and +inf)."""
-    if probability <= 0.0:
-        return -math.inf
-    if probability >= 1.0:
-        return math.inf
-    return math.log(probability / (1.0 - probability))
 
 
 def dice_scores(logits: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], fovs: Sequence[torch.Tensor],

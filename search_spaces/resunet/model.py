@@ -162,8 +162,17 @@ class ResUNet(nn.Module):
         return self._run(x, with_aux=True)
 
 
-def build_model(spec: ResUNetSpec, in_channels: int = 1, out_channels: int = 1) -> ResUNet:
-    """The noun-in, noun-out builder every stage uses."""
+def build_model(spec: ResUNetSpec, in_channels: int = 1, out_channels: int | None = None) -> ResUNet:
+    """The noun-in, noun-out builder every stage uses.
+
+    The head has ``spec.out_channels`` outputs (1 for a binary spec, ``num_classes`` otherwise).
+    ``out_channels`` is kept for callers that pass it: ``None`` or 1 (the binary default every
+    caller passed before label maps) mean the spec's head; a binary spec honours any value as before.
+    """
+    if out_channels is None or (spec.num_classes != 2 and out_channels == 1):
+        out_channels = spec.out_channels
     if in_channels < 1 or out_channels < 1:
         raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
+    if spec.num_classes != 2 and out_channels != spec.num_classes:
+        raise ValueError(f"a {spec.num_classes}-class spec needs {spec.num_classes} output channels, got {out_channels}")
     return ResUNet(spec, in_channels, out_channels)

@@ -27,6 +27,8 @@ SHORTCUTS = ("identity", "projection", "none")
 SPATIAL_DIMS = (2, 3)
 MAX_DEPTH = 8
 MAX_BLOCKS = 4
+MAX_CLASSES = 256  # label maps are 8-bit PNGs at most
+BINARY = 2  # background + one foreground class: one sigmoid output (the original design)
 
 
 def _is_int(value: Any) -> bool:
@@ -64,6 +66,10 @@ class ResUNetSpec:
     in decoder order, deepest first (default channels // ``se_reduction``, gate: skip width // 2).
     ``aspp_width`` is the width of each ASPP branch (default the bridge width).
 
+    ``num_classes`` counts the classes *including* background (label 0); it is fixed by the data,
+    not sampled. 2 is the binary case (one sigmoid output, thresholded); K >= 3 gives K softmax
+    outputs (argmax). ``to_dict`` leaves it out when it is 2, so binary specs keep their JSON.
+
     ``skip_attention`` names the attention kind (the field name is kept from schema 1);
     ``attention_place`` says whether it acts on the skips or on each decoder stage's output
     (``gate`` needs the decoder signal, so it is skip-only).
@@ -96,6 +102,7 @@ class ResUNetSpec:
     activation: str = "relu"
     dropout: float = 0.0
     spatial_dims: int = 2
+    num_classes: int = BINARY
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -106,6 +113,11 @@ class ResUNetSpec:
         if _is_int(self.dropout):
             object.__setattr__(self, "dropout", float(self.dropout))
         self._validate()
+
+    @property
+    def out_channels(self) -> int:
+        """Logit channels of the head: 1 for the binary case (sigmoid), else ``num_classes`` (softmax)."""
+        return 1 if self.num_classes == BINARY else self.num_classes
 
     @property
     def depth(self) -> int:
@@ -227,6 +239,9 @@ class ResUNetSpec:
             fail("skip_attention 'gate' is gated by the decoder signal, so attention_place must be 'skip'")
         if not isinstance(self.dropout, float) or not 0.0 <= self.dropout < 1.0:
             fail(f"dropout must be a float in [0, 1), got {self.dropout!r}")
+        if not _is_int(self.num_classes) or not BINARY <= self.num_classes <= MAX_CLASSES:
+            fail(f"num_classes (background included) must be an int in {BINARY}..{MAX_CLASSES}, "
+                 f"got {self.num_classes!r}")
         self._validate_upsampling(fail)
 
     def _validate_upsampling(self, fail) -> None:
@@ -244,8 +259,9 @@ class ResUNetSpec:
                          f"({self.encoder_widths[level]}); use concat or an up-sampling conv")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-safe dict (tuples become lists)."""
-        return {f.name: _nested_list(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """Plain JSON-safe dict (tuples become lists); ``num_classes`` only when not binary."""
+        return {f.name: _nested_list(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if f.name != "num_classes" or self.num_classes != BINARY}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ResUNetSpec":
@@ -278,6 +294,8 @@ class ResUNetSpec:
             parts[-1] += f" e{self.expansion}"
         if self.spatial_dims == 3:
             parts.insert(0, "3D")
+        if self.num_classes != BINARY:
+            parts.append(f"{self.num_classes} classes")
         if self.downsample != "maxpool":
             parts.append(self.downsample)
         if self.bridge_dilation != 1:
