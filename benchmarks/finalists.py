@@ -143,13 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--final-seeds", type=int, default=3)
     parser.add_argument("--final-epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of each search arm")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each search arm and of the finalist stage")
     parser.add_argument("--smoke", action="store_true", help="one tiny fixed architecture: checks the plumbing only")
     parser.add_argument("--out", default="runs/bench_finalists")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)  # the finalist stage runs in this process
     rows = [dataset(name, args) for name in args.datasets.split(",")]
     print(json.dumps(rows, indent=1))
-    print(f"\n### Finalists ({datetime.date.today()}, {torch.get_num_threads()} torch threads)\n")
+    print(f"\n### Finalists ({datetime.date.today()}, {args.threads} torch thread(s) per process)\n")
     print(f"`.venv/bin/python benchmarks/finalists.py {shlex.join(sys.argv[1:] if argv is None else argv)}`\n")
     for row in rows:
         print("\n".join(markdown(row)) + "\n")
