@@ -65,13 +65,14 @@ def train_arm(data, spec, space, args: argparse.Namespace, arm: str, seed: int) 
 
 
 def table(name: str, data, rows: list[dict]) -> list[str]:
-    by_arm = {arm: {r["seed"]: r["test_dice"] for r in rows if r["arm"] == arm} for arm in ARMS}
+    ran = [arm for arm in ARMS if any(r["arm"] == arm for r in rows)]
+    by_arm = {arm: {r["seed"]: r["test_dice"] for r in rows if r["arm"] == arm} for arm in ran}
     lines = [f"**{name}** (train/val/test {len(data.train_images)}/{len(data.val_images)}/{len(data.test_images)}; "
              f"training foreground share {foreground_share(data):.3f})", "",
              "| arm | test Dice mean ± std | per seed | Δ vs today (mean, min..max over seeds) |", "|---|---|---|---|"]
     for arm, scores in by_arm.items():
         values = [scores[s] for s in sorted(scores)]
-        deltas = [scores[s] - by_arm["today"][s] for s in sorted(scores) if s in by_arm["today"]]
+        deltas = [scores[s] - by_arm["today"][s] for s in sorted(scores) if s in by_arm.get("today", {})]
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         delta = (f"{statistics.fmean(deltas):+.3f} ({min(deltas):+.3f}..{max(deltas):+.3f})"
                  if arm != "today" and deltas else "")
