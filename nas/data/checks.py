@@ -126,6 +126,8 @@ def data_fingerprint(data: Any) -> str:
     """
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"channels={data.in_channels};".encode())
+    if getattr(data, "num_classes", 2) != 2:  # binary data keeps the digest it always had
+        digest.update(f"classes={','.join(data.class_names)};".encode())
     for split in ("train", "val", "test"):
         names = getattr(data, f"{split}_names") or []
         images, masks, fovs = (getattr(data, f"{split}_{kind}") for kind in ("images", "masks", "fovs"))

@@ -18,9 +18,10 @@ from nas.data.dataset import SegmentationData  # noqa: F401 (re-exported: its hi
 from nas.data.checks import (mask_alpha_problem, require_finite, require_foreground, require_min_side,
                              require_nonempty_fov, require_single_frame)
 from nas.data.errors import DataError
+from nas.data.labels import read_mask_values, require_trained_classes, resolve_classes
 from nas.data.normalization import Normalization, compute_normalization
 from nas.data.splits import carve
-from nas.data.synthetic import SYNTHETIC_KINDS, SYNTHETIC_NAME, make_synthetic
+from nas.data.synthetic import CLASS_COLOURS, CLASS_NAMES, SYNTHETIC_KINDS, SYNTHETIC_NAME, make_synthetic
 from nas.data.volumes import VOLUME_SUFFIXES, read_volume, read_volume_mask, volume_suffix
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
@@ -173,6 +174,7 @@ def load_data(
     synthetic_train: int = 96,
     synthetic_val: int = 32,
     synthetic_test: int | None = None,
+    num_classes: int | None = None,
 ) -> SegmentationData:
     """Load ``source`` into memory and split it.
 
@@ -183,24 +185,31 @@ def load_data(
     ``seed``-shuffle puts ``max(1, round(val_fraction * n))`` images into validation and, without
     ``test/``, ``test_fraction`` of them into a test split (``nas.data.splits``; ``None``: 0.2 from 10
     images on, else none). Synthetic data gets ``synthetic_test`` (default: as many as validation) test images from a
-    third seed.
+    third seed. ``num_classes`` (``--num-classes``, background included) declares the classes of label-map masks;
+    ``None`` finds them (``nas.data.labels``).
     """
     kind = _synthetic_kind(source)
     if kind is not None:
-        return _load_synthetic(str(source), kind, image_size, seed, synthetic_train, synthetic_val,
+        data = _load_synthetic(str(source), kind, image_size, seed, synthetic_train, synthetic_val,
                                synthetic_val if synthetic_test is None else synthetic_test)
+        if num_classes is not None and num_classes != data.num_classes:
+            raise DataError(f"--num-classes {num_classes} but {source} has {data.num_classes} classes")
+        return data
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     folder = Path(source)
     splits = _discover(folder)
     channels: list[tuple[Path, int]] = []
     loaded = {name: _read_pairs(pairs, channels) for name, pairs in splits.items()}
+    classes = resolve_classes({name: (loaded[name][2], [pair[2] for pair in splits[name]]) for name in loaded},
+                              folder, num_classes)
     test_note, held_out = carve(loaded, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
     train_names, train_images, train_masks, train_fovs = loaded["train"]
     val_names, val_images, val_masks, val_fovs = loaded["val"]
     test_names, test_images, test_masks, test_fovs = loaded.get("test", ([], [], [], []))
     require_foreground("train", train_names, train_masks, train_fovs, str(folder))
     require_foreground("validation", val_names, val_masks, val_fovs, str(folder))
+    require_trained_classes({name: loaded[name][::2] for name in loaded}, classes, str(folder))
     return SegmentationData(
         name=folder.resolve().name, source=str(source),
         train_images=train_images, train_masks=train_masks,
@@ -209,6 +218,7 @@ def load_data(
         train_names=train_names, train_fovs=train_fovs, val_fovs=val_fovs,
         test_images=test_images, test_masks=test_masks, test_names=test_names, test_fovs=test_fovs,
         test_note=test_note, held_out=held_out,
+        num_classes=classes.count, class_names=classes.names, class_colours=classes.colours,
     )
 
 
@@ -217,7 +227,7 @@ def _read_pairs(pairs: list[Pair], channels: list[tuple[Path, int]]):
     stems, images, masks, fovs = [], [], [], []
     for stem, image_path, mask_path, fov_path in pairs:
         image = _read_image(image_path)  # (*S, C) float32
-        mask = _read_mask(mask_path)  # (*S) float32
+        mask = read_mask_values(mask_path, _open)  # (*S) float32 raw: resolve_classes makes it {0, 1} or labels
         _check_shape(image.shape[:-1], mask.shape, image_path, mask_path, "mask")
         require_min_side(image.shape[:-1], image_path)
         if fov_path is not None:
@@ -270,6 +280,8 @@ def _load_synthetic(source: str, kind: str, image_size: int, seed: int, n_train:
         test_images=[torch.from_numpy(x) for x in test_x], test_masks=[torch.from_numpy(y) for y in test_y],
         test_names=[f"{name}_test_{i:04d}" for i in range(n_test)],
         test_note=f"test: {n_test} generated images (a third seed)" if n_test else "no test split",
+        **({"num_classes": len(CLASS_NAMES), "class_names": CLASS_NAMES, "class_colours": CLASS_COLOURS}
+           if kind == "classes" else {}),
     )
 
 

@@ -71,7 +71,7 @@ def iterate_train_batches(
     ``P = min(patch_size, smallest training side)``. Images are visited in shuffled passes (each
     once per pass) until ``patches_per_epoch`` patches (default: one per training image). A patch is
     a random crop, or with probability ``foreground_fraction`` one centred on a random foreground
-    pixel (clamped to the image); then random flips and a random 90-degree rotation; then, when
+    pixel (clamped to the image; label maps: a class present in the image first, uniformly); then random flips and a random 90-degree rotation; then, when
     set, contrast ``* U(1 - contrast, 1 + contrast)`` about the patch mean, brightness
     ``+ U(-brightness, brightness)`` (clamped to [0, 1]) and an elastic warp with a smooth random
     displacement of up to ``elastic`` px. Randomness comes from ``(seed, epoch)`` only, so patches do
@@ -111,7 +111,8 @@ def iterate_train_batches(
     foreground: dict[int, torch.Tensor] = {}
     for start in range(0, total, batch_size):
         ks = range(start, min(start + batch_size, total))
-        corners = [_corner(k, order, corner, centred, pick, masks, foreground, patch) for k in ks]
+        corners = [_corner(k, order, corner, centred, pick, masks, foreground, patch, data.num_classes > 2)
+                   for k in ks]
         if spatial == 3:
             pairs = [_volume_patch(_pair(int(order[k]), images, masks, fovs, with_fov), c, patch, flips[k],
                                    int(turns[k])) for k, c in zip(ks, corners)]
@@ -147,16 +148,26 @@ def _pair(index: int, images, masks, fovs, with_fov: bool) -> torch.Tensor:
     return torch.cat(parts)  # (C + 1 [+ 1], *S)
 
 
-def _corner(k, order, corner, centred, pick, masks, foreground, patch) -> tuple[int, ...]:
-    """Patch origin: the first release's random corner, or centred on a foreground pixel."""
+def _corner(k, order, corner, centred, pick, masks, foreground, patch, multiclass=False) -> tuple[int, ...]:
+    """Patch origin: the first release's random corner, or centred on a foreground pixel. With label
+    maps the class comes first, uniform over the classes present in the image, then a pixel of it,
+    so a rare class is centred as often as a common one (one draw serves both: its integer part
+    picks the class, its fraction the pixel)."""
     index = int(order[k])
     shape = masks[index].shape[1:]
     if centred[k]:
         if index not in foreground:
-            foreground[index] = torch.nonzero(masks[index][0] > 0.5)  # (n, spatial)
-        points = foreground[index]
+            label = masks[index][0]
+            foreground[index] = ([torch.nonzero(label == value) for value in torch.unique(label[label > 0]).tolist()]
+                                 if multiclass else [torch.nonzero(label > 0.5)])  # per class: (n, spatial)
+        classes, draw = foreground[index], float(pick[k])
+        if multiclass and classes:
+            chosen = min(int(draw * len(classes)), len(classes) - 1)
+            points, draw = classes[chosen], draw * len(classes) - chosen
+        else:
+            points = classes[0] if classes else torch.zeros(0)
         if len(points):
-            centre = points[min(int(pick[k] * len(points)), len(points) - 1)].tolist()
+            centre = points[min(int(draw * len(points)), len(points) - 1)].tolist()
             return tuple(min(max(c - patch // 2, 0), s - patch) for c, s in zip(centre, shape))
     return tuple(int(f * (s - patch + 1)) for f, s in zip(corner[k], shape))
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 SYNTHETIC_NAME = "synthetic"
-SYNTHETIC_KINDS = ("default", "vessels", "blobs", "volumes")  # ``synthetic:<kind>``; plain = default
+SYNTHETIC_KINDS = ("default", "vessels", "blobs", "volumes", "classes")  # ``synthetic:<kind>``; plain = default
+CLASS_NAMES = ("background", "curve", "blob", "region")  # ``synthetic:classes`` labels 0..3
+CLASS_COLOURS = ((0, 0, 0), (214, 39, 40), (255, 187, 0), (31, 119, 180))
 
 _STEP = 0.5  # px between samples along a vessel: dense enough that a 1 px line has no gaps
 _VESSEL_RADIUS = (0.5, 2.0)  # radius at the root: widths of 1 to 4 px
@@ -27,7 +29,8 @@ def make_synthetic(count: int, image_size: int, seed: int, kind: str = "default"
 
     ``kind``: ``default`` (vessels + small blobs; unchanged since the first release), ``vessels``
     (vessels only), ``blobs`` (blobs only, 2-40 px across, so every size stratum is populated) or
-    ``volumes`` (``(count, 1, S, S, S)``, see ``make_synthetic_volumes``).
+    ``volumes`` (``(count, 1, S, S, S)``, see ``make_synthetic_volumes``) or ``classes`` (label maps
+    0..3, see ``make_synthetic_classes``).
     """
     if kind not in SYNTHETIC_KINDS:
         raise ValueError(f"unknown synthetic kind {kind!r}; choose from {', '.join(SYNTHETIC_KINDS)}")
@@ -35,6 +38,8 @@ def make_synthetic(count: int, image_size: int, seed: int, kind: str = "default"
         raise ValueError(f"make_synthetic needs count >= 0 and image_size >= 8, got {count}, {image_size}")
     if kind == "volumes":
         return make_synthetic_volumes(count, image_size, seed)
+    if kind == "classes":
+        return make_synthetic_classes(count, image_size, seed)
     rng = np.random.default_rng(seed)
     size = int(image_size)
     scale = size / 64.0  # object counts follow the area; object sizes stay in pixels
@@ -50,6 +55,11 @@ def make_synthetic(count: int, image_size: int, seed: int, kind: str = "default"
 
     contrast = contrast.reshape(count, size, size)
     masks = (contrast > 0).astype(np.float32)
+    return _render(rng, contrast, count, size), masks[:, None]
+
+
+def _render(rng, contrast, count, size) -> np.ndarray:
+    """``(count, 1, S, S)`` images: background + per-pixel ``contrast`` with texture, blur and noise."""
     # A little texture inside objects, so foreground is not one flat level.
     texture = 1.0 + 0.25 * rng.standard_normal((count, size, size), dtype=np.float32)
     images = _background(rng, count, size) + contrast * texture
@@ -58,7 +68,30 @@ def make_synthetic(count: int, image_size: int, seed: int, kind: str = "default"
         0.02, 0.07, (count, 1, 1)
     ).astype(np.float32)
     images = np.clip(images, 0.0, 1.0).astype(np.float32)
-    return images[:, None], masks[:, None]
+    return images[:, None]
+
+
+def make_synthetic_classes(count: int, image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A 3-foreground-class task (K = 4, ``CLASS_NAMES``): thin curves (1), small blobs 2-10 px (2) and
+    large dark regions 20-48 px (3); masks ``(count, 1, S, S)`` hold the label values as floats.
+
+    Curves and blobs are brighter than the background, regions darker; where they overlap, blobs
+    win over curves and curves over regions, so each class stays learnable from its shape and sign.
+    """
+    rng = np.random.default_rng(seed)
+    size = int(image_size)
+    scale = size / 64.0
+    image_contrast = rng.uniform(0.15, 0.4, count)
+    layers = [np.zeros(count * size * size, dtype=np.float32) for _ in range(3)]
+    _draw_blobs(rng, layers[2], count, size, scale, image_contrast, diameter=(20.0, 48.0), density=0.2)
+    _draw_vessels(rng, layers[0], count, size, scale, image_contrast)
+    _draw_blobs(rng, layers[1], count, size, scale, image_contrast, diameter=(2.0, 10.0))
+    curve, blob, region = (layer.reshape(count, size, size) for layer in layers)
+    labels = np.zeros((count, size, size), dtype=np.float32)
+    for value, layer in ((3, region), (1, curve), (2, blob)):  # later wins: region < curve < blob
+        labels[layer > 0] = value
+    contrast = np.where(labels == 3, -0.8 * region, np.maximum(curve, blob)).astype(np.float32)
+    return _render(rng, contrast, count, size), labels[:, None]
 
 
 def _draw_vessels(rng, contrast, count, size, scale, image_contrast) -> None:

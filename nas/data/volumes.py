@@ -62,16 +62,26 @@ def read_volume(path: Path) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(array, 0, -1)).astype(np.float32)
 
 
-def read_volume_mask(path: Path) -> np.ndarray:
-    """``(D, H, W)`` float32 in {0, 1}; only 0/1 or 0/255 are accepted."""
+def read_volume_labels(path: Path) -> np.ndarray:
+    """``(D, H, W)`` float32 raw mask values (0/1, 0/255 or integer labels; ``nas.data.labels`` decides)."""
     array = _load(path, "mask")
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 3:
         raise _error(f"mask {path} has shape {array.shape}; expected (D, H, W)")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+            or array.dtype == bool):
+        raise _error(f"mask {path} holds {array.dtype} values; expected integer labels")
+    require_finite(array, path, "mask")
+    return array.astype(np.float32)
+
+
+def read_volume_mask(path: Path) -> np.ndarray:
+    """``(D, H, W)`` float32 in {0, 1}; only 0/1 or 0/255 are accepted (FOV masks)."""
+    array = read_volume_labels(path)
     values = np.unique(array)
     present = set(values.tolist())
     if present <= {0, 1} or present <= {0, 255}:
         return (array > 0).astype(np.float32)
-    shown = ", ".join(str(v) for v in values[:8].tolist()) + (", ..." if values.size > 8 else "")
+    shown = ", ".join(f"{v:g}" for v in values[:8].tolist()) + (", ..." if values.size > 8 else "")
     raise _error(f"mask {path} is not binary: values {shown} (expected only 0/255 or 0/1)")

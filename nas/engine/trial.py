@@ -23,6 +23,8 @@ from nas.costs.measure import Costs, measure_costs
 from nas.data.loading import SegmentationData
 from nas.costs.constraints import training_step_memory
 from nas.results.outcome import FailureKind
+from nas.train.labels import labels_from_logits
+from nas.train.multiclass import confusion_matrix, image_class_dice
 from nas.train.threshold import ThresholdChoice, choose_threshold, dice_scores, with_foreground
 from nas.train.trainer import (TrainConfig, TrainingError, TrainResult, evaluate_quality, resolve_device, split_logits,
                                train_model)
@@ -50,15 +52,19 @@ class TrialOutcome:
     extra_costs: dict[str, Any] = field(default_factory=dict)  # training-step memory when measured
     threshold: ThresholdChoice | None = None  # chosen on validation (nas.train.threshold)
     per_image_dice: dict[str, list[float]] = field(default_factory=dict)  # split -> Dice at it, images with foreground
+    classes: dict[str, Any] = field(default_factory=dict)  # num_classes, class_names, miou, per_class, confusion
 
     def metrics(self) -> dict[str, Any]:
         """Everything measured, JSON-safe (NaN/inf -> None): stored on the trial and in ``metrics.json``."""
+        multiclass = self.classes.get("num_classes", 2) > 2
         return json_safe({
             "dice": self.train.best_dice,
-            "dice_definition": ("foreground, per image, mean over the validation images with foreground, best epoch, "
+            "dice_definition": ("foreground classes: per class the mean over the validation images that have it, "
+                                "then the mean over the classes; best epoch, argmax" if multiclass else
+                                "foreground, per image, mean over the validation images with foreground, best epoch, "
                                 "probability > 0.5"),
             "best_epoch": self.train.best_epoch,
-            **(self.threshold.metrics() if self.threshold is not None else {}),
+            **(self.threshold.metrics() if self.threshold is not None else {"threshold": None}),
             "epoch_dice": self.train.epoch_dice,
             "epoch_loss": self.train.epoch_loss,
             **self.costs.to_dict(),
@@ -72,6 +78,7 @@ class TrialOutcome:
             "stopped_early": self.train.stopped_early,
             "quality": self.quality,
             "per_image_dice": self.per_image_dice,
+            **self.classes,
         })
 
 
@@ -163,19 +170,39 @@ def evaluate_spec(spec: Any, space: SearchSpace, data: SegmentationData, setting
     result = train_model(model, data, settings.train, on_epoch=on_epoch)
     model.load_state_dict(result.state_dict)
     model.eval()
-    quality, choice, per_image = assess(model, data, device, settings.train)
+    quality, choice, per_image, confusion = measure_quality(model, data, device, settings.train)
     return TrialOutcome(spec=spec, costs=costs, train=result, model=model, quality=quality,
-                        extra_costs=extra_costs, threshold=choice, per_image_dice=per_image)
+                        extra_costs=extra_costs, threshold=choice, per_image_dice=per_image,
+                        classes=class_metrics(quality["val"], confusion, data))
+
+
+def class_metrics(val: dict[str, Any], confusion: list[list[int]], data: SegmentationData) -> dict[str, Any]:
+    """The label-map keys of a model's metrics, from its validation quality block (binary too:
+    ``miou`` is the foreground IoU, ``per_class`` has the one foreground class, the confusion 2 x 2)."""
+    blocks = val["per_class"] if data.num_classes > 2 else {data.class_names[1]: val}
+    per_class = {name: {key: block.get(key) for key in ("dice", "iou", "size_strata")} for name, block in blocks.items()}
+    return {"miou": val.get("iou"), "per_class": per_class, "confusion": confusion,
+            "num_classes": data.num_classes, "class_names": list(data.class_names)}
 
 
 def assess(model: nn.Module, data: SegmentationData, device: torch.device, config: TrainConfig
-           ) -> tuple[dict[str, Any], ThresholdChoice, dict[str, list[float]]]:
+           ) -> tuple[dict[str, Any], ThresholdChoice | None, dict[str, list[float]]]:
     """Quality of trained weights: the threshold is chosen on validation only, then both splits are
-    measured at it; test images never influence the threshold (nor anything else chosen)."""
+    measured at it; test images never influence the threshold (nor anything else chosen). K classes:
+    no threshold (argmax), so the choice is None."""
+    return measure_quality(model, data, device, config)[:3]
+
+
+def measure_quality(model: nn.Module, data: SegmentationData, device: torch.device, config: TrainConfig):
+    """``assess`` plus the validation confusion matrix (pixels, rows truth, columns prediction)."""
     val_logits = split_logits(model, data, device, "val", config=config)
     _, masks, fovs = data.split("val")
+    if data.num_classes > 2:
+        return _assess_classes(model, data, device, config, val_logits)
     choice = choose_threshold(val_logits, masks, fovs)
     quality = {"val": evaluate_quality(model, data, device, "val", config, choice.threshold, val_logits)}
+    confusion = confusion_matrix(
+        [labels_from_logits(l, choice.threshold, spatial_dims=l.dim() - 1) for l in val_logits], masks, 2, fovs)
     per_image = {"val": with_foreground(dice_scores(val_logits, masks, fovs, choice.threshold), masks, fovs)}
     if data.test_images:
         test_logits = split_logits(model, data, device, "test", config=config)
@@ -183,7 +210,26 @@ def assess(model: nn.Module, data: SegmentationData, device: torch.device, confi
         _, test_masks, test_fovs = data.split("test")
         per_image["test"] = with_foreground(dice_scores(test_logits, test_masks, test_fovs, choice.threshold),
                                             test_masks, test_fovs)
-    return quality, choice, per_image
+    return quality, choice, per_image, confusion
+
+
+def _assess_classes(model, data, device, config, val_logits):
+    """``assess`` for a K-class model: every split scored on its argmax label maps."""
+    quality, per_image = {}, {}
+    for split in ("val", "test") if data.test_images else ("val",):
+        logits = val_logits if split == "val" else split_logits(model, data, device, split, config=config)
+        quality[split] = evaluate_quality(model, data, device, split, config, logits=logits)
+        _, masks, fovs = data.split(split)
+        labels = [labels_from_logits(l, spatial_dims=l.dim() - 1) for l in logits]
+        per_image[split] = [s for s in image_class_dice(labels, masks, data.num_classes, fovs) if s is not None]
+    return quality, None, per_image, quality["val"]["confusion"]
+
+
+def fit_spec(spec: Any, data: SegmentationData) -> Any:
+    """``spec`` with the data's class count (fixed by the data, never sampled; like the input channels)."""
+    if getattr(spec, "num_classes", 2) == data.num_classes:
+        return spec
+    return replace(spec, num_classes=data.num_classes)
 
 
 def train_and_save(spec: Any, space: SearchSpace, data: SegmentationData, settings: TrialSettings,
@@ -192,10 +238,11 @@ def train_and_save(spec: Any, space: SearchSpace, data: SegmentationData, settin
                    on_costs: CostsCallback | None = None) -> dict[str, Any]:
     """Evaluate ``spec`` and write its best-epoch checkpoint to ``folder``; returns its metrics."""
     started = time.perf_counter()
+    spec = fit_spec(spec, data)
     outcome = evaluate_spec(spec, space, data, settings, on_epoch=on_epoch, on_costs=on_costs)
     metrics = {**outcome.metrics(), **(extra or {}), "seconds": time.perf_counter() - started}
     save_checkpoint(folder, outcome.model, spec, space=space.name, in_channels=data.in_channels,
-                    out_channels=1, normalization=data.normalization, metrics=metrics)
+                    out_channels=getattr(spec, "out_channels", 1), normalization=data.normalization, metrics=metrics)
     return metrics
 
 
@@ -206,7 +253,7 @@ def run_trial(suggest: Suggest, number: int, space: SearchSpace, data: Segmentat
               on_costs: CostsCallback | None = None) -> dict[str, Any]:
     """Sample, evaluate and checkpoint trial ``number``; returns the attributes to store on it."""
     started = time.perf_counter()
-    spec = space.sample_spec(suggest)
+    spec = fit_spec(space.sample_spec(suggest), data)
     if on_spec is not None:
         on_spec(spec)
     checkpoint = Path("trials") / f"trial_{number:04d}"

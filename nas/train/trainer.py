@@ -25,7 +25,9 @@ from torch.utils.checkpoint import checkpoint
 
 from nas.data.loading import SegmentationData
 from nas.data.patches import epoch_patches, iterate_train_batches
+from nas.train.labels import labels_from_logits
 from nas.train.metrics import foreground_mean, segmentation_quality
+from nas.train.multiclass import dice_focal_loss_classes, image_class_dice, mean_class_dice, multiclass_quality
 from nas.train.threshold import HALF, dice_per_image, dice_scores, logit  # noqa: F401 (dice_per_image: re-exported)
 
 
@@ -93,8 +95,11 @@ def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2
                     focal_weight: float = 1.0, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Soft Dice (per image, foreground) + focal loss; both favour thin and small structures.
 
-    ``weight`` (same shape, {0, 1}): pixels outside the FOV count for nothing in either term.
+    ``weight`` (same shape, {0, 1}): pixels outside the FOV count for nothing in either term. Logits
+    with K > 1 channels (a label-map model) go to ``nas.train.multiclass.dice_focal_loss_classes``.
     """
+    if logits.shape[1] > 1:
+        return dice_focal_loss_classes(logits, target, gamma, focal_weight, weight)
     logits = logits.float()
     prob = torch.sigmoid(logits)  # (B, 1, *S)
     dims = tuple(range(1, logits.dim()))
@@ -154,24 +159,46 @@ def split_logits(model: nn.Module, data: SegmentationData, device: torch.device,
 
 def predict_masks(model: nn.Module, data: SegmentationData, device: torch.device, split: str = "val",
                   batch_size: int = 16, config: TrainConfig | None = None) -> list[torch.Tensor]:
-    """Binary predictions (1, *S) bool on CPU (probability above 0.5) for every image of ``split``."""
-    return [logits > 0 for logits in split_logits(model, data, device, split, batch_size, config)]
+    """Binary predictions (1, *S) bool on CPU (probability above 0.5) for every image of ``split``;
+    label maps (1, *S) int64 (argmax) for a K-class model."""
+    return [logits > 0 if logits.shape[0] == 1 else labels_from_logits(logits, spatial_dims=logits.dim() - 1)
+            for logits in split_logits(model, data, device, split, batch_size, config)]
 
 
 def evaluate_dice(model: nn.Module, data: SegmentationData, device: torch.device,
                   batch_size: int = 16, split: str = "val", config: TrainConfig | None = None) -> list[float]:
-    """Dice per image of ``split`` on full images at 0.5, inside the FOV when the data has one."""
+    """Dice per image of ``split`` on full images at 0.5, inside the FOV when the data has one (K
+    classes: the mean over the foreground classes each image's truth has; 0.0 for one with none,
+    which ``foreground_mean`` leaves out)."""
     _, masks, fovs = data.split(split)
+    if data.num_classes > 2:
+        labels = predict_masks(model, data, device, split, batch_size, config)
+        return [score or 0.0 for score in image_class_dice(labels, masks, data.num_classes, fovs)]
     return dice_scores(split_logits(model, data, device, split, batch_size, config), masks, fovs)
+
+
+def validation_dice(model: nn.Module, data: SegmentationData, device: torch.device,
+                    config: TrainConfig | None = None) -> float:
+    """The Dice a trial's epochs are ranked by: binary, the mean over the validation images with
+    foreground; K classes, per class over the images that have it, then the mean over the classes."""
+    _, masks, fovs = data.split("val")
+    if data.num_classes > 2:
+        return mean_class_dice(predict_masks(model, data, device, config=config), masks, data.num_classes, fovs)
+    return foreground_mean(evaluate_dice(model, data, device, config=config), masks, fovs)
 
 
 def evaluate_quality(model: nn.Module, data: SegmentationData, device: torch.device, split: str = "val",
                      config: TrainConfig | None = None, threshold: float = HALF,
                      logits: list[torch.Tensor] | None = None) -> dict[str, Any]:
     """All of ``nas.train.metrics`` (Dice, IoU, ..., HD95, size strata) on ``split`` at ``threshold``,
-    FOV-aware; ``logits`` (from ``split_logits``) saves predicting the split again."""
+    FOV-aware; ``logits`` (from ``split_logits``) saves predicting the split again. K classes: the
+    argmax (no threshold) scored by ``nas.train.multiclass.multiclass_quality``."""
     _, masks, fovs = data.split(split)
     logits = logits if logits is not None else split_logits(model, data, device, split, config=config)
+    if data.num_classes > 2:
+        labels = [labels_from_logits(l, spatial_dims=l.dim() - 1)[0] for l in logits]
+        return multiclass_quality(labels, [m[0] for m in masks], data.class_names,
+                                  [f[0] for f in fovs] if fovs else None)
     cut = logit(threshold)
     return segmentation_quality([(l > cut)[0] for l in logits], [m[0] for m in masks],
                                 [f[0] for f in fovs] if fovs else None)
@@ -314,8 +341,7 @@ def train_model(model: nn.Module, data: SegmentationData, config: TrainConfig,
             if not math.isfinite(mean_loss):
                 raise TrainingError(f"loss became {mean_loss} at epoch {epoch}")
 
-            scores = evaluate_dice(model, data, device, config=config)
-            dice = foreground_mean(scores, *data.split("val")[1:])  # empty truths cannot make it best
+            dice = validation_dice(model, data, device, config)  # empty truths cannot make it best
             epoch_dice.append(dice)
             epoch_loss.append(mean_loss)
             if dice > best_dice:
