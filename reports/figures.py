@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from nas.io import atomic_write_bytes
+from nas.results.family import family_records
 from nas.results.records import TrialRecord
 from nas.results.trial_result import RecordKind
 
@@ -21,7 +22,8 @@ from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, ParetoFront
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-FRONT_COLOR, DOMINATED_COLOR = "#d62728", "#1f77b4"
+FRONT_COLOR, DOMINATED_COLOR, FAMILY_COLOR = "#d62728", "#1f77b4", "#2ca02c"
+FAMILY_LABEL = "family front"  # the baseline family's own non-dominated points (nas.results.family)
 # attribute -> (axis label, unit symbol, is a count that gets k/M/G prefixes and a log axis)
 AXES = {
     "dice": ("Validation Dice", "", False),
@@ -102,9 +104,25 @@ def figure_pareto(front: ParetoFront, x: str, y: str | None = None, *, title: st
         line = sorted((p[1] / divisor, p[2] / ydiv) for p in groups[0])
         where = "post" if directions[x] == "minimize" else "pre"
         ax.step([p[0] for p in line], [p[1] for p in line], where=where, color=FRONT_COLOR, lw=1, zorder=2)
+    family = family_line(front, x, y)
+    if family:
+        ax.plot([p[0] / divisor for p in family], [p[1] / ydiv for p in family], color=FAMILY_COLOR, lw=1.2,
+                ls="--", marker="s", markersize=4, markerfacecolor="none", zorder=4,
+                label=f"{FAMILY_LABEL} ({len(family)})")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return fig
+
+
+def family_line(front: ParetoFront, x: str, y: str = "dice") -> list[tuple[float, float, int]]:
+    """(x, y, number) of the baseline family's non-dominated points (Dice vs ``x``), sorted by ``x``:
+    the family's own front, drawn as a line next to the search's."""
+    objectives = tuple(o for o in front.objectives if o.name in (x, y))
+    if len(objectives) != 2:
+        return []
+    members = pareto_front(family_records(front.records), objectives).front
+    points = [(_point(r, x), _point(r, y), r.number) for r in members]
+    return sorted(p for p in points if p[0] is not None and p[1] is not None)
 
 
 def figure_epoch_dice(records: Iterable[TrialRecord], highlight: Iterable[int] = (),

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
 from nas.io import atomic_write_text
+from nas.results.family import family_name, family_records
 from nas.results.outcome import TrialState
 from nas.results.records import TrialRecord
 from nas.results.trial_result import RecordKind
@@ -29,6 +30,12 @@ AXIS_NAMES = {"dice": "Dice", "macs": "MACs", "latency_ms": "latency", "param_co
 STATE_ORDER = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED, TrialState.FAIL)
 
 
+def _kind(record: TrialRecord) -> str:
+    """The point's kind; a family member names itself (``search · family-unet-m1`` for a warm-start trial)."""
+    member = family_name(record)
+    return KINDS[record.kind][0] + (f" · {esc(member)}" if member else "")
+
+
 def _state_counts(records: list[TrialRecord]) -> str:
     counts = Counter(r.state for r in records)
     states = [s for s in STATE_ORDER if s in counts]
@@ -36,6 +43,9 @@ def _state_counts(records: list[TrialRecord]) -> str:
     kinds = Counter(r.kind for r in records)
     extra = "".join(f" · {KINDS[k][0]} points {kinds[k]}" for k in (RecordKind.COMPRESSED, RecordKind.PRESET)
                     if kinds[k])
+    family = family_records(records)
+    if family:
+        extra += f" · baseline family members {len(family)} (the family front's dashed line)"
     return f"<p><b>Trials:</b> {len(records)}{' — ' + detail if detail else ''}{extra}</p>"
 
 
@@ -85,7 +95,7 @@ def _trial_table(records: list[TrialRecord], fronts: Mapping[str, frozenset[int]
     for r in records:
         marks = [f"★ {name}" for name, numbers in fronts.items() if r.number in numbers]
         cells = (
-            f'<td class="num">{r.number}</td>', f"<td>{KINDS[r.kind][0]}</td>", f"<td>{esc(r.state)}</td>",
+            f'<td class="num">{r.number}</td>', f"<td>{_kind(r)}</td>", f"<td>{esc(r.state)}</td>",
             f'<td class="num">{fixed(r.dice, 3)}</td>', f'<td class="num">{fixed(small_dice(r), 3)}</td>',
             f'<td class="num">{human(r.macs)}</td>', f'<td class="num">{human(r.flops)}</td>',
             f'<td class="num">{human(r.param_count)}</td>', f'<td class="num">{fixed(r.latency_ms, 2)}</td>',

@@ -8,11 +8,12 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
+from nas.results.family import family_name
 from nas.results.outcome import TrialState
 from nas.results.records import TrialRecord
 from nas.results.trial_result import RecordKind
 
-from reports.figures import AXES, DOMINATED_COLOR, FRONT_COLOR
+from reports.figures import AXES, DOMINATED_COLOR, FAMILY_COLOR, FAMILY_LABEL, FRONT_COLOR, family_line
 from reports.fmt import KINDS, arch_summary, esc, fixed, human, small_dice
 from reports.hypervolume import REFERENCE, HypervolumePoint
 from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, ParetoFront, pareto_front
@@ -26,8 +27,9 @@ HOVER = "%{text}<extra></extra>"
 
 def hover_text(record: TrialRecord) -> str:
     """Architecture, costs and metrics of one trial; user-supplied text is escaped."""
-    lines = [f"<b>trial {record.number}</b> ({KINDS[record.kind][0]}, {esc(record.state)})",
-             esc(arch_summary(record))]
+    member = family_name(record)
+    lines = [f"<b>trial {record.number}</b> ({KINDS[record.kind][0]}, {esc(record.state)})"
+             + (f" · {esc(member)}" if member else ""), esc(arch_summary(record))]
     if record.dice is not None:
         small = small_dice(record)
         lines.append(f"Dice {fixed(record.dice, 3)}" + (f" · small-object Dice {small:.3f}" if small is not None else ""))
@@ -69,6 +71,13 @@ def front_plot(front: ParetoFront, x: str, *, log_x: bool) -> dict[str, Any]:
                            "size": size + (5 if symbol == "star" else 0), "line": {"width": 0}},
                 "hovertemplate": HOVER,
             })
+    family = family_line(front, x)
+    if family:
+        traces.append({"type": "scatter", "mode": "lines+markers", "name": f"{FAMILY_LABEL} ({len(family)})",
+                       "x": [p[0] for p in family], "y": [p[1] for p in family], "customdata": [p[2] for p in family],
+                       "line": {"color": FAMILY_COLOR, "width": 1.5, "dash": "dash"},
+                       "marker": {"symbol": "square-open", "size": 11, "color": FAMILY_COLOR},
+                       "hovertemplate": HOVER})
     line = sorted((getattr(r, x), r.dice) for r in front.front)
     if line:
         traces.insert(0, {"type": "scatter", "mode": "lines", "name": "front", "showlegend": False,

@@ -1,49 +1,76 @@
-"""Baseline presets trained with the search's own data and recipe, so the report shows where the
-search stands against known designs (``nas-search --baselines unet-16,mobile-resunet``).
+"""Baselines trained with the search's own data and recipe, so the report shows where the search
+stands against known designs: presets (``nas-search --baselines unet-16,mobile-resunet``) and the
+baseline family (``--baselines family``, ``nas.engine.family``) when it is not already in the study
+as warm-start trials.
 
-Each baseline is an ordinary checkpoint under ``<run>/baselines/<preset>/`` whose metrics carry
-``kind: "preset"``; the report draws them with their own marker and they never enter ``best/``.
+Each baseline is an ordinary checkpoint under ``<run>/baselines/<name>/`` whose metrics carry
+``kind: "preset"`` (with ``preset: <name>``) or ``kind: "family"`` (with ``family: <member name>``
+and its MAC target); the report draws them with their own marker and they never enter ``best/``.
+An existing checkpoint is kept, so a rerun trains only the missing ones.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from search_spaces import get_space
+from search_spaces import SearchSpace, get_space
 from search_spaces.presets import get_preset
 
 from nas.data.loading import SegmentationData
+from nas.engine.family import FamilyMember
 from nas.engine.trial import TrialSettings, train_and_save
+from nas.results.family import FAMILY_KEY
 from nas.results.outcome import TrialState
 from nas.results.records import TrialRecord
 from nas.results.trial_result import RecordKind
 
 BASELINES_DIR = "baselines"
+FAMILY = "family"  # the --baselines entry that stands for the whole family
+Log = Callable[[str], None]
+OnEpoch = Callable[[int, float, float], None]
 
 
-def train_baselines(names: list[str], data: SegmentationData, settings: TrialSettings, run_dir: Path,
-                    *, log: Callable[[str], None] = print,
-                    on_epoch: Callable[[int, float, float], None] | None = None) -> list[Path]:
-    """Train each preset once per run directory (an existing checkpoint is kept: resumable)."""
+def _train_one(name: str, spec: Any, space: SearchSpace, extra: dict[str, Any], data: SegmentationData,
+               settings: TrialSettings, run_dir: Path, log: Log, on_epoch: OnEpoch | None) -> Path:
+    folder = Path(run_dir) / BASELINES_DIR / name
+    if (folder / "metrics.json").is_file():
+        log(f"baseline {name}: already trained ({folder})")
+        return folder
+    log(f"baseline {name}  {spec.summary()}")
+    metrics = train_and_save(spec, space, data, settings, folder, extra=extra, on_epoch=on_epoch)
+    log(f"    -> dice {metrics['dice']:.3f}  {metrics['macs'] / 1e6:.1f} MMAC  "
+        f"{metrics['params'] / 1e3:.1f} k params  {metrics['seconds']:.1f} s")
+    return folder
+
+
+def train_baselines(names: Sequence[str], data: SegmentationData, settings: TrialSettings, run_dir: Path,
+                    *, log: Log = print, on_epoch: OnEpoch | None = None) -> list[Path]:
+    """Train each preset once per run directory (``family`` is left to ``train_family``)."""
     folders = []
     for name in names:
-        preset = get_preset(name)
-        folder = Path(run_dir) / BASELINES_DIR / name
-        folders.append(folder)
-        if (folder / "metrics.json").is_file():
-            log(f"baseline {name}: already trained ({folder})")
+        if name == FAMILY:
             continue
-        log(f"baseline {name}  {preset.spec.summary()}")
-        metrics = train_and_save(preset.spec, get_space(preset.space), data, settings, folder,
-                                 extra={"kind": "preset", "preset": name}, on_epoch=on_epoch)
-        log(f"    -> dice {metrics['dice']:.3f}  {metrics['macs'] / 1e6:.1f} MMAC  "
-            f"{metrics['params'] / 1e3:.1f} k params  {metrics['seconds']:.1f} s")
+        preset = get_preset(name)
+        folders.append(_train_one(name, preset.spec, get_space(preset.space), {"kind": "preset", "preset": name},
+                                  data, settings, run_dir, log, on_epoch))
     return folders
 
 
+def train_family(members: Sequence[FamilyMember], space: SearchSpace, data: SegmentationData,
+                 settings: TrialSettings, run_dir: Path, *, log: Log = print,
+                 on_epoch: OnEpoch | None = None) -> list[Path]:
+    """Train each family member's planned spec once per run directory, as a baseline."""
+    return [_train_one(member.name, member.spec, space,
+                       {"kind": FAMILY, FAMILY_KEY: member.name, "family_target_macs": member.target_macs},
+                       data, settings, run_dir, log, on_epoch)
+            for member in members]
+
+
 def baseline_records(run_dir: Path) -> list[TrialRecord]:
-    """The run's trained baselines as records; numbered -1, -2, ... so they never clash with trials."""
+    """The run's trained baselines as records; numbered -1, -2, ... so they never clash with trials.
+
+    ``params`` names them: ``{"preset": name}`` or ``{"family": member name}``."""
     records = []
     folders = sorted(p.parent for p in (Path(run_dir) / BASELINES_DIR).glob("*/metrics.json"))
     for index, folder in enumerate(folders, start=1):
@@ -52,7 +79,8 @@ def baseline_records(run_dir: Path) -> list[TrialRecord]:
             spec = json.loads((folder / "spec.json").read_text()).get("spec")
         except (OSError, ValueError):
             continue  # a half-copied folder is not a baseline; the next run retrains it
+        key = FAMILY_KEY if metrics.get(FAMILY_KEY) else "preset"
         records.append(TrialRecord.from_metrics(
-            -index, TrialState.COMPLETE, metrics, params={"preset": folder.name}, spec=spec,
+            -index, TrialState.COMPLETE, metrics, params={key: folder.name}, spec=spec,
             checkpoint=f"{BASELINES_DIR}/{folder.name}", kind=RecordKind.PRESET))
     return records

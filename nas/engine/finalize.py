@@ -25,6 +25,7 @@ from nas.engine.trial import TrialSettings, failure_reason, release_memory, trai
 from nas.failpoints import failpoint
 from nas.io import atomic_write_json
 from nas.results import finalists as stats
+from nas.results.family import FAMILY_KEY, family_name
 from nas.results.records import TrialRecord
 
 FINALISTS_DIR = "finalists"
@@ -39,15 +40,17 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Entrant:
-    """One architecture to retrain: a Pareto member of the search or a baseline preset."""
+    """One architecture to retrain: a Pareto member of the search, a baseline preset, or a member of
+    the baseline family (a warm-start trial of the study, or a baseline trained beside it)."""
 
-    key: str  # folder under finalists/: "trial_0006" or "baseline_unet-16"
-    label: str  # "trial 6" or "unet-16"
+    key: str  # folder under finalists/: "trial_0006", "baseline_unet-16" or "baseline_family-unet-m1"
+    label: str  # "trial 6", "unet-16", "family-unet-m1" or "family-unet-m1 (trial 2)"
     kind: str  # "finalist" or "baseline"
     space: str
     spec: Mapping[str, Any]
     search_dice: float | None  # validation Dice of the short search training
     trial: int | None = None
+    family: str | None = None  # the family member's name
 
 
 def spread(front: Sequence[TrialRecord], k: int) -> list[TrialRecord]:
@@ -64,16 +67,24 @@ def spread(front: Sequence[TrialRecord], k: int) -> list[TrialRecord]:
     return [members[i] for i in picks]
 
 
-def entrants(front: Sequence[TrialRecord], baselines: Sequence[TrialRecord], k: int, space: str) -> list[Entrant]:
-    """The chosen front members, then every baseline (by preset name)."""
+def entrants(front: Sequence[TrialRecord], baselines: Sequence[TrialRecord], k: int, space: str,
+             family: Sequence[TrialRecord] = ()) -> list[Entrant]:
+    """The chosen front members, then every baseline (by preset or family member name), then the
+    family's warm-start trials (``family``: study records whose metrics name their member)."""
+    from search_spaces.presets import get_preset
+
     out = [Entrant(f"trial_{r.number:04d}", f"trial {r.number}", "finalist", space, dict(r.spec or {}), r.dice,
                    r.number) for r in spread(front, k) if r.spec]
     for record in baselines:
-        name = str(record.params.get("preset") or Path(record.checkpoint or "").name)
-        from search_spaces.presets import get_preset
-
-        out.append(Entrant(f"baseline_{name}", name, "baseline", get_preset(name).space, dict(record.spec or {}),
-                           record.dice))
+        member = record.params.get(FAMILY_KEY)
+        name = str(member or record.params.get("preset") or Path(record.checkpoint or "").name)
+        out.append(Entrant(f"baseline_{name}", name, "baseline", space if member else get_preset(name).space,
+                           dict(record.spec or {}), record.dice, family=member))
+    for record in family:
+        member = family_name(record)
+        if record.spec and member:
+            out.append(Entrant(f"trial_{record.number:04d}", f"{member} (trial {record.number})", "baseline", space,
+                               dict(record.spec), record.dice, record.number, member))
     return out
 
 
@@ -161,7 +172,7 @@ def choose_seed(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
 
 def _entry(entrant: Entrant, rows: list[dict[str, Any]], failures: Mapping[tuple[str, int], str]) -> dict[str, Any]:
     entry: dict[str, Any] = {"key": entrant.key, "label": entrant.label, "kind": entrant.kind,
-                             "trial": entrant.trial, "search_dice": entrant.search_dice,
+                             "trial": entrant.trial, "family": entrant.family, "search_dice": entrant.search_dice,
                              "failed": {str(seed): reason for (key, seed), reason in failures.items()
                                         if key == entrant.key}}
     scored = [r for r in rows if r["per_image"]]
@@ -223,7 +234,7 @@ def finalized(run_dir: Path, checkpoint: str | None) -> tuple[Path, dict[str, An
     key = Path(checkpoint).name
     for entry in summary.get("entrants") or []:
         chosen = entry.get("chosen")
-        if entry.get("key") == key and entry.get("kind") == "finalist" and chosen:
+        if entry.get("key") == key and entry.get("trial") is not None and chosen:  # a study trial, family or not
             folder = Path(run_dir) / chosen["folder"]
             settings = summary.get("settings") or {}
             if (folder / METRICS_FILE).is_file():

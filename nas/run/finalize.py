@@ -19,6 +19,7 @@ from nas.engine.baselines import baseline_records
 from nas.engine.finalize import (DEFAULT_SEEDS, EPOCHS_FACTOR, entrants, other_recipes, summarize,
                                  train_entrants, write_summary)
 from nas.engine.trial import TrialSettings
+from nas.results.family import family_records, searched_records
 from nas.results.pareto import pareto_front
 from nas.results.records import TrialRecord
 from nas.run.open import OpenedRun, RunError, open_run
@@ -90,8 +91,11 @@ def finalize_run(run_dir: Path, records: Sequence[TrialRecord], settings: Mappin
 
     ``FinalizeError`` (nothing trained) when ``finalists/`` holds seeds of other final epochs."""
     run_dir = Path(run_dir)
-    front = pareto_front(records, run_objectives(settings)).front
-    items = entrants(front, baseline_records(run_dir), options.finalists, str(settings.get("space", "resunet")))
+    # finalists come from the searched front; the family's warm-start trials enter as baselines
+    front = pareto_front(searched_records(records), run_objectives(settings)).front
+    family = [r for r in family_records(records) if r.finished]
+    items = entrants(front, baseline_records(run_dir), options.finalists, str(settings.get("space", "resunet")),
+                     family)
     final = final_recipe(settings, options)
     seeds = [final.train.seed + i for i in range(options.final_seeds)]
     split = "test" if data.test_images else "val"

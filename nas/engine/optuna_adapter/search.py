@@ -15,8 +15,8 @@ from optuna.trial import TrialState
 from nas.costs.constraints import Verdict
 from nas.engine.early_stop import RungPoint, rung_dice
 from nas.engine.job import LiveView, SearchJob
-from nas.engine.optuna_adapter.study import (count_finished, duplicate_of, record_fixed_params, record_violations,
-                                             run_study, study_records)
+from nas.engine.optuna_adapter.study import (FAMILY_ATTR, count_finished, duplicate_of, record_fixed_params,
+                                             record_violations, run_study, study_records)
 from nas.engine.policy import run_policy
 
 COSTS_ATTR = "objective_costs"  # the trial's cost objectives, known before training
@@ -45,7 +45,10 @@ class OptunaPort:
         self.study, self.trial = study, trial
         self.number, self.suggest = trial.number, trial
         self.checkpoint = Path("trials") / f"trial_{trial.number:04d}"
-        self.extra = {"trial": trial.number}
+        self.extra: dict[str, Any] = {"trial": trial.number}
+        self.family = trial.user_attrs.get(FAMILY_ATTR)  # a warm-start trial: this family member
+        if self.family:
+            self.extra[FAMILY_ATTR] = self.family
 
     def fixed_params(self, fixed: dict[str, Any]) -> None:
         record_fixed_params(self.trial, fixed)
@@ -63,8 +66,10 @@ class OptunaPort:
         self.trial.set_user_attr(CURVE_ATTR, list(curve))
         self.trial.set_user_attr(TRAIN_SECONDS_ATTR, train_seconds)
 
-    def rung_peers(self, epoch: int) -> list[RungPoint]:
-        return rung_peers(self.study, self.trial.number, epoch)
+    def rung_peers(self, epoch: int) -> list[RungPoint] | None:
+        """None (never stopped early) for a family member: the bar the search is measured against is
+        trained in full, or the family front would be cut short by the rule it is compared with."""
+        return None if self.family else rung_peers(self.study, self.trial.number, epoch)
 
 
 def _log(text: str) -> None:

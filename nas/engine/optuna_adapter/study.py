@@ -160,6 +160,10 @@ def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> int | None:
     return None
 
 
+FAMILY_ATTR = "family"  # a warm-start trial's family member name (nas.engine.family.FAMILY_KEY)
+FAMILY_ATTRS = (FAMILY_ATTR, "family_target_macs", "family_exact")
+
+
 def _process_started(pid: int) -> str | None:
     """When process ``pid`` started (clock ticks since boot, from /proc), so a reused pid is told apart."""
     try:
@@ -182,11 +186,13 @@ def _process_alive(pid: int, started: str | None = None) -> bool:
 
 
 def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Queue the same params again (once): the trial was lost through no fault of its own."""
+    """Queue the same params again (once): the trial was lost through no fault of its own. A family
+    member's retry is still that member."""
     history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    kept = {key: trial.user_attrs[key] for key in FAMILY_ATTRS if key in trial.user_attrs}
     study.add_trial(optuna.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        user_attrs={"retry_of": trial.number},
+        user_attrs={"retry_of": trial.number, **kept},
         system_attrs={"failed_trial": trial.number, "retry_history": history}))
 
 

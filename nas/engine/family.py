@@ -1,0 +1,254 @@
+"""The baseline family of a search: known designs scaled by hand to the search's range of MACs.
+
+A search has to beat what an engineer gets by scaling a known design, not one preset. The family is
+each design of ``search_spaces.family.DESIGNS`` (the residual U-Net ``resunet-standard`` and the
+plain ``unet-16``, as the space expresses them) at the depth nnU-Net plans for the image size
+(``planned_depth``: the bottleneck at least 4 px, within the space's depth range), scaled uniformly
+in width to a ladder of MAC targets:
+
+* **Range.** The 10th and 90th percentile of the MACs of ``RANGE_SAMPLES`` seeded random draws of
+  the (restricted) space at the run's input shape: where the search's own trials lie. ``--max-macs``
+  caps the top.
+* **Ladder.** ``rungs`` targets spaced geometrically from the bottom to the top of that range, the
+  same for every design; member ``m0`` is the cheapest.
+* **Width.** Bisection over the base width (``search_spaces.family.base_widths``: two significant
+  bits, 4, 5, 6, 7, 8, 10, 12, ...), stage widths base x 2^i; the member is the base whose MACs are
+  nearest the target in ratio. MACs grow with the square of the base and neighbouring bases differ
+  by at most 25 %, so every target at or above the base-4 member's MACs is met within +25 % / -20 %
+  (``TOLERANCE``; ``tests/test_family.py`` checks it at 64 px). A member over ``--max-macs`` takes
+  the next smaller base; one over ``--max-params`` is left out; two rungs that land on the same
+  width are one member.
+
+MACs are counted (``nas.costs.measure.count_macs``, batch 1, ``in_channels``) at the run's image size.
+``point`` is the member as a point of the search space (for warm starts): exact when the space can
+say it, else the nearest point by MACs among the space's base widths and growths at the same depth
+(e.g. base 4 is below the ``resunet`` space's 8..16), recorded with its own spec and MACs.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from search_spaces import RandomSuggest, SearchSpace
+from search_spaces.family import DESIGNS, base_widths, design_template, planned_depth, scaled, space_point, spec_params
+from search_spaces.overrides import RestrictedSuggest, Restriction, RestrictionConflict
+
+from nas.costs.constraints import Constraints
+from nas.costs.measure import count_macs, count_params
+
+DEFAULT_RUNGS = 3
+RANGE_SAMPLES = 32
+RANGE_PERCENTILES = (10, 90)
+TOLERANCE = 0.25  # relative MACs error of a member against its target (base width >= 4)
+FAMILY_KEY = "family"  # metrics key / trial user attr: the member name of a family point
+PREFIX = "family-"
+
+
+@dataclass(frozen=True)
+class FamilyMember:
+    """One rung of one design: the planned spec and, for warm starts, its point in the space."""
+
+    name: str  # "family-resunet-m1"
+    design: str  # a key of DESIGNS
+    rung: int  # 0 = the cheapest target
+    target_macs: int
+    macs: int  # of ``spec`` at the run's input shape
+    spec: Any  # the planned, width-scaled spec (frozen; ``space.spec_from_dict(spec.to_dict())`` rebuilds it)
+    params: dict[str, Any] | None = field(default=None, compare=False)  # the space point's sampler params
+    point_spec: Any = None  # the spec the point gives (== spec when exact)
+    point_macs: int | None = None
+
+    @property
+    def preset(self) -> str:
+        return DESIGNS[self.design]
+
+    @property
+    def exact(self) -> bool:
+        """The space expresses the planned spec exactly (its warm-start trial is the member itself)."""
+        return self.point_spec is not None and self.point_spec == self.spec
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"name": self.name, "design": self.design, "preset": self.preset, "rung": self.rung,
+                "target_macs": self.target_macs, "macs": self.macs, "spec": self.spec.to_dict()}
+        if self.params is not None:
+            data.update(params=dict(self.params), point_spec=self.point_spec.to_dict(), point_macs=self.point_macs,
+                        exact=self.exact)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], space: SearchSpace) -> "FamilyMember":
+        point = data.get("point_spec")
+        return cls(str(data["name"]), str(data["design"]), int(data["rung"]), int(data["target_macs"]),
+                   int(data["macs"]), space.spec_from_dict(dict(data["spec"])),
+                   dict(data["params"]) if data.get("params") is not None else None,
+                   space.spec_from_dict(dict(point)) if point else None,
+                   int(data["point_macs"]) if data.get("point_macs") is not None else None)
+
+
+def member_name(design: str, rung: int) -> str:
+    return f"{PREFIX}{design}-m{rung}"
+
+
+def is_family_name(name: str) -> bool:
+    return name == "family" or name.startswith(PREFIX)
+
+
+class MacCounter:
+    """MACs of specs at one input shape, each spec counted once (bisection and ranges revisit them)."""
+
+    def __init__(self, space: SearchSpace, image_size: int, in_channels: int) -> None:
+        self.space, self.in_channels = space, in_channels
+        self.shape = (1, in_channels, *[image_size] * space.spatial_dims)
+        self._known: dict[Any, int] = {}
+
+    def __call__(self, spec: Any) -> int:
+        if spec not in self._known:
+            self._known[spec] = count_macs(self.space.build_model(spec, self.in_channels, 1), self.shape)
+        return self._known[spec]
+
+
+def space_mac_range(space: SearchSpace, macs: MacCounter, restriction: Restriction = Restriction(),
+                    samples: int | None = None, image_size: int | None = None) -> tuple[float, float]:
+    """The 10th and 90th percentile of the MACs of ``samples`` seeded draws of the restricted space
+    (seeds 0, 1, ...; draws the restriction refuses, or too deep for ``image_size``, are skipped)."""
+    samples = samples or RANGE_SAMPLES
+    values = []
+    for seed in range(samples * 4):
+        suggest = RandomSuggest(seed)
+        try:
+            spec = space.sample_spec(RestrictedSuggest(suggest, restriction) if restriction else suggest)
+        except (RestrictionConflict, ValueError):
+            continue
+        if image_size is not None and image_size // spec.downsampling_factor < 2:
+            continue
+        values.append(macs(spec))
+        if len(values) == samples:
+            break
+    if not values:
+        raise ValueError("no architecture of the (restricted) space fits the image size")
+    values.sort()
+    low, high = (_percentile(values, p) for p in RANGE_PERCENTILES)
+    return low, high
+
+
+def _percentile(values: Sequence[float], p: float) -> float:
+    """Linear interpolation between the closest ranks (numpy's default), on sorted ``values``."""
+    position = (len(values) - 1) * p / 100
+    below = int(math.floor(position))
+    above = min(below + 1, len(values) - 1)
+    return values[below] + (values[above] - values[below]) * (position - below)
+
+
+def mac_ladder(low: float, high: float, rungs: int) -> list[int]:
+    """``rungs`` targets from ``low`` to ``high``, geometrically spaced (one rung: their geometric mean)."""
+    if rungs < 1:
+        raise ValueError(f"a family needs at least one rung, got {rungs}")
+    if rungs == 1:
+        return [int(round(math.sqrt(low * high)))]
+    ratio = (high / low) ** (1 / (rungs - 1))
+    return [int(round(low * ratio**i)) for i in range(rungs)]
+
+
+def fit_width(template: Any, target: float, macs: Callable[[Any], int],
+              widths: Sequence[int] | None = None) -> tuple[Any, int]:
+    """(spec, MACs) of ``template`` at the base width whose MACs are nearest ``target`` in ratio: a
+    bisection for the first base at or over the target, then the closer of it and the one below."""
+    widths = list(widths or base_widths())
+    lo, hi = 0, len(widths) - 1
+    while lo < hi:  # MACs grow with the base: find the first base reaching the target
+        mid = (lo + hi) // 2
+        if macs(scaled(template, widths[mid])) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    candidates = [scaled(template, widths[i]) for i in {max(lo - 1, 0), lo}]
+    best = min(candidates, key=lambda spec: (abs(math.log(macs(spec) / target)), macs(spec)))
+    return best, macs(best)
+
+
+def nearest_point(space: SearchSpace, spec: Any, macs: MacCounter,
+                  restriction: Restriction = Restriction()) -> tuple[dict[str, Any], Any]:
+    """(params, spec) of the space point that is ``spec``, or else the one nearest to it in MACs among
+    the space's base widths and width growths (everything else as close as the space allows)."""
+    wanted = spec_params(spec)
+    params, point = space_point(space.sample_spec, wanted, restriction)
+    if point == spec:
+        return params, point
+    dims = {d.name: d for d in space.dimensions}
+    bases = [wanted["base_width"]]
+    if "base_width" in dims and hasattr(dims["base_width"], "low"):
+        bases = list(range(dims["base_width"].low, dims["base_width"].high + 1, dims["base_width"].step))
+    growths = list(getattr(dims.get("width_growth"), "choices", (wanted["width_growth"],)))
+    options = {}
+    for base in bases:
+        for growth in growths:
+            steps = {f"width_step_{level}": growth for level in range(1, spec.depth)}
+            found = space_point(space.sample_spec, {**wanted, **steps, "base_width": base, "width_growth": growth},
+                                restriction)
+            options.setdefault(found[1], found[0])
+    target = macs(spec)
+    best = min(options, key=lambda s: (abs(math.log(macs(s) / target)), -s.encoder_widths[-1]))
+    return options[best], best
+
+
+def plan_family(space: SearchSpace, *, image_size: int, in_channels: int = 1, rungs: int = DEFAULT_RUNGS,
+                restriction: Restriction = Restriction(), constraints: Constraints = Constraints(),
+                designs: Sequence[str] = tuple(DESIGNS), points: bool = True,
+                log: Callable[[str], None] | None = None) -> list[FamilyMember]:
+    """The family of a search (the rule is the module's docstring), cheapest rung first per design.
+
+    ``points`` also maps each member to the space (``nearest_point``), which a warm start needs.
+    """
+    macs = MacCounter(space, image_size, in_channels)
+    low, high = space_mac_range(space, macs, restriction, image_size=image_size)
+    if constraints.max_macs is not None:
+        high = min(high, float(constraints.max_macs))
+        low = min(low, high)
+    targets = mac_ladder(low, high, rungs)
+    dims = {d.name: d for d in space.dimensions}
+    depth_dim = dims.get("depth")
+    depth = planned_depth(image_size, getattr(depth_dim, "low", 3), getattr(depth_dim, "high", 6))
+    members: list[FamilyMember] = []
+    for design in designs:
+        try:
+            template = design_template(design, space.sample_spec, depth, restriction)
+        except ValueError as error:
+            if log:
+                log(f"family: {error}; left out")
+            continue
+        seen = set()
+        for rung, target in enumerate(targets):
+            spec, count = fit_width(template, target, macs)
+            widths = base_widths()
+            while constraints.max_macs is not None and count > constraints.max_macs and spec.encoder_widths[0] > widths[0]:
+                spec = scaled(template, widths[bisect.bisect_left(widths, spec.encoder_widths[0]) - 1])
+                count = macs(spec)
+            name = member_name(design, rung)
+            if spec in seen:
+                continue  # two targets closer than one width step: one member
+            if constraints.max_params is not None:
+                params = count_params(space.build_model(spec, in_channels, 1))
+                if params > constraints.max_params:
+                    if log:
+                        log(f"family: {name} left out: {params} params > --max-params {constraints.max_params}")
+                    continue
+            seen.add(spec)
+            member = FamilyMember(name, design, rung, target, count, spec)
+            if points:
+                params, point = nearest_point(space, spec, macs, restriction)
+                member = FamilyMember(name, design, rung, target, count, spec, params, point, macs(point))
+            members.append(member)
+    return members
+
+
+def describe(member: FamilyMember) -> str:
+    """One line: name, target and actual MACs, widths, and how the space point differs."""
+    line = (f"{member.name}: target {member.target_macs / 1e6:.1f} MMAC, {member.macs / 1e6:.1f} MMAC  "
+            f"{member.spec.summary()}")
+    if member.point_spec is not None and not member.exact:
+        line += (f"; the space's nearest point {member.point_spec.summary()} "
+                 f"({member.point_macs / 1e6:.1f} MMAC, {member.point_macs / member.macs:.2f}x)")
+    return line
+

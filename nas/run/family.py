@@ -1,0 +1,85 @@
+"""The baseline family in a search run: planned once per study, then queued as the study's first
+trials (``--warm-start family``) or trained beside it as baselines (``--baselines family``), never both.
+
+The plan (``nas.engine.family.plan_family``) is stored in the study when it is made, so a resume
+reads it back instead of planning again, and a warm start is queued only into a study that has run
+nothing else (``nas.engine.optuna_adapter.warm_start``): nothing is queued twice. The warm-start
+trials count toward ``--trials``; they are never stopped early. Members that the study already holds
+(as warm-start trials, in any state) are not trained again as baselines.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from nas.engine.baselines import FAMILY
+from nas.engine.family import FamilyMember, describe, plan_family
+from nas.run.search_config import SearchConfig
+
+Log = Callable[[str], None]
+WARM_START = ("family", "none")
+
+
+def family_wanted(config: SearchConfig) -> bool:
+    return FAMILY in config.baselines or config.warm_start == "family"
+
+
+def warm_start_active(config: SearchConfig) -> bool:
+    """A warm start needs the Optuna backend: Ray's searcher samples on its own (the family is then
+    trained as baselines, when ``--baselines`` names it)."""
+    return config.warm_start == "family" and config.backend == "optuna"
+
+
+def study_family(plan: Any, study: Any, log: Log) -> list[FamilyMember]:
+    """The study's family: read back from the study, or planned now and stored with it."""
+    from nas.engine.optuna_adapter.warm_start import family_plan, store_family_plan
+
+    stored = family_plan(study)
+    if stored is not None:
+        return [FamilyMember.from_dict(entry, plan.space) for entry in stored]
+    config = plan.config
+    try:
+        members = plan_family(plan.space, image_size=config.image_size, in_channels=plan.data.in_channels,
+                              rungs=config.family_rungs, restriction=plan.restriction, constraints=plan.constraints,
+                              log=log)
+    except ValueError as error:  # e.g. no architecture of the restricted space fits the image size
+        log(f"family: none ({error})")
+        members = []
+    store_family_plan(study, [member.to_dict() for member in members])
+    log(f"family: {len(members)} member(s), uniform width scalings of {', '.join(sorted({m.preset for m in members}))} "
+        f"to MAC targets across the space's range (docs/family.md):")
+    for member in members:
+        log(f"  {describe(member)}")
+    return members
+
+
+def start_family(plan: Any, study: Any, log: Log) -> list[FamilyMember]:
+    """Plan (or read) the family and, with a warm start, queue it; returns the members ([] when the
+    run wants no family). Called once by the main process, before any trial runs."""
+    config = plan.config
+    if not family_wanted(config):
+        return []
+    if config.warm_start == "family" and not warm_start_active(config):
+        log(f"nas-search: note: --warm-start family needs --backend optuna (not {config.backend}); "
+            f"{'the family is trained as baselines instead' if FAMILY in config.baselines else 'no warm start'}")
+    members = study_family(plan, study, log)
+    if warm_start_active(config):
+        from nas.engine.optuna_adapter.warm_start import enqueue_family
+
+        queued = enqueue_family(study, [member.to_dict() for member in members])
+        if queued:
+            log(f"warm start: {len(queued)} family member(s) queued as the first trials (they count toward "
+                f"--trials {config.trials})")
+    return members
+
+
+def train_family_baselines(plan: Any, study: Any, members: list[FamilyMember], settings: Any, log: Log,
+                           on_epoch: Callable[[int, float, float], None] | None = None) -> None:
+    """``--baselines family``: train the members the study does not hold as warm-start trials."""
+    if FAMILY not in plan.config.baselines or not members:
+        return
+    from nas.engine.baselines import train_family
+    from nas.engine.optuna_adapter.warm_start import family_trials
+
+    in_study = family_trials(study)
+    missing = [member for member in members if member.name not in in_study]
+    train_family(missing, plan.space, plan.data, settings, plan.out, log=log, on_epoch=on_epoch)
