@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from nas.results.records import MEASURES, TrialRecord
+from nas.results.records import MEASURES, TrialRecord, is_measure
 
 DIRECTIONS = ("maximize", "minimize")
 _CHUNK_CELLS = 4_000_000  # bounds the (rows x n x k) comparison block, so memory stays ~tens of MB
@@ -19,16 +19,17 @@ _CHUNK_CELLS = 4_000_000  # bounds the (rows x n x k) comparison block, so memor
 
 @dataclass(frozen=True)
 class Objective:
-    """One axis of the front: a numeric ``TrialRecord`` property (``MEASURES``) and whether more is better."""
+    """One axis of the front: a numeric ``TrialRecord`` measure (``MEASURES`` or ``dice:<class name>``)
+    and whether more is better."""
 
-    name: str  # e.g. "dice", "macs", "latency_ms", "param_count"
+    name: str  # e.g. "dice", "miou", "dice_small", "hd95", "dice:vessel", "macs", "latency_ms", "param_count"
     direction: str  # "maximize" | "minimize"
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
-        if self.name not in MEASURES:
-            raise ValueError(f"{self.name!r} is not a TrialRecord measure; known: {', '.join(MEASURES)}")
+        if not is_measure(self.name):
+            raise ValueError(f"{self.name!r} is not a TrialRecord measure; known: {', '.join(MEASURES)}, dice:<class>")
 
 
 DICE_MACS = (Objective("dice", "maximize"), Objective("macs", "minimize"))
@@ -82,7 +83,7 @@ def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str])
 
 
 def _value(record: TrialRecord, name: str) -> float | None:
-    raw = getattr(record, name)
+    raw = record.measure(name)
     if raw is None:
         return None
     value = float(raw)
@@ -141,3 +142,17 @@ def pareto_front(records: Iterable[TrialRecord], objectives: Sequence[Objective]
         dominated=tuple(sorted((finished[i] for i in np.flatnonzero(mask).tolist()), key=by_number)),
         unfinished=tuple(sorted(unfinished, key=by_number)),
     )
+
+
+def nondominated_ranks(costs: Sequence[Sequence[float]]) -> list[int]:
+    """Non-dominated sorting (every column lower-is-better): 0 for the front, 1 for the front of the
+    rest, ...; equal rows share a rank. What MO-ASHA ranks trials by at a rung."""
+    left = np.asarray(costs, dtype=float)
+    ranks, todo, rank = [0] * len(left), np.arange(len(left)), 0
+    left = left.reshape(len(left), -1) if len(left) else left
+    while todo.size:
+        dominated = _dominated_mask(left[todo])
+        for i in todo[~dominated]:
+            ranks[int(i)] = rank
+        todo, rank = todo[dominated], rank + 1
+    return ranks

@@ -12,10 +12,12 @@ from enum import Enum
 from typing import Any, Mapping, TypeVar
 
 from nas.results.outcome import FailureKind, StopReason, TrialState, classify_legacy
-from nas.results.trial_result import RecordKind, TrialResult
+from nas.results.trial_result import CLASS_PREFIX, QUALITY_MEASURES, RecordKind, TrialResult
 
-# Numeric properties a Pareto objective may name (``nas.results.pareto.Objective``).
-MEASURES = ("dice", "macs", "flops", "param_count", "latency_ms", "seconds", "best_epoch", "train_memory_mb")
+# Numeric properties a Pareto objective may name (``nas.results.pareto.Objective``), besides
+# ``dice:<class name>`` (``is_measure``).
+MEASURES = ("dice", "macs", "flops", "param_count", "latency_ms", "seconds", "best_epoch", "train_memory_mb",
+            "miou", "dice_small", "hd95")
 # measurement keywords of ``from_metrics`` / ``updated`` -> flat metrics key
 _METRIC_KEYS = {name: name for name in (*MEASURES, "latency_device", "epoch_dice")} | {"param_count": "params"}
 E = TypeVar("E", bound=Enum)
@@ -79,6 +81,28 @@ class TrialRecord:
         return self.result.quality.dice if self.state == TrialState.COMPLETE else None
 
     @property
+    def miou(self) -> float | None:
+        """Mean validation IoU over the foreground classes (binary: the foreground IoU) of a COMPLETE trial."""
+        return self.measure("miou")
+
+    @property
+    def dice_small(self) -> float | None:
+        """Validation Dice around the objects under 8 px (``nas.train.metrics`` size strata) of a COMPLETE trial."""
+        return self.measure("dice_small")
+
+    @property
+    def hd95(self) -> float | None:
+        """Mean validation HD95 (px) of a COMPLETE trial."""
+        return self.measure("hd95")
+
+    def measure(self, name: str) -> float | None:
+        """A measure by name: a property of ``MEASURES`` or ``dice:<class name>``; quality measures
+        only for COMPLETE trials (as ``dice``)."""
+        if name in QUALITY_MEASURES or name.startswith(CLASS_PREFIX):
+            return self.result.quality_value(name) if self.state == TrialState.COMPLETE else None
+        return getattr(self, name)
+
+    @property
     def macs(self) -> int | None:
         return self.result.costs.macs
 
@@ -140,6 +164,11 @@ class TrialRecord:
     def from_dict(cls, data: Mapping[str, Any]) -> "TrialRecord":
         return cls(**{**data, "params": dict(data.get("params") or {}),
                       "result": TrialResult.from_dict(data.get("result"))})
+
+
+def is_measure(name: str) -> bool:
+    """Whether ``TrialRecord.measure`` knows ``name``."""
+    return name in MEASURES or (name.startswith(CLASS_PREFIX) and len(name) > len(CLASS_PREFIX))
 
 
 def _value(member: Enum | None) -> Any:

@@ -35,6 +35,12 @@ class RecordKind(str, Enum):
         return cls.SEARCH
 
 
+# Quality measures a search may optimise (the first objective), with their direction; plus
+# ``dice:<class name>`` (maximize), a class's validation Dice.
+QUALITY_MEASURES = {"dice": "maximize", "miou": "maximize", "dice_small": "maximize", "hd95": "minimize"}
+CLASS_PREFIX = "dice:"
+
+
 @dataclass(frozen=True)
 class _Type:
     """Which stored values a typed field accepts, and how they are held and written back."""
@@ -66,6 +72,9 @@ NUMBER = _Type(_is_number)
 TEXT = _Type(lambda v: isinstance(v, str))
 FLAG = _Type(lambda v: isinstance(v, bool))
 INTS = _sequence_of(_is_int)
+TEXTS = _sequence_of(lambda v: isinstance(v, str))
+MATRIX = _Type(lambda v: isinstance(v, (list, tuple)) and all(INTS.accepts(row) for row in v),
+               lambda v: tuple(tuple(row) for row in v), lambda v: [list(row) for row in v])
 NUMBERS = _sequence_of(lambda v: v is None or _is_number(v))  # NaN was stored as null
 PER_IMAGE = _Type(lambda v: isinstance(v, Mapping) and all(isinstance(k, str) and NUMBERS.accepts(s) for k, s in v.items()),
                   lambda v: MappingProxyType({k: tuple(s) for k, s in v.items()}),
@@ -109,6 +118,12 @@ class TrialQuality:
     dice_at_threshold: float | None = _typed(NUMBER)  # mean validation Dice at it
     dice_at_half: float | None = _typed(NUMBER)  # mean validation Dice at 0.5, beside it
     per_image_dice: Mapping[str, tuple[float | None, ...]] | None = _typed(PER_IMAGE)  # split -> Dice per image at it
+    # label maps (docs/multiclass.md); binary runs store them too, older runs lack them
+    miou: float | None = _typed(NUMBER)  # mean IoU over the foreground classes (binary: the foreground IoU)
+    num_classes: int | None = _typed(INT)  # background included; 2 = binary
+    class_names: tuple[str, ...] | None = _typed(TEXTS)  # index = label value
+    per_class: Mapping[str, Mapping[str, Any]] | None = _typed(SPLITS)  # class name -> {"dice", "iou", "size_strata"}
+    confusion: tuple[tuple[int, ...], ...] | None = _typed(MATRIX)  # validation pixels, rows truth, columns prediction
 
 
 @dataclass(frozen=True)
@@ -179,3 +194,24 @@ class TrialResult:
     @property
     def kind(self) -> RecordKind:
         return RecordKind.of(self.provenance)
+
+    def quality_value(self, name: str) -> float | None:
+        """A stored quality measure by its objective name (``QUALITY_MEASURES`` or ``dice:<class>``);
+        None when this result lacks it (see ``nas.engine.objectives`` and docs/multiclass.md)."""
+        quality = self.quality
+        val = (quality.splits or {}).get("val") or {}
+        if name == "dice":
+            value = quality.dice
+        elif name == "miou":
+            value = quality.miou if quality.miou is not None else val.get("iou")
+        elif name == "dice_small":
+            value = ((val.get("size_strata") or {}).get("small") or {}).get("dice")
+        elif name == "hd95":
+            value = val.get("hd95")
+        elif name.startswith(CLASS_PREFIX):
+            per_class = quality.per_class or val.get("per_class") or {}
+            value = (per_class.get(name[len(CLASS_PREFIX):]) or {}).get("dice")
+        else:
+            raise ValueError(f"unknown quality measure {name!r}; known: {', '.join(QUALITY_MEASURES)}, "
+                             f"{CLASS_PREFIX}<class name>")
+        return float(value) if _is_number(value) else None
