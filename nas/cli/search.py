@@ -62,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_seed(parser, default=D.seed, help="seed for data, sampler and training (0 .. 2^32-1)")
     add_device(parser)
     engine = parser.add_argument_group("search engine")
-    engine.add_argument("--objectives", default=D.objectives, metavar="dice,COST[,COST]",
-                        help="what to optimise: dice and one or two of macs, latency, params, memory "
-                             "(training-step MB), e.g. dice,latency or dice,macs,memory (default dice,macs)")
+    engine.add_argument("--objectives", default=D.objectives, metavar="QUALITY,COST[,COST]",
+                        help="what to optimise: a quality measure (dice, miou, dice_small = Dice of objects under "
+                             "8 px, hd95 (minimised) or dice:<class name>) and one or two of macs, latency, params, "
+                             "memory (training-step MB), e.g. dice,latency or dice_small,macs (default dice,macs)")
     engine.add_argument("--sampler", default=D.sampler, choices=SAMPLERS,
                         help="Optuna multi-objective sampler, seeded by --seed (default tpe)")
     engine.add_argument("--early-stop", default="on", choices=("on", "off"),
@@ -151,6 +152,9 @@ def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--test-fraction", type=_num("test_fraction"), default=D.test_fraction, metavar="F",
                        help="share of images held out as a test split (never used for selection) when the folder "
                             "has no test/ (default: 0.2 from 10 images on, else none)")
+    group.add_argument("--num-classes", type=_num("num_classes"), default=D.num_classes, metavar="K",
+                       help="classes of label-map masks, background (0) included: 2 = binary, K >= 3 = masks holding "
+                            "0..K-1 (default: found from the data or its classes.json)")
     group.add_argument("--patches-per-epoch", type=_num("patches_per_epoch"), default=D.patches_per_epoch,
                        metavar="N", help="training patches per epoch (default: the training images' area once, "
                                          "at least one patch per image)")

@@ -20,7 +20,7 @@ from search_spaces.overrides import RestrictedSuggest, RestrictionConflict
 from nas.costs.constraints import Verdict, check_model
 from nas.engine.early_stop import EarlyStopped, RungPoint, rung_verdict
 from nas.engine.job import SearchJob
-from nas.engine.trial import onnxruntime_latency, train_and_save
+from nas.engine.trial import fit_spec, onnxruntime_latency, train_and_save
 from nas.results.outcome import StopReason
 from nas.train.trainer import resolve_device
 
@@ -157,7 +157,7 @@ def run_policy(job: SearchJob, port: TrialPort, log: Log = _log,
     started = time.perf_counter()
     suggest = RestrictedSuggest(port.suggest, job.restriction) if job.restriction else port.suggest
     try:
-        spec = job.space.sample_spec(suggest)
+        spec = fit_spec(job.space.sample_spec(suggest), job.data)  # the data's class count (docs/multiclass.md)
     except RestrictionConflict as error:  # a conditional dimension this architecture lacks
         log(f"trial {port.number:>3}  -> pruned: infeasible: {error}")
         verdict = Verdict(measured={}, violations={"restriction": 1.0}, reasons=(str(error),))

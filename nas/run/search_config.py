@@ -36,6 +36,7 @@ LIMITS: dict[str, Range] = {
     "max_params": integers(1, 10**15), "max_macs": integers(1, 10**18), "max_latency_ms": POSITIVE,
     "max_memory_mb": POSITIVE, "max_pruned_in_a_row": integers(1, 1_000_000),
     "patches_per_epoch": integers(1, 10**9), "test_fraction": numbers(0, 1, high_open=True),
+    "num_classes": integers(2, 256),
     "finalists": integers(0, 1000), "final_epochs": integers(1, 100_000), "final_seeds": integers(1, 100),
 }
 
@@ -82,6 +83,7 @@ class SearchConfig:
     # training recipe
     val_fraction: float = DEFAULT_VAL_FRACTION
     test_fraction: float | None = None  # folder without test/: None = 0.2 from 10 images on, else none
+    num_classes: int | None = None  # classes of label-map masks, background included; None = found from the data
     patches_per_epoch: int | None = None  # default: the training images' area once (at least one per image)
     lr: float = _RECIPE.lr
     warmup_fraction: float = _RECIPE.warmup_fraction

@@ -120,9 +120,13 @@ def prepare(config: SearchConfig) -> Plan:
         raise SearchError(problem)
     try:
         data = load_data(config.data, image_size=config.image_size, seed=config.seed,
-                         val_fraction=config.val_fraction, test_fraction=config.test_fraction)
+                         val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+                         num_classes=config.num_classes)
+        Objectives.parse(config.objectives).check_data(data)  # dice:<class>, dice_small: scorable on this data?
     except DataError as error:
         raise SearchError(str(error)) from None
+    except ValueError as error:
+        raise SearchError(f"--objectives {error}") from None
     if data.spatial_dims != space.spatial_dims:
         kind = {2: "2D images", 3: "3D volumes"}
         raise SearchError(f"space {space.name!r} builds {kind[space.spatial_dims]} networks but --data "
@@ -166,6 +170,8 @@ def data_settings(plan: Plan) -> dict[str, Any]:
         settings["patches_per_epoch"] = patches
     if data.held_out:
         settings["test_fraction"] = data.held_out
+    if data.num_classes != 2:  # label maps (binary studies keep their settings)
+        settings["num_classes"] = data.num_classes
     return settings
 
 
