@@ -65,7 +65,8 @@ def load_run_data(settings: Mapping[str, Any]) -> SegmentationData:
     recipe = settings.get("recipe") or {}
     test_fraction = settings.get("test_fraction", None if source.startswith("synthetic") else 0.0)
     return load_data(source, image_size=int(settings["image_size"]), seed=int(settings.get("seed", 0)),
-                     val_fraction=float(recipe.get("val_fraction", 0.25)), test_fraction=test_fraction)
+                     val_fraction=float(recipe.get("val_fraction", 0.25)), test_fraction=test_fraction,
+                     num_classes=settings.get("num_classes"))  # label maps: the class count the search had
 
 
 def open_for_finalize(run_dir: Path, storage: str | None = None,
