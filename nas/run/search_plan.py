@@ -122,9 +122,10 @@ def prepare(config: SearchConfig) -> Plan:
         data = load_data(config.data, image_size=config.image_size, seed=config.seed,
                          val_fraction=config.val_fraction, test_fraction=config.test_fraction,
                          num_classes=config.num_classes)
-        Objectives.parse(config.objectives).check_data(data)  # dice:<class>, dice_small: scorable on this data?
     except DataError as error:
         raise SearchError(str(error)) from None
+    try:
+        Objectives.parse(config.objectives).check_data(data)  # dice:<class>, dice_small: scorable on this data?
     except ValueError as error:
         raise SearchError(f"--objectives {error}") from None
     if data.spatial_dims != space.spatial_dims:
