@@ -62,8 +62,9 @@ def default_classes(count: int) -> Classes:
 
 
 def read_classes_file(folder: Path) -> Classes | None:
-    """``folder/classes.json`` (or the one above a ``train/`` split folder), None when there is none."""
-    path = next((p for p in (folder / CLASSES_FILE, folder.parent / CLASSES_FILE) if p.is_file()), None)
+    """``folder/classes.json`` (or the one above a ``train/`` folder passed as the data), None when there is none."""
+    places = [folder / CLASSES_FILE] + ([folder.parent / CLASSES_FILE] if folder.name in ("train", "training") else [])
+    path = next((p for p in places if p.is_file()), None)
     if path is None:
         return None
     try:
