@@ -120,8 +120,9 @@ def train_entrants(items: Sequence[Entrant], data: SegmentationData, settings: T
                 log(f"    -> failed: {failures[(entrant.key, seed)]} (the next run retries it)")
                 release_memory()
                 continue
-            log(f"    -> val dice {metrics.get('dice_at_threshold', metrics['dice']):.3f} at threshold "
-                f"{metrics.get('threshold', 0.5):g}  {metrics['seconds']:.1f} s")
+            threshold = metrics.get("threshold", 0.5)  # None: a K-class model (argmax, docs/multiclass.md)
+            log(f"    -> val dice {metrics.get('dice_at_threshold', metrics['dice']):.3f} "
+                f"{'by argmax' if threshold is None else f'at threshold {threshold:g}'}  {metrics['seconds']:.1f} s")
             failpoint("finalist_seed")
     return failures
 
