@@ -237,3 +237,16 @@ def test_binary_trial_keeps_its_keys_and_adds_the_class_ones(tmp_path):
     assert metrics["miou"] == metrics["quality"]["val"]["iou"] and metrics["num_classes"] == 2
     assert list(metrics["per_class"]) == ["foreground"] and np.array(metrics["confusion"]).sum() == 2 * 32 * 32
     assert "num_classes" not in json.loads((tmp_path / "ckpt" / "spec.json").read_text())["spec"]
+
+
+def test_num_classes_flag_is_checked_before_anything_is_written(tmp_path, capsys):
+    from conftest import call
+
+    from nas.cli.search import main
+
+    code, _, err = call(capsys, main, "--data", "synthetic:classes", "--num-classes", "3", "--out", tmp_path / "r")
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        "nas-search: error: --num-classes 3 but synthetic:classes has 4 classes")
+    code, _, err = call(capsys, main, "--num-classes", "1", "--out", tmp_path / "r")
+    assert code == 2 and "--num-classes" in err.strip().splitlines()[-1]
+    assert not (tmp_path / "r").exists()

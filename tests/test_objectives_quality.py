@@ -117,7 +117,7 @@ def test_record_json_keeps_the_class_metrics():
 
 @pytest.mark.slow
 def test_a_k_class_search_with_a_class_objective_resumes(tmp_path, capsys):
-    """nas-search on synthetic:classes, ranked by one class's Dice, then extended by a rerun."""
+    """nas-search on synthetic:classes, ranked by one class's Dice, extended by a rerun, then finalised."""
     from nas.cli.search import main
 
     fix = {"depth": 3, "base_width": 8, "blocks_per_stage": 1, "block": "plain", "width_mode": "growth",
@@ -141,6 +141,12 @@ def test_a_k_class_search_with_a_class_objective_resumes(tmp_path, capsys):
     assert metrics["num_classes"] == 4 and set(metrics["per_class"]) == {"curve", "blob", "region"}
     assert metrics["threshold"] is None and np.array(metrics["confusion"]).shape == (4, 4)
     assert json.loads((best[0] / "spec.json").read_text())["spec"]["num_classes"] == 4
+    from nas.cli.finalize import main as finalize
+
+    code, out, err = call(capsys, finalize, "--run", run, "--finalists", "1", "--final-epochs", "1",
+                          "--final-seeds", "1", "--device", "cpu", "--no-overlays")
+    assert code == 0, err
+    assert "by argmax" in out and (run / "finalists" / "finalists.json").is_file()
     code, _, err = call(capsys, main, *base, "--trials", "2", "--objectives", "dice:nerve,macs")
     assert code == 2 and err.strip().splitlines()[-1] == (
         "nas-search: error: --objectives dice:nerve: the data has no class 'nerve'; its classes are curve, blob, region")
