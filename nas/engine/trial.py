@@ -182,7 +182,8 @@ def class_metrics(val: dict[str, Any], confusion: list[list[int]], data: Segment
     blocks = val["per_class"] if data.num_classes > 2 else {data.class_names[1]: val}
     per_class = {name: {key: block.get(key) for key in ("dice", "iou", "size_strata")} for name, block in blocks.items()}
     return {"miou": val.get("iou"), "per_class": per_class, "confusion": confusion,
-            "num_classes": data.num_classes, "class_names": list(data.class_names)}
+            "num_classes": data.num_classes, "class_names": list(data.class_names),
+            "class_colours": [list(colour) for colour in data.class_colours]}  # nas-predict and report overlays
 
 
 def assess(model: nn.Module, data: SegmentationData, device: torch.device, config: TrainConfig
