@@ -5,8 +5,11 @@ unreadable image, a channel count the model does not take, an unwritable --out, 
 a mask would replace an input image (the input folder itself, a symlink to it, two outputs with one
 name) ends with one line and exit code 2; a write that fails midway (disk full) ends with one line
 and exit code 1.
-Masks (output channel 0) are PNG 0/255 with the input's stem; overlays (``<stem>_overlay.png``)
-tint the mask red. Images are processed one at a time, so memory is one image and its logits.
+Masks are PNG with the input's stem: 0/255 for a binary model (its stored threshold), label maps
+(value = class index, argmax) for a K-class one (docs/multiclass.md); overlays (``<stem>_overlay.png``)
+tint the mask red, or each class in its colour. ``--threshold`` is for binary models only: with a
+K-class model it is refused (exit 2). Images are processed one at a time, so memory is one image and
+its logits.
 A 3D model segments volumes (``.npy``, NIfTI) with cubic windows; each mask keeps its volume's
 format (``nas.deploy.volume_predict``) and the overlay shows the middle slice. ``--onnx`` runs
 ``model.onnx`` only if its hash matches the one ``metrics.json`` recorded at export.
@@ -27,15 +30,18 @@ from nas.deploy.checkpoint import CheckpointError, load_checkpoint, read_checkpo
 from nas.data.loading import IMAGE_SUFFIXES, DataError, _read_image
 from nas.data.volumes import volume_suffix
 from nas.deploy.export import INPUT_NAME, checked_onnx, checkpoint_spatial_dims, default_input_size
+from nas.deploy.overlays import class_palette, model_classes
 from nas.deploy.volume_predict import list_volumes, mask_name, segment_volume, volume_stem, write_volume_mask
 from nas.train.inference import MAX_OVERLAP, Predictor, sliding_window_logits
 from nas.cli.common import (Parser, add_batch_size, add_checkpoint, add_device, add_image_size, add_out, check_pixels,
                             check_writable, number, required, write_failed)
 from nas.io import atomic_write_bytes
 from nas.run.limits import FRACTION, numbers, side_range
+from nas.train.labels import labels_from_logits
 from nas.train.trainer import resolve_device
 
 OVERLAY_ALPHA = 0.5
+BINARY_TINT = ((0, 0, 0), (255, 0, 0))  # background untouched, foreground red
 
 
 PROG = "nas-predict"
@@ -43,7 +49,7 @@ PROG = "nas-predict"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, description="Sliding-window segmentation of images of any size; writes PNG masks "
-                                           "(0/255), same stems.")
+                                           "(0/255, or class indices for a K-class model), same stems.")
     add_checkpoint(parser)
     parser.add_argument("--input", required=True,
                         help="an image (PNG/JPEG/TIFF/BMP, grey or RGB) or a folder of them; for a 3D model a "
@@ -51,10 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_out(parser, old=("--output",), help="folder for <stem>.png masks (required; created if needed; never the input's "
                                             "folder)")
     parser.add_argument("--threshold", type=number(FRACTION), default=None,
-                        help="foreground where sigmoid(logit) >= T (default: the threshold stored with the model, "
-                             "chosen on its validation images; 0.5 for models without one)")
+                        help="binary models only: foreground where sigmoid(logit) > T (default: the threshold "
+                             "stored with the model, chosen on its validation images; 0.5 for models without one); "
+                             "a K-class model takes the argmax and refuses it")
     parser.add_argument("--overlay", action="store_true",
-                        help="also write <stem>_overlay.png (mask tinted red on the image)")
+                        help="also write <stem>_overlay.png (mask tinted red on the image; K classes: each class "
+                             "in its colour)")
     add_image_size(parser, side_range(8), default=None, old=("--patch-size",),
                    help="window side in px (default: the size costs were measured at, from metrics.json; "
                         "a fixed-size ONNX model's own size)")
@@ -106,11 +114,14 @@ def onnx_predictor(path: Path) -> tuple[Predictor, tuple[int, int] | None]:
     return predict, fixed
 
 
-def overlay_png(image: np.ndarray, mask: np.ndarray) -> bytes:
-    """``image`` (H, W, C) in [0, 1], ``mask`` (H, W) bool -> RGB PNG with the mask tinted red."""
+def overlay_png(image: np.ndarray, labels: np.ndarray, colours: Sequence[Sequence[int]] = BINARY_TINT) -> bytes:
+    """``image`` (H, W, C) in [0, 1], ``labels`` (H, W) class indices -> RGB PNG with each foreground
+    class tinted in ``colours[label]`` (binary: red)."""
     rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[..., :3]  # (H, W, 3)
+    tint = np.asarray(colours, dtype=np.float64)[np.clip(labels, 0, len(colours) - 1)] / 255.0  # (H, W, 3)
+    mask = labels > 0
     tinted = rgb.copy()
-    tinted[mask] = (1 - OVERLAY_ALPHA) * rgb[mask] + OVERLAY_ALPHA * np.array([1.0, 0.0, 0.0])
+    tinted[mask] = (1 - OVERLAY_ALPHA) * rgb[mask] + OVERLAY_ALPHA * tint[mask]
     return png_bytes((tinted * 255).round().clip(0, 255).astype(np.uint8))
 
 
@@ -164,6 +175,9 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[l
         inputs = list_volumes(Path(args.input)) if volumes else list_inputs(Path(args.input))
     except (CheckpointError, DataError) as error:
         parser.error(str(error))
+    if args.threshold is not None and model_classes(info) > 2:
+        parser.error(f"--threshold is for binary models; {args.checkpoint} has {model_classes(info)} classes "
+                     "and predicts the argmax")
     problem = overwrite_problem(Path(args.input), inputs, output, args.overlay)
     if problem:
         parser.error(problem)
@@ -201,32 +215,48 @@ def _predict_all(args: argparse.Namespace, inputs: list[Path], info, predictor, 
                  patch: tuple[int, int]) -> None:
     """Segment every input and write its mask (and overlay), each file atomically."""
     output = Path(args.out)
-    stored = info.metrics.get("threshold")
-    threshold = args.threshold if args.threshold is not None else float(stored if stored is not None else 0.5)
-    why = "--threshold" if args.threshold is not None else "stored with the model" if stored is not None else "none stored"
-    print(f"threshold {threshold:g} ({why})", flush=True)
-    logit_threshold = _logit(threshold)
+    classes = model_classes(info)
+    if classes > 2:
+        palette = class_palette(info.metrics, classes)
+        threshold, colours, scale = None, [colour for _, colour in palette], 1
+        print(f"{classes} classes, label = argmax ({', '.join(f'{i} {name}' for i, (name, _) in enumerate(palette))})",
+              flush=True)
+    else:
+        stored = info.metrics.get("threshold")
+        threshold = args.threshold if args.threshold is not None else float(stored if stored is not None else 0.5)
+        why = "--threshold" if args.threshold is not None else "stored with the model" if stored is not None else "none stored"
+        print(f"threshold {threshold:g} ({why})", flush=True)
+        colours, scale = BINARY_TINT, 255
     for path in inputs:
         if len(patch) == 3:  # a 3D model: cubic windows, the mask in the volume's own format
-            volume, mask = segment_volume(path, predictor, info.normalization, patch_size=patch, overlap=args.overlap,
-                                          batch_size=args.batch_size, device=device, logit_threshold=logit_threshold)
-            write_volume_mask(path, mask, output / mask_name(path))
+            volume, labels = segment_volume(path, predictor, info.normalization, patch_size=patch,
+                                            overlap=args.overlap, batch_size=args.batch_size, device=device,
+                                            threshold=threshold)
+            write_volume_mask(path, labels, output / mask_name(path))
             if args.overlay:  # the middle slice
                 atomic_write_bytes(output / f"{volume_stem(path)}_overlay.png",
-                                   overlay_png(volume[len(mask) // 2], mask[len(mask) // 2]))
-            print(f"{path.name}: {'x'.join(map(str, reversed(mask.shape)))}, foreground {mask.mean():.2%}", flush=True)
+                                   overlay_png(volume[len(labels) // 2], labels[len(labels) // 2], colours))
+            print(f"{path.name}: {'x'.join(map(str, reversed(labels.shape)))}, {_shares(labels, classes)}", flush=True)
             continue
         image = _read_image(path)  # (H, W, C) float32 in [0, 1]
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))  # (C, H, W)
         logits = sliding_window_logits(predictor, tensor, normalization=info.normalization, patch_size=patch,
                                        overlap=args.overlap, batch_size=args.batch_size, device=device)
-        mask = (logits[0, 0] >= logit_threshold).numpy()  # (H, W) bool
-        atomic_write_bytes(output / f"{path.stem}.png", png_bytes(mask.astype(np.uint8) * 255))
+        labels = labels_from_logits(logits[0], threshold).numpy()[0]  # (H, W) class indices (binary: 0/1)
+        atomic_write_bytes(output / f"{path.stem}.png", png_bytes(labels.astype(np.uint8) * scale))
         if args.overlay:
-            atomic_write_bytes(output / f"{path.stem}_overlay.png", overlay_png(image, mask))
-        print(f"{path.name}: {image.shape[1]}x{image.shape[0]}, foreground {mask.mean():.2%}", flush=True)
-    print(f"wrote {len(inputs)} mask(s) to {output} (patch {'x'.join(map(str, patch))}, overlap {args.overlap}, "
-          f"{'onnxruntime' if args.onnx else 'PyTorch ' + str(device)})")
+            atomic_write_bytes(output / f"{path.stem}_overlay.png", overlay_png(image, labels, colours))
+        print(f"{path.name}: {image.shape[1]}x{image.shape[0]}, {_shares(labels, classes)}", flush=True)
+    print(f"wrote {len(inputs)} {'mask' if classes == 2 else 'label map'}(s) to {output} (patch "
+          f"{'x'.join(map(str, patch))}, overlap {args.overlap}, {'onnxruntime' if args.onnx else 'PyTorch ' + str(device)})")
+
+
+def _shares(labels: np.ndarray, classes: int) -> str:
+    """``foreground 12.34%`` (binary), or each class's share of the pixels."""
+    if classes == 2:
+        return f"foreground {(labels > 0).mean():.2%}"
+    counts = np.bincount(labels.ravel(), minlength=classes) / max(1, labels.size)
+    return "classes " + " ".join(f"{value}:{share:.1%}" for value, share in enumerate(counts))
 
 
 def _patch_size(parser: argparse.ArgumentParser, args: argparse.Namespace, info,
@@ -240,15 +270,6 @@ def _patch_size(parser: argparse.ArgumentParser, args: argparse.Namespace, info,
     if args.image_size is not None:
         return (args.image_size,) * dims
     return default_input_size(info.metrics, dims)
-
-
-def _logit(probability: float) -> float:
-    """The logit of a probability threshold, so no sigmoid of the whole image is needed (0 and 1 inclusive)."""
-    if probability <= 0.0:
-        return float("-inf")
-    if probability >= 1.0:
-        return float("inf")
-    return float(np.log(probability / (1.0 - probability)))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Rebuilds the validation split from the study's search config (same data source, 
 seed, so the same split), loads each ``best/*`` checkpoint without pickles and draws one grid per
 model: rows are images; columns are image, ground truth, prediction and the errors coloured. A
 volume is predicted whole (cubic sliding windows) and drawn as its middle slice; its Dice is the
-volume's.
+volume's. A K-class model (label maps, docs/multiclass.md) draws truth and prediction in the class
+colours stored in its ``metrics.json`` and scores each image by its class-mean Dice.
 """
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ import torch
 from PIL import Image
 
 from nas.deploy.checkpoint import load_checkpoint, read_checkpoint_info
+from nas.data.labels import default_classes
 from nas.data.loading import SegmentationData, load_data
-from nas.train.threshold import dice_per_image, logit
+from nas.train.labels import labels_from_logits
+from nas.train.multiclass import image_class_dice
+from nas.train.threshold import dice_per_image
 
 TILE = 192  # px: small images are enlarged (nearest) to this side, large ones shrunk to it
 GAP = 4
@@ -28,8 +32,26 @@ BACKGROUND_DIM = 0.35  # the image shows faintly under the error colours
 
 
 def validation_data(config: Mapping[str, Any]) -> SegmentationData:
-    """The run's data split, rebuilt from ``study.user_attrs["search_config"]`` (data, image_size, seed)."""
-    return load_data(str(config["data"]), image_size=int(config["image_size"]), seed=int(config["seed"]))
+    """The run's data split, rebuilt from ``study.user_attrs["search_config"]`` (data, image_size, seed,
+    and the class count a label-map search stored)."""
+    return load_data(str(config["data"]), image_size=int(config["image_size"]), seed=int(config["seed"]),
+                     num_classes=config.get("num_classes"))
+
+
+def class_palette(metrics: Mapping[str, Any], count: int) -> list[tuple[str, tuple[int, int, int]]]:
+    """``(name, (R, G, B))`` per label value of a model with ``count`` classes: the names and colours its
+    ``metrics.json`` stored (``class_names`` / ``class_colours``), else the data's defaults."""
+    default = default_classes(count)
+    names, colours = metrics.get("class_names"), metrics.get("class_colours")
+    names = names if isinstance(names, list) and len(names) == count else list(default.names)
+    ok = isinstance(colours, list) and len(colours) == count and all(
+        isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) for v in c) for c in colours)
+    return [(str(n), tuple(c)) for n, c in zip(names, colours if ok else default.colours)]  # type: ignore[misc]
+
+
+def model_classes(info: Any) -> int:
+    """The class count of a checkpoint: 2 for a one-channel (sigmoid) head, else its channels."""
+    return 2 if info.out_channels == 1 else int(info.out_channels)
 
 
 def pick_images(data: SegmentationData, n_images: int) -> list[int]:
@@ -49,7 +71,8 @@ def _sliding_window() -> Any:
 
 
 def _predict(model: torch.nn.Module, image: torch.Tensor, info: Any, patch: int) -> torch.Tensor:
-    """Binary mask ``(1, H, W)`` for a raw ``(C, H, W)`` image: sliding window when available, else full image."""
+    """Label map ``(1, H, W)`` int64 for a raw ``(C, H, W)`` image (binary: 0/1 at the stored threshold;
+    K classes: argmax): sliding window when available, else full image."""
     sliding_window_logits = _sliding_window()
     if image.dim() == 4:  # a volume (C, D, H, W): cubic windows; the mask is (1, D, H, W)
         from nas.deploy.volume_predict import volume_logits
@@ -60,7 +83,7 @@ def _predict(model: torch.nn.Module, image: torch.Tensor, info: Any, patch: int)
     else:
         with torch.inference_mode():
             logits = model(info.normalization.apply(image[None]))  # (1, 1, H, W)
-    return (logits[0, :1] > logit(info.metrics.get("threshold", 0.5))).cpu()  # (1, H, W), at the stored threshold
+    return labels_from_logits(logits[0].cpu(), info.metrics.get("threshold"), spatial_dims=image.dim() - 1)
 
 
 def _rgb(image: torch.Tensor) -> np.ndarray:
@@ -78,15 +101,21 @@ def _tile(array: np.ndarray, smooth: bool) -> Image.Image:
     return picture.resize(size, resample)
 
 
-def overlay_row(image: torch.Tensor, truth: torch.Tensor, prediction: torch.Tensor) -> list[Image.Image]:
-    """Four tiles for one image: image, ground truth, prediction, errors (TP white, FP red, FN cyan)."""
+def overlay_row(image: torch.Tensor, truth: torch.Tensor, prediction: torch.Tensor,
+                colours: Sequence[tuple[int, int, int]] | None = None) -> list[Image.Image]:
+    """Four tiles for one image: image, ground truth, prediction, errors (TP white, FP red, FN cyan).
+
+    ``truth`` / ``prediction`` are label maps ``(1, H, W)``; with ``colours`` (K classes) the masks
+    are drawn in the class colours and a pixel of the wrong foreground class counts as FP.
+    """
     rgb = _rgb(image)  # (H, W, 3)
-    gt = truth[0].bool().numpy()  # (H, W)
-    pred = prediction[0].bool().numpy()  # (H, W)
+    gt, pred = truth[0].long().numpy(), prediction[0].long().numpy()  # (H, W) labels
     errors = (rgb * BACKGROUND_DIM).astype(np.uint8)
-    for mask, color in ((gt & pred, TP), (pred & ~gt, FP), (gt & ~pred, FN)):
+    right = (gt > 0) & (pred == gt)
+    for mask, color in ((right, TP), ((pred > 0) & ~right, FP), ((gt > 0) & (pred == 0), FN)):
         errors[mask] = color
-    masks = [np.repeat((m * 255).astype(np.uint8)[..., None], 3, axis=2) for m in (gt, pred)]
+    palette = np.array(colours if colours is not None else [(0, 0, 0), (255, 255, 255)], dtype=np.uint8)
+    masks = [palette[np.clip(m, 0, len(palette) - 1)] for m in (gt, pred)]  # (H, W, 3)
     return [_tile(rgb, True), _tile(masks[0], False), _tile(masks[1], False), _tile(errors, False)]
 
 
@@ -116,7 +145,8 @@ def _trial_number(folder: Path, metrics: Mapping[str, Any]) -> int | None:
 def prediction_overlays(run_dir: str | Path, config: Mapping[str, Any], *, n_images: int = 3,
                         folders: Sequence[Path] | None = None, data: SegmentationData | None = None,
                         ) -> dict[int, dict[str, Any]]:
-    """Trial number -> ``{"png": bytes, "images": stems, "dice": per-image Dice, "inference"}`` for each ``best/*`` model.
+    """Trial number -> ``{"png": bytes, "images": stems, "dice": per-image Dice, "inference"}`` for each
+    ``best/*`` model, plus ``"classes"`` (``[name, [R, G, B]]`` per label value) for a K-class model.
 
     A checkpoint that cannot be loaded gets ``{"error": text}`` instead, so one bad folder does not
     hide the others. Runs on CPU: a few images per model take well under a second at these sizes.
@@ -143,15 +173,20 @@ def prediction_overlays(run_dir: str | Path, config: Mapping[str, Any], *, n_ima
             continue
         if number is None:
             continue
+        count = model_classes(info)
+        palette = class_palette(info.metrics, count) if count > 2 else None
         rows, dice = [], []
         for index in picked:
-            image, truth = data.val_images[index], data.val_masks[index]  # (C, H, W), (1, H, W)
-            prediction = _predict(model, image, info, patch)  # (1, H, W) bool
-            dice.append(float(dice_per_image(prediction[None], truth[None] > 0.5)[0]))
+            image, truth = data.val_images[index], data.val_masks[index].round().long()  # (C, H, W), (1, H, W)
+            prediction = _predict(model, image, info, patch)  # (1, H, W) labels
+            dice.append(float(dice_per_image(prediction[None] > 0, truth[None] > 0)[0]) if palette is None
+                        else image_class_dice([prediction], [truth], count)[0])
             if image.dim() == 4:  # a volume: draw its middle slice
                 middle = image.shape[1] // 2
                 image, truth, prediction = image[:, middle], truth[:, middle], prediction[:, middle]
-            rows.append(overlay_row(image, truth > 0.5, prediction))
+            rows.append(overlay_row(image, truth, prediction, [c for _, c in palette] if palette else None))
         out[number] = {"png": grid_png(rows), "images": [data.val_names[i] for i in picked], "dice": dice,
                        "inference": method}
+        if palette:
+            out[number]["classes"] = [[name, list(colour)] for name, colour in palette]
     return out

@@ -4,8 +4,8 @@ The 3D counterpart of ``nas.train.inference.sliding_window_logits``, with the sa
 exactly the patch size (volumes smaller than it are zero-padded after normalization), a separable
 Gaussian weight per window (sigma = side / 8), the blending denominator as three axis vectors, and
 memory of one batch of windows plus the float32 output. A mask keeps its input's format: ``x.npy``
--> ``x.npy`` (uint8 0/1, (D, H, W)); ``x.nii`` / ``x.nii.gz`` -> ``x.nii.gz`` with the input's affine
-and header, axes back in NIfTI's (x, y, z) order.
+-> ``x.npy`` (uint8 (D, H, W): 0/1, or the class index for a K-class model); ``x.nii`` / ``x.nii.gz`` ->
+``x.nii.gz`` with the input's affine and header, axes back in NIfTI's (x, y, z) order.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from nas.data.normalization import Normalization
 from nas.data.volumes import VOLUME_SUFFIXES, read_volume, volume_suffix
 from nas.io import atomic_write_bytes
 from nas.train.inference import MAX_OVERLAP, Predictor, _gaussian_1d, axis_weights, window_starts
+from nas.train.labels import labels_from_logits
 
 
 def volume_stem(path: Path) -> str:
@@ -59,13 +60,14 @@ def list_volumes(source: Path) -> list[Path]:
 
 def segment_volume(path: Path, predictor: Predictor, normalization: Normalization, *, patch_size: Sequence[int],
                    overlap: float, batch_size: int, device: torch.device | str | None,
-                   logit_threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(volume (D, H, W, C) in [0, 1], mask (D, H, W) bool)`` for one volume file."""
+                   threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(volume (D, H, W, C) in [0, 1], labels (D, H, W) int64)`` for one volume file: 0/1 above the
+    probability ``threshold`` (binary), the argmax for K classes (``labels_from_logits``)."""
     volume = read_volume(path)  # (D, H, W, C)
     tensor = torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume, -1, 0)))  # (C, D, H, W)
     logits = volume_logits(predictor, tensor, normalization=normalization, patch_size=tuple(patch_size),
                            overlap=overlap, batch_size=batch_size, device=device)
-    return volume, (logits[0] >= logit_threshold).numpy()
+    return volume, labels_from_logits(logits, threshold, spatial_dims=3).numpy()[0]
 
 
 def _device(predictor: Predictor, device: torch.device | str | None) -> torch.device:
@@ -122,7 +124,7 @@ def volume_logits(predictor: Predictor, volume: torch.Tensor, *, normalization: 
 
 
 def write_volume_mask(source: Path, mask: np.ndarray, target: Path) -> Path:
-    """Write ``mask`` ((D, H, W) bool) beside nothing else, atomically, in ``source``'s format."""
+    """Write ``mask`` ((D, H, W) bool or class indices) beside nothing else, atomically, in ``source``'s format."""
     data = mask.astype(np.uint8)
     buffer = io.BytesIO()
     if volume_suffix(source) == ".npy":
