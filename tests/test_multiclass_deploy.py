@@ -93,3 +93,52 @@ def test_predict_refuses_threshold_for_k_classes(tmp_path, capsys, checkpoint, c
     assert code == 2 and last.startswith("nas-predict: error: --threshold is for binary models; ")
     assert last.endswith("has 4 classes and predicts the argmax")
     assert not (tmp_path / "out").exists()
+
+
+# --- export and the model card -------------------------------------------------------------------
+
+def test_onnx_export_of_a_k_class_model_keeps_k_channels_and_the_argmax(tmp_path, capsys, checkpoint):
+    import onnxruntime as ort
+
+    from nas.cli.export import main
+    from nas.deploy.checkpoint import load_checkpoint
+    from nas.deploy.model_card import write_model_card
+
+    folder = shutil.copytree(checkpoint, tmp_path / "trial_0000")
+    code, out, err = call(capsys, main, "--checkpoint", folder, "--format", "onnx")
+    assert code == 0, err
+    assert "labels (logit > 0, or the argmax of K classes) agree on" in out
+    assert "label = argmax over the 4 logit channels (0 background, 1 curve, 2 blob, 3 region)" in out
+    model, _ = load_checkpoint(folder)
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 1, 40, 36, generator=torch.Generator().manual_seed(5))
+    got = session.run(None, {"image": x.numpy()})[0]
+    with torch.inference_mode():
+        expected = model(x)
+    assert got.shape == (3, 4, 40, 36)
+    agree = (labels_from_logits(got) == labels_from_logits(expected).numpy()).mean()
+    assert agree >= 0.999
+    card = write_model_card(folder).read_text()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert "prediction = argmax over the channels" in card and "Prediction = argmax over the 4 logit channels" in card
+    assert "sigmoid(logit) >" not in card and "## Classes" in card
+    curve = metrics["per_class"]["curve"]
+    assert f"| 1 | curve | {', '.join(map(str, metrics['class_colours'][1]))} | {curve['dice']:.4f} | " \
+           f"{curve['iou']:.4f} |" in card
+    assert f"Mean IoU over the foreground classes (validation, argmax): {metrics['miou']:.4f}" in card
+
+
+def test_label_parity_check_refuses_an_export_whose_argmax_differs():
+    from nas.deploy.export import ExportError, _verify
+
+    model = torch.nn.Conv2d(1, 4, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([1.0, 1.0 + 1e-5, 0.0, 0.0]).view(4, 1, 1, 1))
+        model.bias.zero_()
+
+    def swapped(x):  # logits within the tolerance, but channels 0 and 1 (a near tie) exchanged
+        with torch.inference_mode():
+            return model(x)[:, [1, 0, 2, 3]].numpy()
+
+    with pytest.raises(ExportError, match="labels differ from PyTorch's"):
+        _verify(swapped, model.eval(), [(1, 1, 8, 8)], tolerance=1e-3)

@@ -14,6 +14,7 @@ from typing import Sequence
 from nas.cli.common import Parser, add_checkpoint, add_image_size, add_out, check_pixels, check_writable, write_failed
 from nas.deploy.checkpoint import METRICS_FILE, SPEC_FILE, WEIGHTS_FILE, load_checkpoint, read_checkpoint_info
 from nas.deploy.export import DEFAULT_FILES, FORMATS, ExportError, checkpoint_spatial_dims, export_checkpoint
+from nas.deploy.overlays import class_palette
 from nas.run.limits import side_range
 
 PROG = "nas-export"
@@ -61,8 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:  # disk full, folder made read-only meanwhile: nothing half-written
         return write_failed(PROG, error)
     print(result.summary())
-    threshold = read_checkpoint_info(args.checkpoint).metrics.get("threshold")
-    if threshold is not None and args.format != "safetensors":  # the exported logits need it to become masks
+    info = read_checkpoint_info(args.checkpoint)
+    threshold = info.metrics.get("threshold")
+    if info.out_channels > 1 and args.format != "safetensors":  # K classes: the label is the argmax, no threshold
+        names = ", ".join(f"{value} {name}" for value, (name, _) in enumerate(class_palette(info.metrics, info.out_channels)))
+        print(f"label = argmax over the {info.out_channels} logit channels ({names})")
+    elif threshold is not None and args.format != "safetensors":  # the exported logits need it to become masks
         print(f"foreground where sigmoid(logits) > {threshold:g}: the threshold chosen on validation (metrics.json)")
     return 0
 

@@ -7,7 +7,10 @@ PyTorch at the export size *and* at an odd probe size. It traces first at an odd
 padding branches are taken, with pad amounts computed from the input's shape), then at the requested
 size, and if both fail the check the spatial size is fixed (``nas-predict`` feeds fixed-size windows
 anyway). The batch axis is always dynamic. Inputs are normalized images, as
-for the PyTorch model; the normalization is in ``spec.json`` and the model card.
+for the PyTorch model; the normalization is in ``spec.json`` and the model card. Besides the logits,
+each check compares the labels both give through ``nas.train.labels.labels_from_logits`` (logit > 0
+for one channel, the argmax over K class channels): a near tie between two classes can flip an
+argmax on fp32 noise, so at least ``LABEL_AGREEMENT`` of the pixels must agree.
 
 An ONNX export written as a checkpoint folder's own ``model.onnx`` is recorded in its
 ``metrics.json`` (``onnx``: the file's SHA-256, the weights' SHA-256 it was exported from, the
@@ -34,11 +37,13 @@ from search_spaces import get_space
 from nas.deploy.checkpoint import (METRICS_FILE, WEIGHTS_FILE, CheckpointError, file_sha256, load_checkpoint,
                                    read_checkpoint_info)
 from nas.io import atomic_write, atomic_write_json
+from nas.train.labels import labels_from_logits
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 DEFAULT_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "safetensors": WEIGHTS_FILE}
 DEFAULT_OPSET = 17
 TOLERANCE = 1e-3  # max abs logit difference over max(1, max |logit|): fp32 noise of deep instance-norm nets ~2e-4
+LABEL_AGREEMENT = 0.999  # share of pixels whose label (logit > 0, or argmax) matches PyTorch's
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 SPATIAL_AXES = ("depth", "height", "width")
 _PROBE_OFFSETS = (4, 6, 2)  # added to each side (then made odd) for the second parity check
@@ -54,7 +59,8 @@ class ExportError(RuntimeError):
 class ExportResult:
     """What was written and how well it matches PyTorch.
 
-    ``checks``: input shape -> max |exported - PyTorch| / max(1, max |PyTorch logit|) on a random input.
+    ``checks``: input shape -> max |exported - PyTorch| / max(1, max |PyTorch logit|) on a random input;
+    ``labels``: input shape -> share of pixels whose label (``labels_from_logits``) matches PyTorch's.
     """
 
     path: Path
@@ -64,6 +70,7 @@ class ExportResult:
     checks: dict[tuple[int, ...], float] = field(default_factory=dict)
     seconds: float = 0.0
     note: str = ""
+    labels: dict[tuple[int, ...], float] = field(default_factory=dict)
 
     def summary(self) -> str:
         if self.format == "safetensors":
@@ -78,7 +85,10 @@ class ExportResult:
 
     def checks_text(self) -> str:
         checks = ", ".join(f"{'x'.join(map(str, shape))}: {diff:.2e}" for shape, diff in self.checks.items())
-        return f"max |logit difference| / max(1, max |logit|) vs PyTorch per input shape: {checks}"
+        text = f"max |logit difference| / max(1, max |logit|) vs PyTorch per input shape: {checks}"
+        if self.labels:
+            text += f"; labels (logit > 0, or the argmax of K classes) agree on {100 * min(self.labels.values()):.2f} %"
+        return text
 
 
 def _text(size: Sequence[int]) -> str:
@@ -127,8 +137,10 @@ def _probe_shapes(size: tuple[int, ...], channels: int) -> list[tuple[int, ...]]
     return [(1, channels, *size), (2, channels, *probe)]
 
 
-def _max_diff(run: Any, model: nn.Module, shape: tuple[int, ...], seed: int) -> float:
-    """Max |exported - PyTorch| on a seeded standard-normal input (normalized images are ~N(0, 1))."""
+def _max_diff(run: Any, model: nn.Module, shape: tuple[int, ...], seed: int) -> tuple[float, float | None]:
+    """Max |exported - PyTorch| on a seeded standard-normal input (normalized images are ~N(0, 1)),
+    and the share of pixels where both give the same label (``labels_from_logits``; None for a bare
+    model with 2 output channels, which no segmentation head has)."""
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
         expected = model(x).numpy()
@@ -139,17 +151,29 @@ def _max_diff(run: Any, model: nn.Module, shape: tuple[int, ...], seed: int) -> 
     if got.shape != expected.shape:
         raise ExportError(f"exported model returns {got.shape} at input {shape}, PyTorch {expected.shape}")
     scale = max(1.0, float(np.abs(expected).max()))
-    return float(np.abs(got - expected).max()) / scale
+    diff = float(np.abs(got - expected).max()) / scale
+    if expected.shape[1] == 2:
+        return diff, None
+    dims = len(shape) - 2
+    same = labels_from_logits(got.astype(np.float32), spatial_dims=dims) == labels_from_logits(expected, spatial_dims=dims)
+    return diff, float(same.mean())
 
 
-def _verify(run: Any, model: nn.Module, shapes: list[tuple[int, ...]], tolerance: float) -> dict:
+def _verify(run: Any, model: nn.Module, shapes: list[tuple[int, ...]], tolerance: float,
+            labels: dict | None = None) -> dict:
+    """Shape -> relative logit difference; ``labels`` (when given) collects the label agreement."""
     checks = {}
     for seed, shape in enumerate(shapes):
-        diff = _max_diff(run, model, shape, seed)
+        diff, agree = _max_diff(run, model, shape, seed)
         if not diff <= tolerance:
             raise ExportError(f"exported model differs from PyTorch at input {shape}: "
                               f"max relative |logit difference| {diff:.3g} > {tolerance:g}")
+        if agree is not None and agree < LABEL_AGREEMENT:
+            raise ExportError(f"exported model's labels differ from PyTorch's at input {shape}: "
+                              f"{100 * agree:.2f} % of pixels agree (< {100 * LABEL_AGREEMENT:g} %)")
         checks[shape] = diff
+        if labels is not None and agree is not None:
+            labels[shape] = agree
     return checks
 
 
@@ -168,6 +192,7 @@ def _trace_and_verify(write, load, model: nn.Module, channels: int, size: tuple[
     for trace_size, dynamic in attempts:
         shapes = dynamic_shapes if dynamic else [(1, channels, *size), (2, channels, *size)]
         checks: dict = {}
+        labels: dict = {}
 
         def save(tmp: str) -> None:
             # the tracer's warnings are about the very branches _verify checks: keep the CLI readable
@@ -178,7 +203,7 @@ def _trace_and_verify(write, load, model: nn.Module, channels: int, size: tuple[
                 except Exception as error:  # an op the exporter cannot convert: one line, not a traceback
                     first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
                     raise ExportError(f"{fmt} export at {_text(trace_size)} failed: {first}") from None
-            checks.update(_verify(load(tmp), model, shapes, tolerance))
+            checks.update(_verify(load(tmp), model, shapes, tolerance, labels))
 
         try:
             atomic_write(path, save)  # the file appears only once its checks passed
@@ -188,7 +213,7 @@ def _trace_and_verify(write, load, model: nn.Module, channels: int, size: tuple[
         note = "" if dynamic else f"spatial size fixed because the dynamic traces failed: {failures[-1]}"
         if dynamic and trace_size != size:
             note = f"traced at {_text(trace_size)} (odd, so size-dependent padding is in the graph)"
-        return ExportResult(path, fmt, size, dynamic, checks, time.perf_counter() - started, note)
+        return ExportResult(path, fmt, size, dynamic, checks, time.perf_counter() - started, note, labels)
     raise ExportError(failures[-1])
 
 

@@ -18,6 +18,7 @@ import torch
 from nas.deploy.checkpoint import METRICS_FILE, SPEC_FILE, WEIGHTS_FILE, load_checkpoint, read_checkpoint_info
 from nas.deploy.export import (DEFAULT_FILES, ONNX_RECORD, ExportError, ExportResult, checkpoint_spatial_dims,
                                default_input_size, export_onnx)
+from nas.deploy.overlays import class_palette, model_classes
 from nas.io import atomic_write_text
 from nas.train.threshold import logit
 
@@ -72,6 +73,23 @@ def _split_rows(metrics: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _class_lines(metrics: dict[str, Any], count: int) -> list[str]:
+    """A K-class model's classes: value, name, colour, validation Dice and IoU, then the mean IoU."""
+    per_class = metrics.get("per_class") if isinstance(metrics.get("per_class"), dict) else {}
+    lines = ["", "## Classes", "", "| value | class | colour (RGB) | validation Dice | validation IoU |",
+             "|---|---|---|---|---|"]
+    for value, (name, colour) in enumerate(class_palette(metrics, count)):
+        block = per_class.get(name) if isinstance(per_class.get(name), dict) else {}
+        scores = [f"{block[k]:.4f}" if isinstance(block.get(k), (int, float)) else ("-" if value == 0 else "n/a")
+                  for k in ("dice", "iou")]
+        lines.append(f"| {value} | {name} | {', '.join(map(str, colour))} | {scores[0]} | {scores[1]} |")
+    miou = metrics.get("miou")
+    lines += ["", f"Mean IoU over the foreground classes (validation, argmax): "
+                  f"{f'{miou:.4f}' if isinstance(miou, (int, float)) else 'not recorded'}. Background (0) is not "
+                  "scored; `n/a`: the class is absent from the validation images."]
+    return lines
+
+
 def _finalized_lines(metrics: dict[str, Any]) -> list[str]:
     """Which seed of the finalist stage these weights are, and why."""
     final = metrics.get("finalized")
@@ -111,10 +129,12 @@ def render_model_card(folder: str | os.PathLike, export: ExportResult | None = N
     costs = _costs(folder, info, metrics)
     summary = info.spec.summary() if hasattr(info.spec, "summary") else ""
     name = folder.name
+    count = model_classes(info)
     lines = [f"# {name}: {info.space} segmentation model", ""]
+    head = ("(foreground probability = sigmoid(logit))." if count == 2 else
+            f"(one per class, {count} classes with the background; prediction = argmax over the channels).")
     lines += [f"A `{info.space}` network ({summary}) taking {info.in_channels}-channel images and "
-              f"returning {info.out_channels} logit channel(s) at the input's height and width "
-              "(foreground probability = sigmoid(logit)).", ""]
+              f"returning {info.out_channels} logit channel(s) at the input's height and width {head}", ""]
 
     lines += ["## Architecture", "", "| field | value |", "|---|---|"]
     lines += [f"| {key} | {_value(value)} |" for key, value in info.spec.to_dict().items()]
@@ -129,8 +149,9 @@ def render_model_card(folder: str | os.PathLike, export: ExportResult | None = N
 
     lines += ["", "## Metrics", ""]
     if isinstance(metrics.get("dice"), (int, float)):
+        selected = "at 0.5" if count == 2 else "(mean over the foreground classes, argmax)"
         lines += ["| metric | value |", "|---|---|", *_split_rows(metrics),
-                  f"| validation Dice at 0.5, best epoch (what the search selected on) | {metrics['dice']:.4f} |"]
+                  f"| validation Dice {selected}, best epoch (what the search selected on) | {metrics['dice']:.4f} |"]
         for key, label in (("best_epoch", "best epoch"), ("trial", "trial"), ("train_seconds", "training seconds"),
                            ("train_device", "training device")):
             if key in metrics:
@@ -138,6 +159,7 @@ def render_model_card(folder: str | os.PathLike, export: ExportResult | None = N
         if "dice_definition" in metrics:
             lines += ["", f"Dice: {metrics['dice_definition']}."]
         lines += _finalized_lines(metrics)
+        lines += _class_lines(metrics, count) if count > 2 else []
     else:
         lines.append("No validation metrics recorded in metrics.json.")
 
@@ -159,8 +181,14 @@ def render_model_card(folder: str | os.PathLike, export: ExportResult | None = N
     threshold = metrics.get("threshold") if isinstance(metrics.get("threshold"), (int, float)) else None
     why = ("the threshold chosen on the validation images, stored in metrics.json; `nas-predict` uses it"
            if threshold is not None else "no threshold stored: the default")
-    lines += ["", f"Foreground where sigmoid(logit) > {threshold or 0.5:g} ({why}; `--threshold` overrides), i.e. "
-                  f"where logit > {logit(threshold or 0.5):.4g}: apply the same to the ONNX or TorchScript `logits`."]
+    if count > 2:
+        lines += ["", f"Prediction = argmax over the {count} logit channels: the label map's value is the class "
+                      "index (no threshold; `nas-predict` refuses `--threshold`): apply the same to the ONNX or "
+                      "TorchScript `logits`."]
+    else:
+        lines += ["", f"Foreground where sigmoid(logit) > {threshold or 0.5:g} ({why}; `--threshold` overrides), "
+                      f"i.e. where logit > {logit(threshold or 0.5):.4g}: apply the same to the ONNX or TorchScript "
+                      "`logits`."]
     record = metrics.get(ONNX_RECORD) if isinstance(metrics.get(ONNX_RECORD), dict) else None
     if export is not None:
         lines += ["", f"`{export.path.name}` was checked against PyTorch with onnxruntime (batch dynamic, "
