@@ -68,9 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "memory (training-step MB), e.g. dice,latency or dice_small,macs (default dice,macs)")
     engine.add_argument("--sampler", default=D.sampler, choices=SAMPLERS,
                         help="Optuna multi-objective sampler, seeded by --seed (default tpe)")
-    engine.add_argument("--early-stop", default="on", choices=("on", "off"),
-                        help="cost-aware successive halving: at epochs 1, 3, 9, ... stop a trial whose Dice is "
-                             "beaten by most trials that cost no more (default on)")
+    engine.add_argument("--early-stop", default=D.early_stop, choices=("halving", "moasha", "none", "on", "off"),
+                        help="at each rung stop a trial whose Dice so far is beaten: halving = by most trials that "
+                             "cost no more (cost-aware successive halving); moasha = it is on a non-dominated front "
+                             "of (Dice, costs) behind more than 1/3 of the trials (MO-ASHA); none; on/off = "
+                             f"halving/none (default {D.early_stop})")
+    engine.add_argument("--early-stop-rungs", default="", metavar="E[,E]",
+                        help="epochs after which --early-stop decides, below --epochs, e.g. 3 or 3,6 "
+                             "(default: 1, 3, 9, ... below --epochs)")
     engine.add_argument("--timeout", type=_num("timeout"), default=None, metavar="SECONDS",
                         help="wall-clock budget: no new trial starts after it (the running ones finish)")
     engine.add_argument("--max-failures", type=_num("max_failures"), default=D.max_failures, metavar="N",

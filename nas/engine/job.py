@@ -25,7 +25,19 @@ from nas.results.outcome import StopReason, TrialState
 from nas.results.records import TrialRecord
 
 
-SAMPLERS = ("tpe", "nsga2", "nsga3", "random")  # Optuna multi-objective samplers (built by the Optuna adapter)
+SAMPLERS = ("tpe", "nsga2", "nsga3", "random", "gp")  # Optuna multi-objective samplers (built by the Optuna adapter)
+
+
+def sampler_problem(name: str) -> str | None:
+    """Why ``--sampler name`` cannot run here, or None: Optuna's GPSampler needs scipy (``pip install .[gp]``)."""
+    if name not in SAMPLERS:
+        return f"--sampler must be one of {', '.join(SAMPLERS)}, got {name!r}"
+    if name == "gp":
+        from importlib.util import find_spec
+
+        if find_spec("scipy") is None:
+            return "--sampler gp needs scipy, which is not installed: pip install .[gp]"
+    return None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """``SearchConfig``: every setting of a search, one field per ``nas-search`` flag, with the CLI's defaults.
 
-Field ``x_y`` is flag ``--x-y`` (``space_config`` is ``--config``; ``early_stop`` is a bool for
-``--early-stop on|off``). Numbers are checked on construction with the ranges the CLI parses them
+Field ``x_y`` is flag ``--x-y`` (``space_config`` is ``--config``; ``early_stop`` is the rule of
+``--early-stop halving|moasha|none``, where on/off and True/False mean halving/none). Numbers are checked on construction with the ranges the CLI parses them
 with (``LIMITS``), so NaN, infinity and out-of-range values never reach a study; a bad value is a
 ``SearchError`` whose one-line message names the flag.
 """
@@ -65,7 +65,8 @@ class SearchConfig:
     # search engine
     objectives: str = str(Objectives())
     sampler: str = "tpe"
-    early_stop: bool = True
+    early_stop: str = "halving"  # nas.engine.early_stop.RULES
+    early_stop_rungs: tuple[int, ...] = ()  # default: 1, 3, 9, ... below --epochs
     timeout: float | None = None
     max_failures: int = 5
     workers: int = 1
@@ -110,7 +111,7 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         normal = {"baselines": _names(self.baselines), "fix": _assignments(self.fix),
-                  "choices": _assignments(self.choices), "early_stop": _switch(self.early_stop),
+                  "choices": _assignments(self.choices), "early_stop": _rule(self.early_stop),
                   "max_params": _count("max_params", self.max_params), "max_macs": _count("max_macs", self.max_macs)}
         for name, value in normal.items():
             object.__setattr__(self, name, value)
@@ -125,6 +126,7 @@ class SearchConfig:
                 object.__setattr__(self, name, float(value))
             else:
                 object.__setattr__(self, name, int(value))
+        object.__setattr__(self, "early_stop_rungs", _rungs(self.early_stop_rungs, self.epochs, self.early_stop))
 
     def to_argv(self) -> list[str]:
         """The ``nas-search`` flags that give this config (defaults left out): how workers are started."""
@@ -138,10 +140,8 @@ class SearchConfig:
             elif item.name in ("fix", "choices"):
                 for text in value:
                     argv += [flag(item.name), text]
-            elif item.name == "baselines":
-                argv += [flag(item.name), ",".join(value)]
-            elif item.name == "early_stop":
-                argv += [flag(item.name), "on" if value else "off"]
+            elif item.name in ("baselines", "early_stop_rungs"):
+                argv += [flag(item.name), ",".join(map(str, value))]
             else:
                 argv += [flag(item.name), str(value)]
         return argv
@@ -180,12 +180,32 @@ def _assignments(value: Any) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(str(v) for v in value or ())
 
 
-def _switch(value: Any) -> bool:
-    if isinstance(value, str) and value in ("on", "off"):
-        return value == "on"
-    if not isinstance(value, bool):
-        raise SearchError(f"--early-stop must be on or off, got {value!r}")
+def _rule(value: Any) -> str:
+    """``--early-stop``: a rule name; on/off (and True/False) as before the rules existed."""
+    from nas.engine.early_stop import RULES
+
+    if isinstance(value, (bool, str)):
+        value = {True: "halving", False: "none", "on": "halving", "off": "none"}.get(value, value)
+    if value not in RULES:
+        raise SearchError(f"--early-stop must be one of {', '.join(RULES)} (or on/off), got {value!r}")
     return value
+
+
+def _rungs(value: Any, epochs: int, rule: str) -> tuple[int, ...]:
+    """``"3,6"`` -> ``(3, 6)``: increasing epochs below ``--epochs`` at which the rule decides."""
+    from nas.engine.early_stop import rungs_problem
+
+    parts = value.split(",") if isinstance(value, str) else list(value or ())
+    try:
+        rungs = tuple(int(str(part).strip()) for part in parts if str(part).strip())
+    except ValueError:
+        raise SearchError(f"--early-stop-rungs must be epochs such as 3,9, got {value!r}") from None
+    problem = rungs_problem(rungs, epochs)
+    if rungs and rule == "none":
+        problem = "needs --early-stop halving or moasha (it is none)"
+    if problem:
+        raise SearchError(f"--early-stop-rungs {problem}")
+    return rungs
 
 
 def _count(name: str, value: Any) -> Any:

@@ -56,7 +56,7 @@ def data_name(source: str) -> str:
 def _check_settings(config: SearchConfig, out: Path) -> None:
     """Everything about the settings themselves, before the data is read."""
     from nas.data.loading import check_data_source
-    from nas.engine.job import SAMPLERS
+    from nas.engine.job import sampler_problem
     from nas.engine.objectives import Objectives
     from nas.engine.optuna_adapter.reading import storage_problem
     from nas.io import unwritable
@@ -71,7 +71,10 @@ def _check_settings(config: SearchConfig, out: Path) -> None:
         Objectives.parse(config.objectives)
     except ValueError as error:
         raise SearchError(f"--objectives: {error}") from None
-    for name, allowed in (("sampler", SAMPLERS), ("backend", ("optuna", "ray")),
+    problem = sampler_problem(config.sampler)
+    if problem:
+        raise SearchError(problem)
+    for name, allowed in (("backend", ("optuna", "ray")),
                           ("latency_engine", ("torch", "onnxruntime"))):
         if getattr(config, name) not in allowed:
             raise SearchError(f"{flag(name)} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
@@ -151,7 +154,9 @@ def study_settings(plan: Plan) -> dict[str, Any]:
     if config.recipe_changes():
         settings["recipe"] = config.recipe_changes()
     settings.update(data_settings(plan))
-    early_stop = "on" if config.early_stop else "off"
+    early_stop = {"halving": "on", "none": "off"}.get(config.early_stop, config.early_stop)  # as before the rules
+    if config.early_stop_rungs:
+        settings["early_stop_rungs"] = list(config.early_stop_rungs)
     for key, value, default in (("objectives", str(plan.objectives), "dice,macs"),
                                 ("sampler", config.sampler, "tpe"), ("early_stop", early_stop, "on"),
                                 ("latency_engine", config.latency_engine, "torch")):

@@ -73,7 +73,13 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """Seeded multi-objective samplers; TPE (the default) learns fastest from few trials."""
+    """Seeded multi-objective samplers; TPE (the default) learns fastest from few trials.
+
+    Every sampler but random learns from the constraint violations (``trial.set_constraint``): TPE
+    and the NSGAs read them, and GP fits one Gaussian process per constraint (log constrained EHVI).
+    GP models categorical dimensions natively; a conditional one (absent from some trials) is
+    left to its independent (random) sampler. It needs scipy (``pip install .[gp]``).
+    """
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True)
     if name == "nsga2":
@@ -82,6 +88,8 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.NSGAIIISampler(seed=seed, population_size=10)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=5, warn_independent_sampling=False)
     raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
 
 
