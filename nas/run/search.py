@@ -131,7 +131,7 @@ def _open_study(plan: Plan) -> Any:
 
 
 def _run(plan: Plan, study: Any) -> SearchResult:
-    from nas.engine.early_stop import RungPolicy
+    from nas.engine.early_stop import early_stop_policy
     from nas.engine.job import LiveView, SearchJob
     from nas.engine.optuna_adapter.search import search
     from nas.engine.run_log import run_log
@@ -153,7 +153,7 @@ def _run(plan: Plan, study: Any) -> SearchResult:
                              measure_train_memory=plan.objectives.needs_memory, latency_engine=config.latency_engine)
     job = SearchJob(space=plan.space, data=plan.data, settings=settings, out=out, trials=config.trials,
                     restriction=plan.restriction, constraints=plan.constraints, objectives=plan.objectives,
-                    early_stop=RungPolicy.for_epochs(config.epochs) if config.early_stop else None,
+                    early_stop=early_stop_policy(config.early_stop, config.epochs, config.early_stop_rungs),
                     max_failures=config.max_failures, max_pruned_in_a_row=config.max_pruned_in_a_row,
                     timeout=config.timeout)
     already = count_finished(study)
@@ -167,10 +167,11 @@ def _run(plan: Plan, study: Any) -> SearchResult:
                 return SearchResult(_interruption(error), out)
         return SearchResult("completed", out)
     data = plan.data
+    rungs = "" if job.early_stop is None else f" at epochs {','.join(map(str, job.early_stop.rungs)) or '(none)'}"
     _say(f"nas-search: space {plan.space.name}, data {data.name} ({len(data.train_images)} train / "
          f"{len(data.val_images)} val / {len(data.test_images)} test images, {data.in_channels} channel(s)), "
          f"device {resolve_device(config.device)}, {already}/{config.trials} trials finished, "
-         f"objectives {plan.objectives}, sampler {config.sampler}, early stop {'on' if config.early_stop else 'off'}, "
+         f"objectives {plan.objectives}, sampler {config.sampler}, early stop {config.early_stop}{rungs}, "
          f"{config.workers} worker(s), out {out}")
     _say(f"  {data.test_note or 'no test split'}; {describe_epoch(data, config.image_size, config.patches_per_epoch)}")
     with run_log(out), sigterm_as_interrupt():  # failed trials: one line here, tracebacks in logs/search.log
