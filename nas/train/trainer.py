@@ -195,13 +195,12 @@ def evaluate_quality(model: nn.Module, data: SegmentationData, device: torch.dev
     argmax (no threshold) scored by ``nas.train.multiclass.multiclass_quality``."""
     _, masks, fovs = data.split(split)
     logits = logits if logits is not None else split_logits(model, data, device, split, config=config)
+    labels = [labels_from_logits(l, threshold, spatial_dims=l.dim() - 1)[0] == 1 if data.num_classes == 2
+              else labels_from_logits(l, spatial_dims=l.dim() - 1)[0] for l in logits]
+    truths, inside = [m[0] for m in masks], [f[0] for f in fovs] if fovs else None
     if data.num_classes > 2:
-        labels = [labels_from_logits(l, spatial_dims=l.dim() - 1)[0] for l in logits]
-        return multiclass_quality(labels, [m[0] for m in masks], data.class_names,
-                                  [f[0] for f in fovs] if fovs else None)
-    cut = logit(threshold)
-    return segmentation_quality([(l > cut)[0] for l in logits], [m[0] for m in masks],
-                                [f[0] for f in fovs] if fovs else None)
+        return multiclass_quality(labels, truths, data.class_names, inside)
+    return segmentation_quality(labels, truths, inside)
 
 
 def _autocast(device: torch.device, enabled: bool, cpu_bf16: bool = False):
