@@ -3,7 +3,9 @@
 Each kept variant is an ordinary checkpoint (``spec.json`` + ``model.safetensors`` + ``metrics.json``)
 under ``<out>/<parent>_<importance>_r<ratio>/`` with ``metrics["kind"] = "compressed"`` and
 ``metrics["parent_trial"]``; a variant that loses more than ``max_dice_drop`` Dice points is listed
-in the index with ``kept: false`` and not written. Dice drops are in points (100 x Dice).
+in the index with ``kept: false`` and not written. Dice drops are in points (100 x Dice). The Dice is
+the trainer's ``validation_dice``: binary, the foreground Dice over the images with foreground; a
+K-class model's is the mean over the foreground classes (docs/multiclass.md), so the gate is on it.
 """
 from __future__ import annotations
 
@@ -21,8 +23,7 @@ from nas.data.loading import SegmentationData
 from nas.io import atomic_write_json
 from nas.engine.trial import json_safe
 from nas.data.patches import iterate_train_batches
-from nas.train.metrics import foreground_mean
-from nas.train.trainer import TrainConfig, dice_focal_loss, evaluate_dice
+from nas.train.trainer import TrainConfig, dice_focal_loss, validation_dice
 
 from compress.finetune import finetune
 from compress.prune import prune_channels
@@ -47,9 +48,14 @@ class CompressOptions:
     train: TrainConfig = TrainConfig()
 
 
+DICE_DEFINITIONS = {False: "foreground, per image, mean over the validation images with foreground",
+                    True: "foreground classes: per class the mean over the validation images that have it, "
+                          "then the mean over the classes; argmax"}
+
+
 def mean_dice(model: torch.nn.Module, data: SegmentationData, config: TrainConfig) -> float:
-    scores = evaluate_dice(model, data, torch.device("cpu"), config=config)
-    return foreground_mean(scores, *data.split("val")[1:])  # the trainer's mean: images with foreground
+    """The Dice the trainer ranks epochs by (binary: images with foreground; K classes: class mean)."""
+    return validation_dice(model, data, torch.device("cpu"), config)
 
 
 def taylor_loss(data: SegmentationData, config: TrainConfig, batches: int = 2) -> Callable:
@@ -127,7 +133,7 @@ def compress_checkpoint(folder: str | Path, data: SegmentationData, out_dir: str
                 "round_to": options.round_to, "finetune_epochs": options.finetune_epochs,
                 "distill": options.distill, "distill_loss": options.distill_loss if options.distill else None,
                 "dice": dice,
-                "dice_definition": "foreground, per image, mean over the validation images with foreground",
+                "dice_definition": DICE_DEFINITIONS[data.num_classes > 2],
                 "dice_before_finetune": pruned_dice, "parent_dice": parent_dice, "dice_drop_points": drop,
                 "parent_macs": parent_macs, "macs_reduction": 1 - costs.macs / parent_macs,
                 "epoch_dice": result.epoch_dice if result else [],

@@ -33,6 +33,7 @@ from nas.deploy.export import INPUT_NAME, export_onnx, record_onnx
 from nas.io import atomic_write
 from nas.data.patches import iterate_train_batches
 from nas.train.metrics import foreground_mean
+from nas.train.multiclass import mean_class_dice
 from nas.train.trainer import TrainConfig, dice_per_image, predict_masks
 
 FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
@@ -161,7 +162,10 @@ def ort_latency(run: Any, shape: tuple[int, ...], warmup: int = 3, repeats: int 
 
 
 def _dice(predictions: list[torch.Tensor], data: SegmentationData) -> float:
+    """The trainer's validation Dice of these predictions (K classes: label maps, the class mean)."""
     _, masks, fovs = data.split("val")
+    if data.num_classes > 2:
+        return mean_class_dice(predictions, masks, data.num_classes, fovs)
     scores = []
     for index, prediction in enumerate(predictions):
         truth = masks[index] > 0.5

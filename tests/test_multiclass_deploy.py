@@ -142,3 +142,57 @@ def test_label_parity_check_refuses_an_export_whose_argmax_differs():
 
     with pytest.raises(ExportError, match="labels differ from PyTorch's"):
         _verify(swapped, model.eval(), [(1, 1, 8, 8)], tolerance=1e-3)
+
+
+# --- compression ---------------------------------------------------------------------------------
+
+def test_distillation_kl_is_over_the_class_softmax_for_k_channels():
+    from compress.finetune import distillation_loss
+
+    teacher = torch.randn(2, 4, 5, 5, generator=torch.Generator().manual_seed(0))
+    student = torch.randn(2, 4, 5, 5, generator=torch.Generator().manual_seed(1))
+    assert distillation_loss(teacher, teacher, "kl").item() == pytest.approx(0.0, abs=1e-6)
+    p, q = (teacher / 2).softmax(1), (student / 2).softmax(1)  # temperature 2, then x T^2
+    by_hand = 4 * (p * (p.log() - q.log())).sum(1).mean()
+    assert distillation_loss(student, teacher, "kl").item() == pytest.approx(by_hand.item(), rel=1e-5)
+    binary = distillation_loss(student[:, :1], teacher[:, :1], "kl")  # one channel: the sigmoid path
+    pt, qt = (teacher[:, :1] / 2).sigmoid(), (student[:, :1] / 2).sigmoid()
+    sigmoid_kl = 4 * (pt * (pt / qt).log() + (1 - pt) * ((1 - pt) / (1 - qt)).log()).mean()
+    assert binary.item() == pytest.approx(sigmoid_kl.item(), rel=1e-4)
+
+
+def test_pruning_distillation_and_int8_of_a_k_class_model_gate_on_mean_class_dice(tmp_path, checkpoint,
+                                                                                     classes_data):
+    from compress.pipeline import CompressOptions, compress_checkpoint
+    from nas.deploy.checkpoint import load_checkpoint, read_checkpoint_info
+    from nas.train.multiclass import mean_class_dice
+    from nas.train.trainer import TrainConfig, predict_masks
+
+    options = CompressOptions(ratios=(0.5,), ratio_of="channels", round_to=2, finetune_epochs=1, distill=True,
+                              distill_loss="kl", max_dice_drop=100.0, image_size=SIZE,
+                              train=TrainConfig(batch_size=4, seed=0))
+    entries = compress_checkpoint(checkpoint, classes_data, tmp_path / "compressed", options, log=lambda _: None)
+    (entry,) = entries
+    assert entry["kept"] and entry["spec"]["num_classes"] == 4
+    _, masks, fovs = classes_data.split("val")
+
+    def class_mean(model) -> float:  # the K-class Dice by its own definition, not through the pipeline
+        return mean_class_dice(predict_masks(model, classes_data, torch.device("cpu")), masks, 4, fovs)
+
+    parent, _ = load_checkpoint(checkpoint)
+    metrics = entry["metrics"]
+    assert metrics["parent_dice"] == pytest.approx(class_mean(parent))
+    folder = tmp_path / "compressed" / entry["name"]
+    model, spec = load_checkpoint(folder)
+    assert spec.num_classes == 4 and read_checkpoint_info(folder).out_channels == 4
+    assert metrics["macs"] < metrics["parent_macs"] and model(torch.zeros(1, 1, SIZE, SIZE)).shape[1] == 4
+    assert metrics["dice"] == pytest.approx(class_mean(model))
+    assert metrics["dice_drop_points"] == pytest.approx(100 * (metrics["parent_dice"] - metrics["dice"]))
+    assert "per class the mean" in metrics["dice_definition"]
+    int8 = metrics["quantization"]["precisions"]["int8"]
+    assert int8["error"] is None and 0.0 <= int8["dice"] <= 1.0 and int8["agreement_with_fp32"] > 0.9
+    assert metrics["quantization"]["precisions"]["fp32"]["dice"] == pytest.approx(metrics["dice"], abs=1e-6)
+    gated = compress_checkpoint(checkpoint, classes_data, tmp_path / "gated",
+                                CompressOptions(**{**options.__dict__, "max_dice_drop": 0.0, "quantize": False,
+                                                   "finetune_epochs": 0, "distill": False}), log=lambda _: None)
+    assert gated[0]["kept"] == (gated[0]["metrics"]["dice_drop_points"] <= 0.0)

@@ -129,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from compress.pipeline import CompressOptions, compress_checkpoint
 
     try:
-        data = load_data(str(source), image_size=image_size, seed=seed)
+        data = load_data(str(source), image_size=image_size, seed=seed,
+                         num_classes=config.get("num_classes"))  # label maps: the class count the search had
     except (DataError, ValueError, OSError) as error:
         parser.error(f"--data {source}: {error}")
     for folder in folders:  # a model takes one channel count and one dimensionality: refuse before any write
