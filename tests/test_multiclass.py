@@ -71,15 +71,22 @@ def test_classes_json_names_colours_and_declared_count(tmp_path):
     assert declared.num_classes == 5  # more classes than the masks show is allowed when declared
 
 
-def test_label_volumes_npy(tmp_path):
+@pytest.mark.parametrize("suffix", [".npy", ".nii.gz"])
+def test_label_volumes(tmp_path, suffix):
     root = tmp_path / "v"
     for sub in ("images", "masks"):
         (root / sub).mkdir(parents=True)
     for index in range(3):
-        labels = np.zeros((6, 8, 8), dtype=np.int64)
+        labels = np.zeros((6, 8, 8), dtype=np.int16)
         labels[1:3, 1:4, 1:4], labels[3:5, 4:7, 4:7] = 1, 2
-        np.save(root / "images" / f"c{index}.npy", np.random.default_rng(index).uniform(size=(6, 8, 8)))
-        np.save(root / "masks" / f"c{index}.npy", labels)
+        image = np.random.default_rng(index).uniform(size=(6, 8, 8)).astype(np.float32)
+        if suffix == ".npy":
+            np.save(root / "images" / f"c{index}.npy", image)
+            np.save(root / "masks" / f"c{index}.npy", labels)
+        else:
+            nibabel = pytest.importorskip("nibabel")
+            for sub, array in (("images", image), ("masks", labels)):  # NIfTI stores (x, y, z)
+                nibabel.save(nibabel.Nifti1Image(array.T, np.eye(4)), str(root / sub / f"c{index}.nii.gz"))
     data = load_data(str(root), image_size=8, seed=0)
     assert data.num_classes == 3 and data.spatial_dims == 3
     assert set(torch.unique(data.train_masks[0]).tolist()) == {0.0, 1.0, 2.0}
