@@ -122,6 +122,7 @@ class TrialQuality:
     miou: float | None = _typed(NUMBER)  # mean IoU over the foreground classes (binary: the foreground IoU)
     num_classes: int | None = _typed(INT)  # background included; 2 = binary
     class_names: tuple[str, ...] | None = _typed(TEXTS)  # index = label value
+    class_colours: tuple[tuple[int, ...], ...] | None = _typed(MATRIX)  # (R, G, B) per label value
     per_class: Mapping[str, Mapping[str, Any]] | None = _typed(SPLITS)  # class name -> {"dice", "iou", "size_strata"}
     confusion: tuple[tuple[int, ...], ...] | None = _typed(MATRIX)  # validation pixels, rows truth, columns prediction
 
