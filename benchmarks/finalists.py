@@ -11,6 +11,8 @@ threshold), "after" at its stored threshold. Then ``nas-finalize`` on the "after
 
     .venv/bin/python benchmarks/finalists.py                                  # ISBI 2012 and the CVC sample
     .venv/bin/python benchmarks/finalists.py --budget-s 120 --finalists 2 --final-seeds 2 --final-epochs 6
+    .venv/bin/python benchmarks/finalists.py --budget-s 600 --epochs 4 --final-epochs 8 --finalists 2 \
+        --baselines '' --max-macs 30000000                                       # what RESULTS.md records
     .venv/bin/python benchmarks/finalists.py --datasets synthetic --budget-s 30 --smoke   # plumbing only
 
 Prints one JSON object per dataset and the Markdown lines for benchmarks/RESULTS.md.
@@ -46,7 +48,7 @@ def search(source: str, out: Path, args: argparse.Namespace, patches: int | None
                               seed=args.seed, device="cpu", out=out, timeout=args.budget_s,
                               foreground_fraction=args.foreground_fraction, patches_per_epoch=patches,
                               baselines=tuple(args.baselines.split(",")) if args.baselines else (),
-                              fix=SMOKE_FIX if args.smoke else {})
+                              max_macs=args.max_macs, fix=SMOKE_FIX if args.smoke else {})
     started = time.monotonic()
     result = nas.run_search(config)
     return {"argv": ["nas-search", *config.to_argv()], "seconds": time.monotonic() - started,
@@ -138,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--foreground-fraction", type=float, default=0.5)
-    parser.add_argument("--baselines", default="unet-16")
+    parser.add_argument("--baselines", default="unet-16", help="presets, comma-separated ('' for none)")
+    parser.add_argument("--max-macs", type=int, default=None,
+                        help="the searches' --max-macs: keeps trials short on a shared CPU")
     parser.add_argument("--finalists", type=int, default=3)
     parser.add_argument("--final-seeds", type=int, default=3)
     parser.add_argument("--final-epochs", type=int, default=None)
