@@ -82,6 +82,65 @@ def importance_section(importance: Mapping[str, Any] | None) -> str:
     return f"{text}<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{extra}"
 
 
+def _css_colour(colour: Any) -> str:
+    """A stored ``[R, G, B]`` as CSS (the bar blue when a run did not store class colours)."""
+    ok = isinstance(colour, (list, tuple)) and len(colour) == 3 and all(isinstance(c, int) for c in colour)
+    return f"rgb({colour[0]},{colour[1]},{colour[2]})" if ok else "#1f77b4"
+
+
+def _bar(width_em: float, colour: Any) -> str:
+    return f'<span class="bar" style="width:{width_em:.2f}em;background:{_css_colour(colour)}"></span>'
+
+
+def _class_colours(record: TrialRecord) -> list[Any]:
+    colours = record.result.provenance.get("class_colours")
+    return list(colours) if isinstance(colours, (list, tuple)) else []
+
+
+def class_bars(record: TrialRecord) -> str:
+    """Per-class validation Dice and IoU of a K-class model as bars in the class colours ('' when binary)."""
+    quality = record.result.quality
+    if (quality.num_classes or 2) <= 2 or not quality.per_class:
+        return ""
+    names = list(quality.class_names or ())
+    colours = _class_colours(record)
+    rows = []
+    for name, block in quality.per_class.items():
+        value = names.index(name) if name in names else None
+        colour = colours[value] if value is not None and value < len(colours) else None
+        cells = []
+        for key in ("dice", "iou"):
+            score = block.get(key)
+            bar = _bar(score * 8, colour) if isinstance(score, (int, float)) else ""
+            cells.append(f'<td class="classbar">{bar}{fixed(score, 3)}</td>')
+        label = f"{value if value is not None else '?'} {name}"
+        rows.append(f"<tr><th>{_bar(0.8, colour)}{esc(label)}</th>{''.join(cells)}</tr>")
+    return ('<h4>Per-class Dice and IoU (validation, argmax)</h4><table class="classes"><thead><tr><th>class</th>'
+            f'<th>Dice</th><th>IoU</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            f'<p class="note">mIoU {fixed(quality.miou, 3)} · mean class Dice {fixed(quality.dice, 3)} '
+            "(foreground classes; a class absent from validation has none).</p>")
+
+
+def confusion_table(record: TrialRecord) -> str:
+    """The validation confusion matrix (pixels; rows truth, columns prediction), shaded by the row share."""
+    quality = record.result.quality
+    matrix = quality.confusion
+    if (quality.num_classes or 2) <= 2 or not matrix:
+        return ""
+    names = list(quality.class_names or ()) or [str(i) for i in range(len(matrix))]
+    head = "".join(f"<th>{esc(n)}</th>" for n in names)
+    rows = []
+    for truth, row in zip(names, matrix):
+        total = sum(row) or 1
+        cells = "".join(f'<td class="num" style="background:rgba(214,39,40,{0.85 * count / total:.2f})" '
+                        f'title="{100 * count / total:.1f} % of the {esc(truth)} pixels">{count:,}</td>' for count in row)
+        rows.append(f"<tr><th>{esc(truth)}</th>{cells}</tr>")
+    return ('<h4>Confusion matrix (validation pixels)</h4><table class="confusion"><thead><tr>'
+            f'<th>truth \\ prediction</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            '<p class="note">Rows: ground-truth class; columns: predicted class (argmax); shade: share of the '
+            "row's pixels. The diagonal is what is right.</p>")
+
+
 def reproduce_command(config: Mapping[str, Any]) -> str:
     """The ``nas-search`` command line that re-runs the search this model came from."""
     flags = (("space", "--space"), ("data", "--data"), ("trials", "--trials"), ("epochs", "--epochs"),
@@ -124,7 +183,11 @@ def _latency(record: TrialRecord) -> str:
 
 
 def _metrics(record: TrialRecord) -> dict[str, str]:
-    out = {"validation Dice (selection, p > 0.5)": f"{fixed(record.dice, 4)} (best epoch {record.best_epoch})"}
+    classes = record.result.quality.num_classes or 2
+    selection = "(selection, p > 0.5)" if classes == 2 else f"(selection: mean over the {classes - 1} foreground classes, argmax)"
+    out = {f"validation Dice {selection}": f"{fixed(record.dice, 4)} (best epoch {record.best_epoch})"}
+    if classes > 2:
+        out["validation mIoU"] = fixed(record.result.quality.miou, 4)
     threshold = record.result.quality.threshold
     if threshold is not None:
         out["threshold (chosen on validation)"] = fixed(threshold, 2)
@@ -149,7 +212,7 @@ def model_card(record: TrialRecord, folder: str, config: Mapping[str, Any], envi
         f'<div class="card" id="card-{record.number}"><h3>Trial {record.number} — <code>{esc(folder)}</code></h3>',
         '<div class="cols"><div><h4>Architecture</h4>', _spec_table(record), "</div>",
         "<div><h4>Costs</h4>", kv_table(_costs(record)), "<h4>Metrics</h4>", kv_table(_metrics(record)),
-        "</div></div>",
+        "</div></div>", class_bars(record), confusion_table(record),
         f"<h4>Reproduce</h4><pre>{esc(reproduce_command(config))}</pre>",
         f"<p>Trial {record.number} of that search (same seed, same sampler). Reload without pickles:</p>"
         f"<pre>import nas\n{esc(load)}</pre>",
@@ -169,9 +232,12 @@ def overlay_figure(overlay: Mapping[str, Any]) -> str:
     names = overlay.get("images") or []
     dice = overlay.get("dice") or []
     caption = "; ".join(f"{esc(n)}: Dice {fixed(d, 3)}" for n, d in zip(names, dice))
+    classes = overlay.get("classes") or []  # K classes: [name, [R, G, B]] per label value
+    legend = ("(white: true positive, red: false positive, cyan: false negative)" if not classes else
+              "(white: right class, red: wrong class or false positive, cyan: missed); classes: "
+              + " ".join(f"{_bar(0.8, colour)}{esc(name)}" for name, colour in classes[1:]))
     return ("<h4>Predictions on validation images</h4>"
-            "<p class=\"note\">Columns: image · ground truth · prediction · errors "
-            "(white: true positive, red: false positive, cyan: false negative).</p>"
+            f"<p class=\"note\">Columns: image · ground truth · prediction · errors {legend}.</p>"
             f'<img class="overlay" alt="predictions of trial" src="data:image/png;base64,{data}">'
             f'<p class="note">{caption}'
             + (f"; inference: {esc(overlay['inference'])}" if overlay.get("inference") else "") + "</p>")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Iterable
 from nas.io import atomic_write_bytes
 from nas.results.family import family_records
 from nas.results.records import TrialRecord
-from nas.results.trial_result import RecordKind
+from nas.results.trial_result import CLASS_PREFIX, RecordKind
 
 from reports.fmt import KINDS, scale
 from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, ParetoFront, pareto_front
@@ -32,21 +32,32 @@ AXES = {
     "param_count": ("Parameters", "", True),
     "latency_ms": ("Latency", "ms", False),
     "seconds": ("Trial time", "s", False),
+    # quality objectives (docs/multiclass.md), read with TrialRecord.measure
+    "miou": ("Validation mIoU", "", False),
+    "dice_small": ("Small-object Dice (validation, objects < 8 px)", "", False),
+    "hd95": ("HD95 (validation, px; lower is better)", "", False),
 }
+
+
+def axis_info(name: str) -> tuple[str, str, bool]:
+    """``(label, unit, count)`` of a measure; ``dice:<class>`` is that class's validation Dice."""
+    if name.startswith(CLASS_PREFIX) and name not in AXES:
+        return (f"Validation Dice of class {name[len(CLASS_PREFIX):]}", "", False)
+    return AXES.get(name, (name, "", False))
 # file stem -> (objectives, x attribute)
 STATIC_FRONTS = {"pareto_macs": (DICE_MACS, "macs"), "pareto_latency": (DICE_LATENCY, "latency_ms"),
                  "pareto_params": (DICE_PARAMS, "param_count")}
 
 
 def axis_label(name: str, values: list[float]) -> tuple[str, float]:
-    label, unit, count = AXES.get(name, (name, "", False))
+    label, unit, count = axis_info(name)
     divisor, prefix = scale(values) if count else (1.0, "")
     full_unit = f"{prefix}{unit}" if count else unit
     return (f"{label} ({full_unit})" if full_unit else label), divisor
 
 
 def _point(record: TrialRecord, name: str) -> float | None:
-    value = getattr(record, name)
+    value = record.measure(name)  # dice:<class> is not an attribute
     return None if value is None or math.isnan(float(value)) else float(value)
 
 
@@ -70,13 +81,13 @@ def figure_pareto(front: ParetoFront, x: str, y: str | None = None, *, title: st
     xs_all = [p[1] for g in groups for p in g]
     xlabel, divisor = axis_label(x, xs_all)
     ylabel, ydiv = axis_label(y, [p[2] for g in groups for p in g])
-    ax.set_title(title or f"{AXES.get(y, (y,))[0]} vs {AXES.get(x, (x,))[0]}", fontsize=10)
+    ax.set_title(title or f"{axis_info(y)[0]} vs {axis_info(x)[0]}", fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if not xs_all:
         ax.text(0.5, 0.5, "No finished trials yet", transform=ax.transAxes, ha="center", va="center")
         return fig
-    if AXES.get(x, ("", "", False))[2] and min(xs_all) > 0:
+    if axis_info(x)[2] and min(xs_all) > 0:
         from matplotlib.ticker import LogFormatter
 
         ax.set_xscale("log")

@@ -26,7 +26,8 @@ from reports.plots import curves_plot, front_plots, hover_text, hypervolume_plot
 from reports.templates import CSS, SCRIPT, json_script, plotly_js
 
 AXIS_NAMES = {"dice": "Dice", "macs": "MACs", "latency_ms": "latency", "param_count": "params",
-              "train_memory_mb": "training memory"}
+              "train_memory_mb": "training memory", "miou": "mIoU", "dice_small": "small-object Dice",
+              "hd95": "HD95 (lower is better)"}
 STATE_ORDER = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -86,17 +87,21 @@ def _checkpoint_cell(path: str | None) -> str:
     return f'<a href="{esc(href)}">{esc(path)}</a>'
 
 
-def _trial_table(records: list[TrialRecord], fronts: Mapping[str, frozenset[int]]) -> str:
+def _trial_table(records: list[TrialRecord], fronts: Mapping[str, frozenset[int]], quality: str = "dice") -> str:
+    """One row per trial; a search ranked by another quality measure (``miou``, ``hd95``, ...) gets its column."""
     if not records:
         return '<p class="empty">No trials recorded.</p>'
-    head = ("#", "kind", "state", "Dice", "small Dice", "MACs", "FLOPs", "params", "latency ms", "seconds",
+    extra = () if quality in ("dice", "dice_small") else (AXIS_NAMES.get(quality, quality),)
+    head = ("#", "kind", "state", "Dice", *extra, "small Dice", "MACs", "FLOPs", "params", "latency ms", "seconds",
             "architecture", "Pareto", "fail reason", "checkpoint")
     rows = []
     for r in records:
         marks = [f"★ {name}" for name, numbers in fronts.items() if r.number in numbers]
         cells = (
             f'<td class="num">{r.number}</td>', f"<td>{_kind(r)}</td>", f"<td>{esc(r.state)}</td>",
-            f'<td class="num">{fixed(r.dice, 3)}</td>', f'<td class="num">{fixed(small_dice(r), 3)}</td>',
+            f'<td class="num">{fixed(r.dice, 3)}</td>',
+            *(f'<td class="num">{fixed(r.measure(quality), 2 if quality == "hd95" else 3)}</td>' for _ in extra),
+            f'<td class="num">{fixed(small_dice(r), 3)}</td>',
             f'<td class="num">{human(r.macs)}</td>', f'<td class="num">{human(r.flops)}</td>',
             f'<td class="num">{human(r.param_count)}</td>', f'<td class="num">{fixed(r.latency_ms, 2)}</td>',
             f'<td class="num">{fixed(r.seconds, 1)}</td>', f'<td class="arch">{esc(arch_summary(r))}</td>',
@@ -136,7 +141,7 @@ def render_report(records: list[TrialRecord], path, *, title: str, config: dict,
     axes = " vs ".join(AXIS_NAMES.get(o.name, o.name) for o in chosen.objectives)
     fronts = {"MACs": macs.numbers, "latency": pareto_front(records, DICE_LATENCY).numbers,
               "params": pareto_front(records, DICE_PARAMS).numbers}
-    plots: dict[str, Any] = front_plots(records)
+    plots: dict[str, Any] = front_plots(records, chosen.objectives)
     hv = hypervolume_over_compute(records)
     if hv:
         plots["plot-hv"] = hypervolume_plot(hv)
@@ -148,7 +153,7 @@ def render_report(records: list[TrialRecord], path, *, title: str, config: dict,
         _conventions(records, config, conventions), "<h2>Pareto fronts</h2>",
     ]
     if finished:
-        sections.append(f'<div class="plots">{_plot_divs(plots, ("plot-macs", "plot-latency", "plot-params"))}</div>'
+        sections.append(f'<div class="plots">{_plot_divs(plots, ("plot-objective", "plot-macs", "plot-latency", "plot-params"))}</div>'
                         '<p class="note">Hover a point for its architecture, costs and metrics; click it to '
                         "select its row in the trial table. Static copies: pareto_*.png / .svg beside this file.</p>")
         if "plot-latency" not in plots:
@@ -167,7 +172,7 @@ def render_report(records: list[TrialRecord], path, *, title: str, config: dict,
                  "<h2>Finalists (longer training, several seeds, test Dice)</h2>", finalists_section(finalists),
                  f"<h2>Exported models (Pareto front, {esc(axes)})</h2>",
                  cards_section(chosen.front, config, environment or {}, overlays, exported),
-                 "<h2>Trials</h2>", _trial_table(records, fronts)]
+                 "<h2>Trials</h2>", _trial_table(records, fronts, chosen.objectives[0].name)]
     scripts = ""
     if plots:
         hover = {str(r.number): hover_text(r) for r in records}

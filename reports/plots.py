@@ -13,7 +13,7 @@ from nas.results.outcome import TrialState
 from nas.results.records import TrialRecord
 from nas.results.trial_result import RecordKind
 
-from reports.figures import AXES, DOMINATED_COLOR, FAMILY_COLOR, FAMILY_LABEL, FRONT_COLOR, family_line
+from reports.figures import DOMINATED_COLOR, FAMILY_COLOR, FAMILY_LABEL, FRONT_COLOR, axis_info, family_line
 from reports.fmt import KINDS, arch_summary, esc, fixed, human, small_dice
 from reports.hypervolume import REFERENCE, HypervolumePoint
 from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, ParetoFront, pareto_front
@@ -32,7 +32,9 @@ def hover_text(record: TrialRecord) -> str:
              + (f" · {esc(member)}" if member else ""), esc(arch_summary(record))]
     if record.dice is not None:
         small = small_dice(record)
-        lines.append(f"Dice {fixed(record.dice, 3)}" + (f" · small-object Dice {small:.3f}" if small is not None else ""))
+        miou = record.measure("miou") if record.result.quality.num_classes not in (None, 2) else None
+        lines.append(f"Dice {fixed(record.dice, 3)}" + (f" · mIoU {miou:.3f}" if miou is not None else "")
+                     + (f" · small-object Dice {small:.3f}" if small is not None else ""))
     lines.append(f"MACs {human(record.macs)} · FLOPs {human(record.flops)} · params {human(record.param_count)}")
     if record.latency_ms is not None:
         lines.append(f"latency {fixed(record.latency_ms, 2)} ms on {esc(record.latency_device or '?')}")
@@ -56,7 +58,9 @@ def _finite(value: Any) -> bool:
 
 
 def front_plot(front: ParetoFront, x: str, *, log_x: bool) -> dict[str, Any]:
-    """Markers per (front | dominated) x kind, plus the front's attainment step line."""
+    """Markers per (front | dominated) x kind, plus the front's attainment step line; the y axis is the
+    front's quality objective (Dice, or e.g. ``dice_small``, ``hd95``, ``dice:<class>``)."""
+    y = next(o.name for o in front.objectives if o.name != x)
     traces = []
     for group, color, opacity, size, label in ((front.dominated, DOMINATED_COLOR, 0.45, 7, "dominated"),
                                                (front.front, FRONT_COLOR, 1.0, 10, "Pareto front")):
@@ -66,31 +70,39 @@ def front_plot(front: ParetoFront, x: str, *, log_x: bool) -> dict[str, Any]:
                 continue
             traces.append({
                 "type": "scatter", "mode": "markers", "name": f"{label}" + ("" if name == RecordKind.SEARCH else f", {kind_label}"),
-                "x": [getattr(r, x) for r in sub], "y": [r.dice for r in sub], "customdata": [r.number for r in sub],
+                "x": [r.measure(x) for r in sub], "y": [r.measure(y) for r in sub], "customdata": [r.number for r in sub],
                 "marker": {"color": color, "opacity": opacity, "symbol": symbol,
                            "size": size + (5 if symbol == "star" else 0), "line": {"width": 0}},
                 "hovertemplate": HOVER,
             })
-    family = family_line(front, x)
+    family = family_line(front, x, y)
     if family:
         traces.append({"type": "scatter", "mode": "lines+markers", "name": f"{FAMILY_LABEL} ({len(family)})",
                        "x": [p[0] for p in family], "y": [p[1] for p in family], "customdata": [p[2] for p in family],
                        "line": {"color": FAMILY_COLOR, "width": 1.5, "dash": "dash"},
                        "marker": {"symbol": "square-open", "size": 11, "color": FAMILY_COLOR},
                        "hovertemplate": HOVER})
-    line = sorted((getattr(r, x), r.dice) for r in front.front)
+    line = sorted((r.measure(x), r.measure(y)) for r in front.front)
     if line:
         traces.insert(0, {"type": "scatter", "mode": "lines", "name": "front", "showlegend": False,
                           "x": [p[0] for p in line], "y": [p[1] for p in line], "hoverinfo": "skip",
                           "line": {"shape": "hv", "color": FRONT_COLOR, "width": 1}})
-    label, unit, _ = AXES[x]
+    label, unit, _ = axis_info(x)
+    quality = axis_info(y)[0]
+    title = f"Dice vs {label}" if y == "dice" else f"{quality} vs {label} (the search's objectives)"
     return {"traces": traces, "layout": _layout(f"{label} ({unit})" if unit and not log_x else label,
-                                                "Validation Dice", log_x=log_x, title=f"Dice vs {label}")}
+                                                quality, log_x=log_x, title=title)}
 
 
-def front_plots(records: list[TrialRecord]) -> dict[str, dict[str, Any]]:
-    """Plot id -> figure for each front that has at least one finished point."""
+def front_plots(records: list[TrialRecord], objectives: tuple = ()) -> dict[str, dict[str, Any]]:
+    """Plot id -> figure for each front that has at least one finished point; ``objectives`` of a search
+    whose quality objective is not Dice add ``plot-objective``: that measure vs its first cost."""
     out = {}
+    if objectives and objectives[0].name != "dice":
+        x = objectives[1].name
+        front = pareto_front(records, (objectives[0], objectives[1]))
+        if front.finished:
+            out["plot-objective"] = front_plot(front, x, log_x=axis_info(x)[2])
     for plot_id, (objectives, x, log_x) in FRONT_PLOTS.items():
         front = pareto_front(records, objectives)
         if front.finished:

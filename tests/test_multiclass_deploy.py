@@ -196,3 +196,62 @@ def test_pruning_distillation_and_int8_of_a_k_class_model_gate_on_mean_class_dic
                                 CompressOptions(**{**options.__dict__, "max_dice_drop": 0.0, "quantize": False,
                                                    "finetune_epochs": 0, "distill": False}), log=lambda _: None)
     assert gated[0]["kept"] == (gated[0]["metrics"]["dice_drop_points"] <= 0.0)
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+def _record(number: int, metrics: dict, **extra):
+    from nas.results.outcome import TrialState
+    from nas.results.records import TrialRecord
+
+    return TrialRecord.from_metrics(number, TrialState.COMPLETE, {**metrics, **extra}, spec=SPEC.to_dict(),
+                                    checkpoint=f"trials/trial_{number:04d}")
+
+
+def test_report_of_a_k_class_run_shows_class_bars_confusion_and_coloured_overlays(tmp_path, checkpoint,
+                                                                                     classes_data):
+    from nas.deploy.overlays import prediction_overlays
+    from reports import render_report
+    from reports.fmt import esc
+
+    metrics = json.loads((checkpoint / "metrics.json").read_text())
+    record = _record(0, metrics)
+    overlays = prediction_overlays(tmp_path, {"image_size": SIZE}, folders=[checkpoint], data=classes_data)
+    assert overlays[0]["classes"] == [[n, c] for n, c in zip(CLASS_NAMES, metrics["class_colours"])]
+    page = render_report([record], tmp_path / "report.html", title="k4", config={"data": "synthetic:classes"},
+                         overlays=overlays, exported={0: "best/trial_0000"}).read_text()
+    assert "Per-class Dice and IoU (validation, argmax)" in page and "Confusion matrix (validation pixels)" in page
+    for value, name in enumerate(CLASS_NAMES[1:], start=1):
+        r, g, b = metrics["class_colours"][value]
+        dice = metrics["per_class"][name]["dice"]
+        assert f'<span class="bar" style="width:{dice * 8:.2f}em;background:rgb({r},{g},{b})"></span>{dice:.3f}' in page
+    for row in metrics["confusion"]:
+        assert all(f">{count:,}</td>" in page for count in row)
+    assert f"validation mIoU</th><td>{metrics['miou']:.4f}" in page
+    assert "red: wrong class or false positive" in page and esc("region") in page
+
+
+def test_report_labels_a_non_dice_quality_objective(tmp_path):
+    from nas.results.pareto import Objective
+    from reports import render_report
+
+    def strata(small: float) -> dict:
+        return {"quality": {"val": {"dice": 0.5, "size_strata": {"small": {"count": 3, "detected": 0.5, "dice": small}}}}}
+
+    records = [_record(n, {"dice": 0.6 + n / 100, "macs": 1000 * (n + 1), "params": 10, **strata(0.2 + n / 10)})
+               for n in range(3)]
+    small = render_report(records, tmp_path / "a.html", title="t", config={},
+                          front_objectives=(Objective("dice_small", "maximize"), Objective("macs", "minimize"))
+                          ).read_text()
+    assert '"text":"Small-object Dice (validation, objects < 8 px)"' in small.replace("\\u003c", "<")
+    assert "Small-object Dice (validation, objects < 8 px) vs MACs (the search" in small.replace("\\u003c", "<")
+    assert "Pareto front, small-object Dice vs MACs" in small
+    hd95 = [_record(n, {"dice": 0.6, "macs": 1000 * (n + 1), "params": 10,
+                        "quality": {"val": {"dice": 0.6, "hd95": 5.0 - n}}}) for n in range(3)]
+    page = render_report(hd95, tmp_path / "b.html", title="t", config={},
+                         front_objectives=(Objective("hd95", "minimize"), Objective("macs", "minimize"))).read_text()
+    assert '"text":"HD95 (validation, px; lower is better)"' in page
+    assert "<th>HD95 (lower is better)</th>" in page  # the trials table's column for the run's objective
+    assert all(f'<td class="num">{5.0 - n:.2f}</td>' in page for n in range(3))
+    plain = render_report(hd95, tmp_path / "c.html", title="t", config={}).read_text()
+    assert "plot-objective" not in plain and "HD95 (lower is better)" not in plain  # a Dice run's page as before
