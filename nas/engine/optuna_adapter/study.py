@@ -337,15 +337,16 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def to_record(trial: FrozenTrial) -> TrialRecord:
+def to_record(trial: FrozenTrial, quality: str = "dice") -> TrialRecord:
     """The trial as plain data; stop reason and failure kind are the stored enums, or read from the
-    message for studies written before those attrs existed (``classify_legacy``)."""
+    message for studies written before those attrs existed (``classify_legacy``). ``quality``: the
+    study's first objective; only a Dice first objective may stand in for a missing stored Dice."""
     attrs = trial.user_attrs
     complete = trial.state == TrialState.COMPLETE
     metrics = dict(attrs.get("metrics") or {})
     # a pruned or failed trial's time and curve live beside the metrics; Dice is the first objective
     beside = {"seconds": attrs.get("device_seconds"), "epoch_dice": attrs.get("epoch_dice"),
-              "dice": _finite(trial.values[0]) if complete and trial.values else None}
+              "dice": _finite(trial.values[0]) if complete and trial.values and quality == "dice" else None}
     metrics.update({key: value for key, value in beside.items() if value is not None and not metrics.get(key)})
     return TrialRecord.from_metrics(
         trial.number, trial.state.name, metrics, params={**attrs.get(FIXED_PARAMS_ATTR, {}), **trial.params},
@@ -355,4 +356,5 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
 
 
 def study_records(study: optuna.Study) -> list[TrialRecord]:
-    return [to_record(trial) for trial in study.get_trials(deepcopy=False)]
+    names = str((study.user_attrs.get(CONFIG_ATTR) or {}).get("objectives") or "dice")
+    return [to_record(trial, names.split(",")[0].strip().lower()) for trial in study.get_trials(deepcopy=False)]
