@@ -1,0 +1,187 @@
+"""benchmarks/search_vs_family.py's arithmetic on constructed records: the hypervolume (moocore, against a
+hand-computed 2-D area), the compute until the running front reaches the family's, the searched-only
+variant, medians over seeds with seeds that never reach, the finalist pairs and the goal verdicts."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas.results.records import TrialRecord
+from reports.hypervolume import hypervolume_2d
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "search_vs_family.py"
+_spec = importlib.util.spec_from_file_location("search_vs_family", SCRIPT)
+bench = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("search_vs_family", bench)  # dataclasses look their module up there
+_spec.loader.exec_module(bench)
+REF = (1.0, 8.0)  # (1 - Dice, log10 MACs)
+
+
+def has_moocore() -> bool:
+    return importlib.util.find_spec("moocore") is not None
+
+
+needs_moocore = pytest.mark.skipif(not has_moocore(), reason="moocore is not installed (pip install .[bench]): "
+                                   "the benchmark's hypervolume comes from it")
+
+
+def area(points, reference=REF) -> float:
+    """The repo's exact 2-D sweep (reports.hypervolume) on the same minimisation points: an independent oracle."""
+    return hypervolume_2d([(1 - e, c) for e, c in points], reference=(1 - reference[0], reference[1]))
+
+
+def trial(number, dice=None, macs=None, seconds=10.0, epochs=2, family=None, state="COMPLETE"):
+    metrics = {"family": family} if family else {}
+    values = {"seconds": seconds, "epoch_dice": [0.1] * epochs}
+    if state == "COMPLETE":
+        values.update(dice=dice, macs=macs)
+    return TrialRecord.from_metrics(number, state, metrics, **values)
+
+
+def engine_records():
+    """Two family warm-start trials first, a pruned one, then searched trials."""
+    return [trial(0, 0.6, 10**6, family="family-unet-m0"), trial(1, 0.7, 10**7, family="family-unet-m1"),
+            trial(2, seconds=3.0, epochs=1, state="PRUNED"), trial(3, 0.65, 10**6), trial(4, 0.8, 10**6, seconds=7.0)]
+
+
+def test_reach_sums_every_trial_until_the_front_reaches_the_target():
+    steps = bench.steps(engine_records())
+    assert [s.epochs for s in steps] == [2, 2, 1, 2, 2] and [s.family for s in steps] == [True, True, False, False, False]
+    assert steps[2].point is None and steps[0].point == pytest.approx((0.4, 6.0))
+    family = [s.point for s in steps if s.family]
+    target = area(family)
+    assert target == pytest.approx(0.6 * 2 + 0.1 * 1)  # by hand: Dice 0.6 over 2 decades, 0.1 more over 1
+    everything = bench.reach(steps, target, REF, volume=area)
+    assert everything == {"reached": True, "seconds": 20.0, "epochs": 4, "trials": 2}
+    searched = bench.reach(steps, target, REF, searched_only=True, volume=area)
+    # trial 3 alone (0.65 x 2 = 1.3) already equals the family's 1.3: the family's compute still counts
+    assert searched == {"reached": True, "seconds": 33.0, "epochs": 7, "trials": 4}
+    missed = bench.reach(steps, 10.0, REF, volume=area)
+    assert missed == {"reached": False, "seconds": 40.0, "epochs": 9, "trials": 5}
+
+
+@needs_moocore
+def test_moocore_hypervolume_matches_a_hand_computed_area():
+    points = [(0.2, 1.0), (0.5, 0.5), (1.5, 0.1), (0.6, 1.5)]  # the third lies beyond the reference, the last is dominated
+    # union of [0.2, 1] x [1, 2] and [0.5, 1] x [0.5, 2]: 0.8 + 0.75 - 0.5
+    assert bench.hypervolume(points, (1.0, 2.0)) == pytest.approx(1.05)
+    assert bench.hypervolume(points, (1.0, 2.0)) == pytest.approx(area(points, (1.0, 2.0)))
+    assert bench.hypervolume([], REF) == 0.0 and bench.hypervolume([(1.2, 3.0)], REF) == 0.0
+
+
+@needs_moocore
+def test_seed_result_scores_every_arm_against_the_family_of_the_same_seed():
+    family_baseline = TrialRecord.from_metrics(-1, "COMPLETE", {"family": "family-resunet-m2", "kind": "family"},
+                                               dice=0.76, macs=10**7, kind="preset")
+    random = [trial(0, 0.5, 10**6, seconds=30.0, epochs=10), trial(1, 0.9, 10**5, seconds=30.0, epochs=10)]
+    row = bench.seed_result({"engine": engine_records() + [family_baseline], "random": random}, REF)
+    hv = row["hypervolume"]
+    assert row["family_members"] == 3  # two warm-start trials and one family baseline
+    assert hv["family"] == pytest.approx(area([(0.4, 6.0), (0.3, 7.0), (0.24, 7.0)]))
+    assert hv["engine searched (family trials left out)"] == pytest.approx(area([(0.35, 6.0), (0.2, 6.0)]))
+    assert hv["engine (all trials)"] == pytest.approx(area([(0.4, 6.0), (0.3, 7.0), (0.35, 6.0), (0.2, 6.0)]))
+    assert row["trials"]["random"] == 2 and "moasha" not in hv
+    assert row["reach"]["engine searched"]["trials"] == 5 and row["reach"]["engine searched"]["seconds"] == 40.0
+    assert row["reach"]["random"] == {"reached": True, "seconds": 60.0, "epochs": 20, "trials": 2}
+    # the family baseline (trained past the budget) is no study trial: the engine's own family trials
+    # (1.3) and trial 3 (1.35) stay below the family's 1.36; trial 4 reaches it
+    assert row["reach"]["engine (all trials)"]["trials"] == 5
+
+
+def test_median_over_seeds_counts_a_seed_that_never_reached_as_infinite():
+    hit = {"reached": True, "seconds": 10.0, "epochs": 4, "trials": 2}
+    miss = {"reached": False, "seconds": 99.0, "epochs": 30, "trials": 9}
+    assert bench.median_reach([hit, hit, miss])["seconds"] == 10.0
+    two_misses = bench.median_reach([hit, miss, miss])
+    assert two_misses["seconds"] is None and two_misses["reached"] == 1
+    assert two_misses["spent_when_not_reached"] == [99.0, 99.0]
+
+
+def test_finalist_pairs_need_disjoint_intervals_and_no_more_macs():
+    def entrant(label, kind, dice, ci, macs, family=None):
+        return {"label": label, "kind": kind, "dice": dice, "ci": ci, "costs": {"macs": macs}, "family": family}
+
+    summary = {"entrants": [entrant("trial 7", "finalist", 0.85, [0.82, 0.88], 10**6),
+                            entrant("trial 9", "finalist", 0.90, [0.86, 0.94], 10**8),
+                            entrant("family-unet-m1", "baseline", 0.78, [0.75, 0.81], 2 * 10**6, "family-unet-m1"),
+                            entrant("family-unet-m0", "baseline", 0.84, [0.80, 0.86], 10**6, "family-unet-m0"),
+                            entrant("unet-16", "baseline", 0.5, [0.4, 0.6], 10**9)]}  # a preset, not the family
+    pairs = bench.dominating_pairs(summary)
+    assert len(pairs) == 1 and pairs[0].startswith("trial 7") and "family-unet-m1" in pairs[0]
+
+
+def summary(searched_wins, engine_s, random_s, moasha_s, pairs):
+    def entry(seconds):
+        return {"seconds": seconds, "epochs": None, "reached": int(seconds is not None), "seeds": 1,
+                "spent_when_not_reached": [] if seconds is not None else [500.0]}
+
+    return {"searched_beats_family_every_seed": searched_wins, "finalist_pairs": pairs,
+            "reach": {"engine searched": entry(engine_s), "random": entry(random_s), "moasha": entry(moasha_s)}}
+
+
+def test_goal_verdicts_say_met_not_met_and_not_measured():
+    key_front, key_random, key_moasha = ("searched front dominates the family on >= 2 of 3 datasets",
+                                         "engine needs <= 1/4 of random search's compute to reach the family",
+                                         "engine needs no more compute than MOASHA to reach the family")
+    good = {name: summary(True, 100.0, 400.0, 120.0, ["trial 7 over m1"]) for name in ("a", "b")}
+    verdicts = bench.goals(good, 3)
+    assert all(verdicts[k].startswith("met") for k in (key_front, key_random, key_moasha)), verdicts
+    slow = bench.goals({"a": summary(True, 150.0, 400.0, 120.0, None)}, 3)
+    assert slow[key_random].startswith("not met") and slow[key_moasha].startswith("not met")
+    assert slow[key_front].startswith("not measured")  # no finalist stage, and 2 datasets not run
+    # random never reached: 100 s <= 500 / 4 is met; 150 s is not decidable
+    assert bench.goals({"a": summary(False, 100.0, None, None, [])}, 1)[key_random].startswith("met")
+    undecided = bench.goals({"a": summary(False, 150.0, None, None, [])}, 1)
+    assert undecided[key_random].startswith("not measured") and undecided[key_front].startswith("not met")
+    assert bench.goals({"a": summary(True, None, 10.0, 10.0, [])}, 1)[key_moasha].startswith("not met")
+
+
+needs_syne_tune = pytest.mark.skipif(importlib.util.find_spec("syne_tune") is None or importlib.util.find_spec("dill")
+                                     is None, reason="syne-tune is not installed (pip install .[bench]): arm (d) only")
+
+
+def rung_one(priority, points):
+    """MOASHA's decisions for trials arriving one by one at rung 1 with (1 - Dice, MACs)."""
+    import datetime
+
+    from syne_tune.backend.trial_status import Trial
+
+    scheduler = bench.moasha_scheduler(1, epochs=9, grace=1, eta=3, seed=0, priority=priority)
+    decisions = []
+    for number, (error, macs) in enumerate(points):
+        trial = Trial(trial_id=number, config={}, creation_time=datetime.datetime.now())
+        scheduler.on_trial_add(trial)
+        decisions.append(scheduler.on_trial_result(trial, {"epoch": 1, "error": error, "cost0": macs}))
+    return decisions
+
+
+@needs_syne_tune
+def test_moasha_ranked_priority_keeps_the_trial_that_dominates_its_rung():
+    points = [(0.2, 1.0), (0.5, 5.0), (0.6, 6.0), (0.1, 0.5)]  # the last dominates every peer
+    assert rung_one("shipped", points)[-1] == "STOP"  # Syne Tune 0.16: the order read as priorities
+    assert rung_one("ranked", points) == ["CONTINUE", "STOP", "STOP", "CONTINUE"]
+    assert rung_one("ranked", [(0.2, 1.0), (0.3, 0.8), (0.1, 2.0), (0.9, 9.0)])[-1] == "STOP"  # dominated by all
+
+
+@needs_syne_tune
+def test_moasha_port_stops_the_trial_through_the_policys_exception():
+    import optuna
+
+    from nas.engine.early_stop import EarlyStopped
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    scheduler = bench.moasha_scheduler(1, epochs=9, grace=1, eta=3, seed=0)
+    for dice, macs in ((0.8, 1e6), (0.85, 2e6), (0.9, 3e6)):  # a front: all go on
+        port = bench.MoashaPort(study, study.ask(), scheduler, 9)
+        port.costs_known([macs])
+        port.epoch_done([dice], 1.0)
+    trial = study.ask()
+    port = bench.MoashaPort(study, trial, scheduler, 9)
+    port.costs_known([4e6])
+    with pytest.raises(EarlyStopped) as stop:
+        port.epoch_done([0.5], 1.0)  # dominated by the three at rung 1
+    assert stop.value.epoch == 1 and "MOASHA" in str(stop.value)
+    assert trial.user_attrs["epoch_dice"] == [0.5] and trial.user_attrs["objective_costs"] == [4e6]  # the engine's attrs
