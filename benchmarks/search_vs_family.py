@@ -1,39 +1,41 @@
 """Issue 14, the benchmark that decides: does the search beat a hand-scaled baseline family?
 
-Per dataset and seed, four arms at the same wall budget (``--budget-s`` as ``nas-search --timeout``; a
-search ends after the trial running when the budget is spent), same data, split, recipe and seed:
+Per dataset and seed, at the same wall budget (``--budget-s``, as ``nas-search --timeout``: a search ends
+after the trial running when it is spent), same data, split, recipe and seed:
 
-(a) ``engine``: today's defaults (TPE, family warm start, the default early stopping, --baselines family);
+(a) ``engine``: today's defaults (TPE, --warm-start family, the default early stopping, --baselines family);
 (b) ``random``: ``--sampler random --early-stop none --warm-start none --baselines none``;
-(c) ``family``: the family members' own front, taken from (a)'s warm-start trials (same data, recipe and
-    seed; they are the space's nearest points to the planned members, never early-stopped);
-(d) ``moasha``: Syne Tune's ``MOASHA`` (``pip install .[bench]``) decides stop/continue: after every
-    epoch the trial reports (epoch, 1 - best Dice so far, its cost objectives) and stops when MOASHA
-    says STOP. MOASHA only decides; configs come from Optuna's RandomSampler with the arm's seed, the
-    sampler of (b), as MOASHA's own ``suggest`` also draws at random: (b) vs (d) isolates the stopping.
-    Trials run through the engine's own trial policy (``nas.engine.policy.run_policy``, an
-    ``OptunaPort`` whose ``epoch_done`` asks MOASHA), so costs, training and records are those of (a), (b).
+(c) ``family``: the family's own front, from (a)'s run: its warm-start trials (the space's nearest points
+    to the planned members, never early-stopped) plus, as family baselines of their planned specs, the
+    members the budget left queued (trained after it; their compute is not (a)'s);
+(d) ``moasha``: Syne Tune's ``MOASHA`` (``pip install .[bench]``) decides stop/continue only: after each
+    epoch a trial reports (epoch, 1 - best Dice so far, its costs) and stops on STOP. Configs come from
+    Optuna's RandomSampler with the seed, the sampler of (b) (MOASHA's own ``suggest`` draws at random
+    too), so (b) vs (d) isolates the stopping. Trials run through the engine's trial policy
+    (``run_policy`` with an ``OptunaPort`` that asks MOASHA), so costs, training and records are (a)'s.
+    Syne Tune 0.16's bracket misreads the priority order (``moasha_scheduler``): fixed by default.
 
-(a), (b), (d) run side by side, one process and one torch thread each, so they see the same load.
-Hypervolume: ``moocore.hypervolume`` of the minimisation points (1 - Dice, log10 MACs) against the
-reference (1, log10 of the largest MACs any arm trained on that dataset + 0.1), printed with the results.
-"Compute to reach the family": the trials' own wall seconds (``device_seconds``: every trial, pruned
-and failed ones too) and trained epochs summed in trial order until the running front's hypervolume
-first reaches the family front's (same seed); for (a) counted on its searched trials only (the
-warm-start family trials' points left out, their compute kept), since its full front holds the family.
-``--finalize`` runs ``nas-finalize`` on every (a) run (finalists from the searched front, family members
-as baselines, same recipe and seeds) and reads the per-point verdicts.
+(a), (b), (d) run side by side, one process and one torch thread each (they see the same load).
+Hypervolume: ``moocore.hypervolume`` of (1 - Dice, log10 MACs), minimised, against (1, log10 of the
+largest MACs any arm trained on the dataset + 0.1), printed. Compute to reach the family: the trials'
+wall seconds (every trial, pruned and failed too) and trained epochs summed in trial order until the
+running front's hypervolume first reaches the family's (same seed); for (a) with its family trials'
+points left out (their compute kept), since its full front contains the family. ``--finalize`` runs
+``nas-finalize`` on each (a) run (finalists from the searched front, family members as baselines).
 
-    # plumbing only (about 7 minutes with --finalize on a busy 2-core machine):
+    # plumbing only (about 7 minutes on a busy 2-core machine):
     nice -n 10 .venv/bin/python benchmarks/search_vs_family.py --smoke --finalize --out /tmp/svf_smoke
-    # the real run, on a quiet machine with at least 3 cores (3 arms side by side):
-    .venv/bin/python benchmarks/search_vs_family.py --budget-s 600 --seeds 0,1,2 --finalize \\
-        --final-seeds 3 --final-epochs 30 > /tmp/search_vs_family.txt
-Duration: datasets x seeds x (budget + ~1-2 min of start-up, family baselines past the budget and
-reports), so 3 x 3 x ~11.5 min ~= 1 h 45 min at --budget-s 600; --finalize adds per (a) run
-(3 finalists + 6 family members) x final seeds x final epochs of training: ~10-20 min per run at
-64 px on one CPU thread, ~2-3 h more in all (``--finalize-threads`` speeds it up on a quiet machine).
-Prints one JSON blob and the Markdown lines for benchmarks/RESULTS.md; writes the JSON to ``--out``.
+    # the real run, on a quiet machine with >= 4 cores (3 arms side by side + the system):
+    .venv/bin/python benchmarks/search_vs_family.py --seeds 0,1,2 \
+        --budget-s 900,cvc_clinicdb_sample=1800,isbi2012_em=3600 --finalize --final-seeds 3 --final-epochs 15
+
+Duration (estimated, not measured): an epoch covers the training area, 96 patches on synthetic, 297
+(RGB) on the CVC sample and 1,024 on ISBI at 64 px, so trials there are ~3x and ~10x longer; the
+6-member family must train well inside (a)'s budget, hence the budgets above. Searches: 3 seeds x
+(900 + 1,800 + 3,600 s + ~2 min each) ~= 5.5 h. Finalist stage per (a) run: (3 finalists + 6 family
+members) x 3 seeds x 15 epochs, ~15 min on synthetic to ~2 h on ISBI on one thread: ~7 h in all
+(``--finalize-threads 4`` roughly halves it). Prints one JSON blob (also ``<out>/search_vs_family.json``)
+and the Markdown lines for benchmarks/RESULTS.md, with each goal of issue 14 met / not met / not measured.
 """
 from __future__ import annotations
 
@@ -63,24 +65,24 @@ DATASETS = {"synthetic": "synthetic", "isbi2012_em": str(SHARED / "isbi2012_em" 
 SMOKE_FIX = {"depth": 3, "blocks_per_stage": 1, "block": "plain", "aspp": False, "attention": "none",
              "multiscale_input": False, "deep_supervision": False}
 SEARCHED = ("engine", "random", "moasha")  # the arms that run a search
-ARM_FLAGS = {"engine": {}, "random": {"sampler": "random", "early_stop": "none", "warm_start": "none", "baselines": ()},
-             "moasha": {"sampler": "random", "early_stop": "none", "warm_start": "none", "baselines": ()}}
+RANDOM = {"sampler": "random", "early_stop": "none", "warm_start": "none", "baselines": ()}
+ARM_FLAGS = {"engine": {}, "random": RANDOM, "moasha": RANDOM}  # nas.SearchConfig fields over today's defaults
 
 
-def search_config(arm: str, source: str, out: Path, args: argparse.Namespace, seed: int):
+def search_config(arm: str, source: str, out: Path, args: argparse.Namespace, seed: int, budget: float):
     import nas
 
     return nas.SearchConfig(data=source, trials=100_000, epochs=args.epochs, image_size=args.image_size, seed=seed,
-                            device="cpu", out=out, timeout=args.budget_s, fix=SMOKE_FIX if args.smoke else {},
-                            **ARM_FLAGS[arm])
+                            device="cpu", out=out, timeout=budget, fix=SMOKE_FIX if args.smoke else {},
+                            patches_per_epoch=args.patches_per_epoch, **ARM_FLAGS[arm])
 
 
-def run_arm(arm: str, source: str, out: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+def run_arm(arm: str, source: str, out: Path, args: argparse.Namespace, seed: int, budget: float) -> dict[str, Any]:
     """One arm in its own process (one torch thread); its console output goes to ``<out>.log``."""
     import torch
 
     torch.set_num_threads(args.threads)
-    config = search_config(arm, source, out, args, seed)
+    config = search_config(arm, source, out, args, seed, budget)
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(out.with_suffix(".log"), "w") as log, redirect_stdout(log), redirect_stderr(log):
@@ -269,7 +271,7 @@ def seed_result(records: dict[str, list[Any]], reference: Sequence[float]) -> di
     family = family_points(records["engine"])
     target = hypervolume(family, reference)
     fronts = {"engine (all trials)": [s.point for s in engine if s.point],
-              "engine searched (family trials left out)": [s.point for s in engine if s.point and not s.family],
+              "engine searched": [s.point for s in engine if s.point and not s.family],
               "random": [s.point for s in steps(records["random"]) if s.point], "family": family}
     if "moasha" in records:
         fronts["moasha"] = [s.point for s in steps(records["moasha"]) if s.point]
@@ -309,53 +311,48 @@ def dataset_summary(seeds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out = {"hypervolume": dict(zip(arms, spread)),
            "reach": {arm: median_reach([s["reach"][arm] for s in seeds]) for arm in seeds[0]["reach"]
                      if all(arm in s["reach"] for s in seeds)}}
-    searched = [s["hypervolume"]["engine searched (family trials left out)"] for s in seeds]
+    searched = [s["hypervolume"]["engine searched"] for s in seeds]
     family = [s["hypervolume"]["family"] for s in seeds]
     out["searched_beats_family_every_seed"] = all(a > b for a, b in zip(searched, family))
     finals = [s["finalize"] for s in seeds if "finalize" in s]
-    out["finalist_pairs"] = [p for f in finals for p in f["dominating"]] if finals else None
+    measured = finals and all(f["dominating"] is not None for f in finals)
+    out["finalist_pairs"] = [p for f in finals for p in f["dominating"]] if measured else None
     return out
 
 
-def goals(datasets: dict[str, dict[str, Any]], wanted: int) -> dict[str, str]:
-    """Each goal of issue 14 as met / not met / not measured, with the numbers behind it."""
-    out: dict[str, str] = {}
-    dominated = [n for n, d in datasets.items() if d["searched_beats_family_every_seed"]]
-    pairs = [n for n, d in datasets.items() if d["finalist_pairs"]]
-    scope = f"{len(datasets)} of {wanted} datasets run"
-    first = f"searched front above the family's hypervolume in every seed on {len(dominated)} ({', '.join(dominated) or '-'}); "
-    if any(d["finalist_pairs"] is None for d in datasets.values()):
-        out["searched front dominates the family on >= 2 of 3 datasets"] = (
-            ("not met: " if len(dominated) + wanted - len(datasets) < 2 else "not measured: ") + first
-            + f"finalist stage not run on every dataset (--finalize); {scope}")
-    else:
-        both = [n for n in dominated if n in pairs]
-        verdict = "met" if len(both) >= 2 else ("not met" if len(both) + wanted - len(datasets) < 2 else "not measured")
-        out["searched front dominates the family on >= 2 of 3 datasets"] = (
-            f"{verdict}: {first}a searched finalist above a family member at no more MACs, intervals apart, on "
-            f"{len(pairs)} ({', '.join(pairs) or '-'}); {scope}")
-    for rival, factor, name in (("random", 0.25, "engine needs <= 1/4 of random search's compute to reach the family"),
-                                ("moasha", 1.0, "engine needs no more compute than MOASHA to reach the family")):
+GOALS = {"front": "the searched front dominates the family on >= 2 of 3 datasets",
+         "random": "the engine needs <= 1/4 of random search's compute to reach the family",
+         "moasha": "the engine needs no more compute than MOASHA to reach the family"}
+
+
+def goals(datasets: dict[str, dict[str, Any]], wanted: int = len(DATASETS)) -> dict[str, str]:
+    """Each goal of issue 14 as met / not met / not measured, with the numbers behind it. A dataset not
+    run, or run without the finalist stage, counts as unknown, never as a miss or a hit."""
+    hv = [n for n, d in datasets.items() if d["searched_beats_family_every_seed"]]
+    met = [n for n in hv if datasets[n]["finalist_pairs"]]
+    unknown = wanted - len(datasets) + sum(datasets[n]["finalist_pairs"] is None for n in hv)
+    verdict = "met" if len(met) >= 2 else ("not met" if len(met) + unknown < 2 else "not measured")
+    out = {GOALS["front"]: f"{verdict}: the searched front's hypervolume above the family's in every seed on "
+                           f"{', '.join(hv) or 'none'}, and also a searched finalist above a family member at no more "
+                           f"MACs, 95 % intervals apart, on {', '.join(met) or 'none'}; {len(datasets)} of {wanted} "
+                           f"datasets run, the finalist stage "
+                           f"{'run on each' if all(d['finalist_pairs'] is not None for d in datasets.values()) else 'missing on some (--finalize)'}"}
+    for rival, factor in (("random", 0.25), ("moasha", 1.0)):
         lines, verdicts = [], []
-        for n, d in datasets.items():
-            mine, theirs = d["reach"]["engine searched"], d["reach"].get(rival)
-            if theirs is None:
-                verdicts.append("not measured")
-                lines.append(f"{n}: {rival} not run")
+        for name, data in datasets.items():
+            mine, theirs = data["reach"]["engine searched"], data["reach"].get(rival)
+            if theirs is None or mine["seconds"] is None:
+                verdicts.append("not measured" if theirs is None else "not met")
+                lines.append(f"{name}: {rival} not run" if theirs is None else f"{name}: the engine did not reach it")
                 continue
             bound = theirs["seconds"] if theirs["seconds"] is not None else max(theirs["spent_when_not_reached"])
-            if mine["seconds"] is None:
-                verdicts.append("not met")
-                lines.append(f"{n}: the engine did not reach it (median)")
-                continue
-            ok = mine["seconds"] <= factor * bound
+            ok = mine["seconds"] <= factor * bound  # a rival that never reached needed more than it spent
             verdicts.append("met" if ok else ("not met" if theirs["seconds"] is not None else "not measured"))
-            said = f"{bound:.0f} s" if theirs["seconds"] is not None else f"not reached (> {bound:.0f} s)"
-            lines.append(f"{n}: {mine['seconds']:.0f} s vs {rival} {said}")
-        verdict = "not met" if "not met" in verdicts else ("met" if verdicts and set(verdicts) == {"met"}
-                                                           else "not measured")
-        out[name] = f"{verdict} ({'; '.join(lines)})"
-    out["make search still ~5 min"] = "not measured here"
+            said = f"{bound:.0f} s" if theirs["seconds"] is not None else f"not reached in {bound:.0f} s"
+            lines.append(f"{name}: {mine['seconds']:.0f} s vs {rival} {said} (medians)")
+        verdict = "not met" if "not met" in verdicts else ("met" if set(verdicts) == {"met"} else "not measured")
+        out[GOALS[rival]] = f"{verdict} ({'; '.join(lines) or 'no dataset run'})"
+    out["make search still ~5 min with the defaults"] = "not measured here"
     return out
 
 
@@ -371,7 +368,8 @@ def finalize(run: Path, args: argparse.Namespace) -> dict[str, Any]:
         code = finalize_main(argv)
     summary = json.loads((run / "finalists" / "finalists.json").read_text()) if code == 0 else {}
     return {"argv": ["nas-finalize", *argv], "exit": code, "seconds": time.monotonic() - started,
-            "verdicts": [v["text"] for v in summary.get("verdicts", [])], "dominating": dominating_pairs(summary),
+            "verdicts": [v["text"] for v in summary.get("verdicts", [])],
+            "dominating": dominating_pairs(summary) if code == 0 else None,  # a failed stage measured nothing
             "entrants": [{k: e.get(k) for k in ("label", "kind", "family", "search_dice", "dice", "std", "ci")}
                          | {"macs": (e.get("costs") or {}).get("macs")} for e in summary.get("entrants", [])]}
 
@@ -393,7 +391,8 @@ def dataset(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
     for seed in args.seeds:
         root = Path(args.out) / name / f"seed_{seed}"
         with ProcessPoolExecutor(len(arms), mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {arm: pool.submit(run_arm, arm, source, root / arm, args, seed) for arm in arms}
+            futures = {arm: pool.submit(run_arm, arm, source, root / arm, args, seed, args.budgets[name])
+                       for arm in arms}
             runs.append({arm: future.result() for arm, future in futures.items() if arm != "moasha"})
             if "moasha" in futures:
                 try:
@@ -415,34 +414,51 @@ def dataset(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
         if args.finalize:
             row["finalize"] = finalize(Path(args.out) / name / f"seed_{seed}" / "engine", args)
         seeds.append(row)
-    return {"dataset": name, "reference": list(reference),
+    return {"dataset": name, "budget_s": args.budgets[name], "reference": list(reference),
             "reference_note": "(1 - Dice, log10 MACs), minimised; " + (
                 "--ref-log10-macs" if args.ref_log10_macs else "log10 of the largest MACs any arm trained here + 0.1"),
             "seeds": seeds, "summary": dataset_summary(seeds)}
 
 
+def budgets(text: str, names: Sequence[str]) -> dict[str, float]:
+    """``"900,isbi2012_em=3600"`` -> seconds per dataset (a bare number: every dataset not named)."""
+    default, named = None, {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = part.rpartition("=")
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if not (seconds > 0 and math.isfinite(seconds)):
+            raise ValueError(f"{part!r} is not a positive number of seconds")
+        if key and key not in DATASETS:
+            raise ValueError(f"unknown dataset {key!r}; known: {', '.join(DATASETS)}")
+        default, named = (seconds, named) if not key else (default, {**named, key: seconds})
+    missing = [n for n in names if n not in named and default is None]
+    if missing:
+        raise ValueError(f"no budget for {', '.join(missing)} (give a bare number for the rest)")
+    return {n: named.get(n, default) for n in names}
+
+
 def _reach(entry: dict[str, Any]) -> str:
-    if entry["seconds"] is None:
-        return f"not reached ({entry['reached']}/{entry['seeds']} seeds reached)"
-    return f"{entry['seconds']:.0f} s, {entry['epochs']:.0f} epochs ({entry['reached']}/{entry['seeds']} seeds reached)"
+    said = "not reached" if entry["seconds"] is None else f"{entry['seconds']:.0f} s, {entry['epochs']:.0f} epochs"
+    return f"{said} ({entry['reached']}/{entry['seeds']} seeds reached)"
 
 
 def markdown(row: dict[str, Any]) -> list[str]:
     summary = row["summary"]
-    lines = [f"**{row['dataset']}** ({len(row['seeds'])} seed(s); reference {row['reference_note']}: "
-             f"({row['reference'][0]:g}, {row['reference'][1]:g}))", "",
-             "| arm | hypervolume mean ± std | trials with a model (mean) | compute to reach the family (median) |",
+    lines = [f"**{row['dataset']}** ({len(row['seeds'])} seed(s), {row['budget_s']:g} s per arm; reference "
+             f"{row['reference_note']}: ({row['reference'][0]:g}, {row['reference'][1]:g}))", "",
+             "| arm | hypervolume mean ± std | models on it (mean) | compute to reach the family (median) |",
              "|---|---|---:|---|"]
-    reach_of = {"engine (all trials)": "engine (all trials)", "engine searched (family trials left out)":
-                "engine searched", "random": "random", "moasha": "moasha"}
-    for arm, spread in summary["hypervolume"].items():
-        trials = statistics.fmean(s["trials"][arm] for s in row["seeds"])
-        reach = summary["reach"].get(reach_of.get(arm, ""))
-        lines.append(f"| {arm} | {spread[0]:.4f} ± {spread[1]:.4f} | {trials:.1f} | {_reach(reach) if reach else '(the target)'} |")
-    for seed in row["seeds"]:
-        if "finalize" in seed:
-            lines.append(f"\nseed {seed['seed']} finalist stage ({seed['finalize']['seconds']:.0f} s): "
-                         + " ".join(f"Verdict: {v}." for v in seed["finalize"]["verdicts"]))
+    for arm, (mean, std) in summary["hypervolume"].items():
+        models = statistics.fmean(s["trials"][arm] for s in row["seeds"])
+        reach = summary["reach"].get(arm)
+        lines.append(f"| {arm} | {mean:.4f} ± {std:.4f} | {models:.1f} | {_reach(reach) if reach else '(the target)'} |")
+    lines += ["", "engine searched: (a) without its family warm-start trials' points (their compute counted); "
+                  "compute: the trials' wall seconds and trained epochs summed in trial order."]
+    lines += [f"\nseed {s['seed']} finalist stage ({s['finalize']['seconds']:.0f} s): "
+              + " ".join(f"Verdict: {v}." for v in s["finalize"]["verdicts"]) for s in row["seeds"] if "finalize" in s]
     return lines
 
 
@@ -450,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated search seeds")
-    parser.add_argument("--budget-s", type=float, default=600.0, help="wall budget of each arm (--timeout)")
+    parser.add_argument("--budget-s", default="600", help="wall seconds of each arm (--timeout): one number, "
+                        "and/or DATASET=SECONDS, e.g. 900,isbi2012_em=3600")
+    parser.add_argument("--patches-per-epoch", type=int, default=None, help="nas-search's (default: the covering epoch)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each arm's process")
@@ -472,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/bench_search_vs_family")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.datasets, args.seeds, args.budget_s, args.epochs, args.image_size = "synthetic", "0", 20.0, 2, 32
+        args.datasets, args.seeds, args.budget_s, args.epochs, args.image_size = "synthetic", "0", "20", 2, 32
         args.final_seeds, args.final_epochs, args.finalists = 1, 1, 1
     unknown = sorted(set(args.datasets.split(",")) - set(DATASETS))
     if unknown:
@@ -481,6 +499,10 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         parser.error(f"--seeds must be integers such as 0,1,2, got {args.seeds!r}")
+    try:
+        args.budgets = budgets(args.budget_s, args.datasets.split(","))
+    except ValueError as error:
+        parser.error(f"--budget-s: {error}")
     if not args.no_moasha:
         try:
             import syne_tune.optimizer.schedulers.multiobjective.moasha  # noqa: F401
@@ -495,15 +517,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row for row in (dataset(name, args) for name in names) if row is not None]
     summaries = {row["dataset"]: row["summary"] for row in rows}
     blob = {"date": str(datetime.date.today()), "argv": sys.argv[1:] if argv is None else argv,
-            "budget_s": args.budget_s, "epochs": args.epochs, "image_size": args.image_size,
+            "budget_s": args.budgets, "epochs": args.epochs, "image_size": args.image_size,
             "threads_per_arm": args.threads, "datasets": rows,
-            "goals": goals(summaries, len(names)) if rows else {}}
+            "goals": goals(summaries) if rows else {}}
     if args.smoke:  # tiny space, 20 s, 2 epochs: the verdicts say nothing about the engine
         blob["goals"] = {goal: f"not measured (--smoke, plumbing only; computed: {text})"
                          for goal, text in blob["goals"].items()}
     atomic_write_json(Path(args.out) / "search_vs_family.json", blob)
     print(json.dumps(blob, indent=1, default=str))
-    print(f"\n### Search vs the baseline family ({blob['date']}; {args.budget_s:g} s per arm, {args.epochs} epochs, "
+    print(f"\n### Search vs the baseline family ({blob['date']}; {args.budget_s} s per arm, {args.epochs} epochs, "
           f"{args.image_size} px, {args.threads} torch thread(s) per arm, arms side by side)\n")
     print(f"`.venv/bin/python benchmarks/search_vs_family.py {' '.join(blob['argv'])}`\n")
     for row in rows:
