@@ -12,6 +12,7 @@ in, files out; no Optuna.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from nas.failpoints import failpoint
 from nas.io import atomic_write_json
 from nas.results import finalists as stats
 from nas.results.family import FAMILY_KEY, family_name
+from nas.results.pareto import Objective
 from nas.results.records import TrialRecord
 
 FINALISTS_DIR = "finalists"
@@ -36,6 +38,7 @@ QUALITY_KEYS = ("dice", "iou", "precision", "sensitivity", "specificity", "hd95"
 CHOICE = ("the median seed by validation Dice (the lower middle one for an even count): a typical training, "
           "not the luckiest, chosen without looking at the test images")
 Log = Callable[[str], None]
+DICE = Objective("dice", "maximize")
 
 
 @dataclass(frozen=True)
@@ -53,28 +56,30 @@ class Entrant:
     family: str | None = None  # the family member's name
 
 
-def spread(front: Sequence[TrialRecord], k: int) -> list[TrialRecord]:
+def spread(front: Sequence[TrialRecord], k: int, quality: Objective = DICE) -> list[TrialRecord]:
     """At most ``k`` members of ``front`` (sorted cheapest first), evenly spaced by rank, both ends
-    kept; ``k == 1`` keeps the best Dice."""
+    kept; ``k == 1`` keeps the best by the run's quality objective (Dice by default; ``hd95`` lowest)."""
     members = list(front)
     if k <= 0 or not members:
         return []
     if len(members) <= k:
         return members
     if k == 1:
-        return [max(members, key=lambda r: (r.dice or 0.0, -r.number))]
+        sign = 1.0 if quality.direction == "maximize" else -1.0
+        return [max(members, key=lambda r: (-math.inf if (v := r.measure(quality.name)) is None else sign * v,
+                                            -r.number))]
     picks = sorted({round(i * (len(members) - 1) / (k - 1)) for i in range(k)})
     return [members[i] for i in picks]
 
 
 def entrants(front: Sequence[TrialRecord], baselines: Sequence[TrialRecord], k: int, space: str,
-             family: Sequence[TrialRecord] = ()) -> list[Entrant]:
+             family: Sequence[TrialRecord] = (), quality: Objective = DICE) -> list[Entrant]:
     """The chosen front members, then every baseline (by preset or family member name), then the
     family's warm-start trials (``family``: study records whose metrics name their member)."""
     from search_spaces.presets import get_preset
 
     out = [Entrant(f"trial_{r.number:04d}", f"trial {r.number}", "finalist", space, dict(r.spec or {}), r.dice,
-                   r.number) for r in spread(front, k) if r.spec]
+                   r.number) for r in spread(front, k, quality) if r.spec]
     for record in baselines:
         member = record.params.get(FAMILY_KEY)
         name = str(member or record.params.get("preset") or Path(record.checkpoint or "").name)

@@ -96,7 +96,7 @@ def finalize_run(run_dir: Path, records: Sequence[TrialRecord], settings: Mappin
     front = pareto_front(searched_records(records), run_objectives(settings)).front
     family = [r for r in family_records(records) if r.finished]
     items = entrants(front, baseline_records(run_dir), options.finalists, str(settings.get("space", "resunet")),
-                     family)
+                     family, quality=run_objectives(settings)[0])  # k = 1: the best by the run's quality objective
     final = final_recipe(settings, options)
     seeds = [final.train.seed + i for i in range(options.final_seeds)]
     split = "test" if data.test_images else "val"
