@@ -92,9 +92,6 @@ def _bar(width_em: float, colour: Any) -> str:
     return f'<span class="bar" style="width:{width_em:.2f}em;background:{_css_colour(colour)}"></span>'
 
 
-def _class_colours(record: TrialRecord) -> list[Any]:
-    colours = record.result.provenance.get("class_colours")
-    return list(colours) if isinstance(colours, (list, tuple)) else []
 
 
 def class_bars(record: TrialRecord) -> str:
@@ -103,7 +100,7 @@ def class_bars(record: TrialRecord) -> str:
     if (quality.num_classes or 2) <= 2 or not quality.per_class:
         return ""
     names = list(quality.class_names or ())
-    colours = _class_colours(record)
+    colours = list(quality.class_colours or ())
     rows = []
     for name, block in quality.per_class.items():
         value = names.index(name) if name in names else None

@@ -255,3 +255,30 @@ def test_report_labels_a_non_dice_quality_objective(tmp_path):
     assert all(f'<td class="num">{5.0 - n:.2f}</td>' in page for n in range(3))
     plain = render_report(hd95, tmp_path / "c.html", title="t", config={}).read_text()
     assert "plot-objective" not in plain and "HD95 (lower is better)" not in plain  # a Dice run's page as before
+
+
+# --- ranking by the run's quality objective ------------------------------------------------------
+
+def test_one_finalist_is_the_best_by_the_quality_objective():
+    from nas.engine.finalize import spread
+    from nas.results.pareto import Objective
+
+    front = [_record(n, {"dice": dice, "macs": 100 * (n + 1), "quality": {"val": {"dice": dice, "hd95": hd95}}})
+             for n, (dice, hd95) in enumerate([(0.5, 9.0), (0.8, 4.0), (0.7, 2.5)])]
+    assert [r.number for r in spread(front, 1)] == [1]  # Dice, as before
+    assert [r.number for r in spread(front, 1, Objective("hd95", "minimize"))] == [2]
+    assert [r.number for r in spread(front, 2, Objective("hd95", "minimize"))] == [0, 2]  # both ends, any objective
+
+
+def test_study_records_take_no_dice_from_a_non_dice_first_objective(tmp_path):
+    import optuna
+
+    from nas.engine.optuna_adapter.study import CONFIG_ATTR, study_records
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for first, expected in (("miou,macs", None), ("dice,macs", 0.61)):
+        study = optuna.create_study(directions=["maximize", "minimize"])
+        study.set_user_attr(CONFIG_ATTR, {"objectives": first})
+        study.add_trial(optuna.trial.create_trial(values=[0.61, 1000.0], user_attrs={"metrics": {"macs": 1000}}))
+        (record,) = study_records(study)
+        assert record.dice == expected  # a missing Dice is filled from values[0] only when that value is Dice
