@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from nas.results.trial_result import CLASS_PREFIX, QUALITY_MEASURES, TrialResult
+from nas.results.trial_result import CLASS_PREFIX, QUALITY_MEASURES, TrialResult, is_quality_measure
 
 # name -> (metrics key, TrialRecord attribute, direction). Memory is the training-step estimate of
 # nas.costs.constraints.training_step_memory (device independent), in MB = 2**20 bytes.
@@ -36,9 +36,6 @@ def _entry(name: str) -> tuple[str, str, str]:
     return (name, name, QUALITY_MEASURES.get(name, "maximize"))
 
 
-def _is_quality(name: str) -> bool:
-    return name in QUALITY_MEASURES or (name.startswith(CLASS_PREFIX) and len(name) > len(CLASS_PREFIX))
-
 
 @dataclass(frozen=True)
 class Objectives:
@@ -48,13 +45,13 @@ class Objectives:
 
     def __post_init__(self) -> None:
         names = tuple(self.names)
-        unknown = [n for n in names if n not in KNOWN and not _is_quality(n)]
+        unknown = [n for n in names if n not in KNOWN and not is_quality_measure(n)]
         if unknown:
             raise ValueError(f"unknown objective {unknown[0]!r}; known: {', '.join(QUALITY)}, "
                              f"{CLASS_PREFIX}<class name>, {', '.join(COSTS)}")
         if len(set(names)) != len(names):
             raise ValueError(f"objectives repeat a name: {','.join(names)}")
-        if (not names or not _is_quality(names[0]) or any(_is_quality(n) for n in names[1:])
+        if (not names or not is_quality_measure(names[0]) or any(is_quality_measure(n) for n in names[1:])
                 or not 2 <= len(names) <= 3):
             raise ValueError(f"objectives must be one quality measure ({', '.join(QUALITY)} or {CLASS_PREFIX}<class>) "
                              "followed by one or two costs, e.g. dice,macs, miou,latency or dice_small,macs,memory; "

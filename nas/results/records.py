@@ -12,7 +12,7 @@ from enum import Enum
 from typing import Any, Mapping, TypeVar
 
 from nas.results.outcome import FailureKind, StopReason, TrialState, classify_legacy
-from nas.results.trial_result import CLASS_PREFIX, QUALITY_MEASURES, RecordKind, TrialResult
+from nas.results.trial_result import RecordKind, TrialResult, is_quality_measure
 
 # Numeric properties a Pareto objective may name (``nas.results.pareto.Objective``), besides
 # ``dice:<class name>`` (``is_measure``).
@@ -98,7 +98,7 @@ class TrialRecord:
     def measure(self, name: str) -> float | None:
         """A measure by name: a property of ``MEASURES`` or ``dice:<class name>``; quality measures
         only for COMPLETE trials (as ``dice``)."""
-        if name in QUALITY_MEASURES or name.startswith(CLASS_PREFIX):
+        if is_quality_measure(name):
             return self.result.quality_value(name) if self.state == TrialState.COMPLETE else None
         return getattr(self, name)
 
@@ -168,7 +168,7 @@ class TrialRecord:
 
 def is_measure(name: str) -> bool:
     """Whether ``TrialRecord.measure`` knows ``name``."""
-    return name in MEASURES or (name.startswith(CLASS_PREFIX) and len(name) > len(CLASS_PREFIX))
+    return name in MEASURES or is_quality_measure(name)
 
 
 def _value(member: Enum | None) -> Any:

@@ -41,6 +41,11 @@ QUALITY_MEASURES = {"dice": "maximize", "miou": "maximize", "dice_small": "maxim
 CLASS_PREFIX = "dice:"
 
 
+def is_quality_measure(name: str) -> bool:
+    """A quality measure name: ``QUALITY_MEASURES`` or ``dice:<class name>``."""
+    return name in QUALITY_MEASURES or (name.startswith(CLASS_PREFIX) and len(name) > len(CLASS_PREFIX))
+
+
 @dataclass(frozen=True)
 class _Type:
     """Which stored values a typed field accepts, and how they are held and written back."""
