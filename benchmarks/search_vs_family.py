@@ -23,7 +23,7 @@ running front's hypervolume first reaches the family's (same seed); for (a) with
 points left out (their compute kept), since its full front contains the family. ``--finalize`` runs
 ``nas-finalize`` on each (a) run (finalists from the searched front, family members as baselines).
 
-    # plumbing only (about 7 minutes on a busy 2-core machine):
+    # plumbing only (5-7 minutes on a busy 2-core machine):
     nice -n 10 .venv/bin/python benchmarks/search_vs_family.py --smoke --finalize --out /tmp/svf_smoke
     # the real run, on a quiet machine with >= 4 cores (3 arms side by side + the system):
     .venv/bin/python benchmarks/search_vs_family.py --seeds 0,1,2 \
@@ -455,8 +455,9 @@ def markdown(row: dict[str, Any]) -> list[str]:
         models = statistics.fmean(s["trials"][arm] for s in row["seeds"])
         reach = summary["reach"].get(arm)
         lines.append(f"| {arm} | {mean:.4f} ± {std:.4f} | {models:.1f} | {_reach(reach) if reach else '(the target)'} |")
-    lines += ["", "engine searched: (a) without its family warm-start trials' points (their compute counted); "
-                  "compute: the trials' wall seconds and trained epochs summed in trial order."]
+    lines += ["", "engine searched: (a) without its family warm-start trials' points (their compute counted); family: "
+                  "(a)'s warm-start trials plus the members its budget left queued, trained after it from their planned "
+                  "specs; compute: the trials' wall seconds and trained epochs summed in trial order."]
     lines += [f"\nseed {s['seed']} finalist stage ({s['finalize']['seconds']:.0f} s): "
               + " ".join(f"Verdict: {v}." for v in s["finalize"]["verdicts"]) for s in row["seeds"] if "finalize" in s]
     return lines

@@ -89,6 +89,10 @@ def test_seed_result_scores_every_arm_against_the_family_of_the_same_seed():
     # the family baseline (trained past the budget) is no study trial: the engine's own family trials
     # (1.3) and trial 3 (1.35) stay below the family's 1.36; trial 4 reaches it
     assert row["reach"]["engine (all trials)"]["trials"] == 5
+    table = "\n".join(bench.markdown({"dataset": "toy", "budget_s": 60.0, "reference": list(REF), "reference_note": "by hand",
+                                      "seeds": [row], "summary": bench.dataset_summary([row])}))
+    assert "| family | " in table and "(the target)" in table and "| random | " in table and "1/1 seeds reached" in table
+    assert bench.dataset_summary([row])["searched_beats_family_every_seed"]  # 1.6 > 1.36
 
 
 def test_median_over_seeds_counts_a_seed_that_never_reached_as_infinite():
