@@ -282,3 +282,29 @@ def test_study_records_take_no_dice_from_a_non_dice_first_objective(tmp_path):
         study.add_trial(optuna.trial.create_trial(values=[0.61, 1000.0], user_attrs={"metrics": {"macs": 1000}}))
         (record,) = study_records(study)
         assert record.dice == expected  # a missing Dice is filled from values[0] only when that value is Dice
+
+
+def test_predict_writes_a_k_class_volume_as_class_indices(tmp_path, capsys):
+    from nas import save_checkpoint
+    from nas.cli.predict import main
+    from nas.data.normalization import Normalization
+    from nas.deploy.volume_predict import volume_logits
+    from search_spaces.resunet import build_model
+
+    spec = ResUNetSpec(encoder_widths=(4, 8), decoder_widths=(4,), spatial_dims=3, num_classes=3)
+    torch.manual_seed(0)
+    model = build_model(spec, 1).eval()  # untrained: only the label rule and the file format are checked
+    norm = Normalization((0.5,), (0.25,))
+    folder = save_checkpoint(tmp_path / "trial_0001", model, spec, space="resunet3d", in_channels=1, out_channels=3,
+                             normalization=norm, metrics={"input_shape": [1, 1, 8, 8, 8], "threshold": None})
+    (tmp_path / "in").mkdir()
+    volume = np.random.default_rng(0).uniform(size=(10, 9, 12)).astype(np.float32)
+    np.save(tmp_path / "in" / "case.npy", volume)
+    code, out, err = call(capsys, main, "--checkpoint", folder, "--input", tmp_path / "in", "--out", tmp_path / "out",
+                          "--overlay")
+    assert code == 0, err
+    written = np.load(tmp_path / "out" / "case.npy")
+    logits = volume_logits(model, torch.from_numpy(volume)[None], normalization=norm, patch_size=8)
+    assert written.dtype == np.uint8 and written.shape == (10, 9, 12)
+    assert np.array_equal(written, labels_from_logits(logits, spatial_dims=3).numpy()[0])
+    assert (tmp_path / "out" / "case_overlay.png").is_file() and "classes 0:" in out
