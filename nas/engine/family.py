@@ -6,9 +6,10 @@ plain ``unet-16``, as the space expresses them) at the depth nnU-Net plans for t
 (``planned_depth``: the bottleneck at least 4 px, within the space's depth range), scaled uniformly
 in width to a ladder of MAC targets:
 
-* **Range.** The 10th and 90th percentile of the MACs of ``RANGE_SAMPLES`` seeded random draws of
-  the (restricted) space at the run's input shape: where the search's own trials lie. ``--max-macs``
-  caps the top.
+* **Range.** From the space's bounds at the run's input shape: the low end is the cheaper design
+  at the space's smallest depth, base width and width growth, the high end the costlier design at
+  its planned depth with the largest ones (as far as ``--fix``/``--choices`` allow): the MACs the
+  designs can take inside the space. ``--max-macs`` caps the top.
 * **Ladder.** ``rungs`` targets spaced geometrically from the bottom to the top of that range, the
   same for every design; member ``m0`` is the cheapest.
 * **Width.** Bisection over the base width (``search_spaces.family.base_widths``: two significant
@@ -31,18 +32,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from search_spaces import RandomSuggest, SearchSpace
+from search_spaces import SearchSpace
 from search_spaces.family import DESIGNS, base_widths, design_template, planned_depth, scaled, space_point, spec_params
-from search_spaces.overrides import RestrictedSuggest, Restriction, RestrictionConflict
+from search_spaces.overrides import Restriction
 
 from nas.costs.constraints import Constraints
 from nas.costs.measure import count_macs, count_params
 
 DEFAULT_RUNGS = 3
-RANGE_SAMPLES = 32
-RANGE_PERCENTILES = (10, 90)
 TOLERANCE = 0.25  # relative MACs error of a member against its target (base width >= 4)
-FAMILY_KEY = "family"  # metrics key / trial user attr: the member name of a family point
 PREFIX = "family-"
 
 
@@ -91,10 +89,6 @@ def member_name(design: str, rung: int) -> str:
     return f"{PREFIX}{design}-m{rung}"
 
 
-def is_family_name(name: str) -> bool:
-    return name == "family" or name.startswith(PREFIX)
-
-
 class MacCounter:
     """MACs of specs at one input shape, each spec counted once (bisection and ranges revisit them)."""
 
@@ -109,36 +103,20 @@ class MacCounter:
         return self._known[spec]
 
 
-def space_mac_range(space: SearchSpace, macs: MacCounter, restriction: Restriction = Restriction(),
-                    samples: int | None = None, image_size: int | None = None) -> tuple[float, float]:
-    """The 10th and 90th percentile of the MACs of ``samples`` seeded draws of the restricted space
-    (seeds 0, 1, ...; draws the restriction refuses, or too deep for ``image_size``, are skipped)."""
-    samples = samples or RANGE_SAMPLES
-    values = []
-    for seed in range(samples * 4):
-        suggest = RandomSuggest(seed)
-        try:
-            spec = space.sample_spec(RestrictedSuggest(suggest, restriction) if restriction else suggest)
-        except (RestrictionConflict, ValueError):
-            continue
-        if image_size is not None and image_size // spec.downsampling_factor < 2:
-            continue
-        values.append(macs(spec))
-        if len(values) == samples:
-            break
-    if not values:
-        raise ValueError("no architecture of the (restricted) space fits the image size")
-    values.sort()
-    low, high = (_percentile(values, p) for p in RANGE_PERCENTILES)
-    return low, high
-
-
-def _percentile(values: Sequence[float], p: float) -> float:
-    """Linear interpolation between the closest ranks (numpy's default), on sorted ``values``."""
-    position = (len(values) - 1) * p / 100
-    below = int(math.floor(position))
-    above = min(below + 1, len(values) - 1)
-    return values[below] + (values[above] - values[below]) * (position - below)
+def space_mac_range(space: SearchSpace, templates: Sequence[Any], macs: MacCounter,
+                    restriction: Restriction = Restriction()) -> tuple[float, float]:
+    """(low, high): the cheaper design at the space's smallest depth, base width and width growth,
+    and the costlier design at its planned depth with the space's largest ones, as far as the
+    (restricted) space allows: the MACs the designs can take inside the space, read from its bounds."""
+    lows, highs = [], []
+    for template in templates:
+        params = spec_params(template)
+        steps = [key for key in params if key.startswith("width_step_")]
+        for extreme, depth, found in ((0.0, 1, lows), (1e9, template.depth, highs)):
+            wanted = {**params, "depth": depth, "base_width": extreme, "width_growth": extreme,
+                      **{key: extreme for key in steps}}
+            found.append(macs(space_point(space.sample_spec, wanted, restriction)[1]))
+    return float(min(lows)), float(max(highs))
 
 
 def mac_ladder(low: float, high: float, rungs: int) -> list[int]:
@@ -199,35 +177,42 @@ def plan_family(space: SearchSpace, *, image_size: int, in_channels: int = 1, ru
                 log: Callable[[str], None] | None = None) -> list[FamilyMember]:
     """The family of a search (the rule is the module's docstring), cheapest rung first per design.
 
-    ``points`` also maps each member to the space (``nearest_point``), which a warm start needs.
+    ``points`` also maps each member to the space (``nearest_point``), which a warm start needs; a
+    member whose point is an earlier member's is then left out (a warm start would queue it twice).
     """
     macs = MacCounter(space, image_size, in_channels)
-    low, high = space_mac_range(space, macs, restriction, image_size=image_size)
+    depth_dim = {d.name: d for d in space.dimensions}.get("depth")
+    depth = planned_depth(image_size, getattr(depth_dim, "low", 3), getattr(depth_dim, "high", 6))
+    templates = {}
+    for design in designs:
+        try:
+            templates[design] = design_template(design, space.sample_spec, depth, restriction)
+        except ValueError as error:
+            if log:
+                log(f"family: {error}; left out")
+    if not templates:
+        return []
+    low, high = space_mac_range(space, list(templates.values()), macs, restriction)
     if constraints.max_macs is not None:
         high = min(high, float(constraints.max_macs))
         low = min(low, high)
     targets = mac_ladder(low, high, rungs)
-    dims = {d.name: d for d in space.dimensions}
-    depth_dim = dims.get("depth")
-    depth = planned_depth(image_size, getattr(depth_dim, "low", 3), getattr(depth_dim, "high", 6))
     members: list[FamilyMember] = []
-    for design in designs:
-        try:
-            template = design_template(design, space.sample_spec, depth, restriction)
-        except ValueError as error:
-            if log:
-                log(f"family: {error}; left out")
-            continue
-        seen = set()
+    for design, template in templates.items():
+        seen: set[Any] = set()
+        seen_points: dict[Any, str] = {}
         for rung, target in enumerate(targets):
             spec, count = fit_width(template, target, macs)
-            widths = base_widths()
-            while constraints.max_macs is not None and count > constraints.max_macs and spec.encoder_widths[0] > widths[0]:
+            name, widths, limit = member_name(design, rung), base_widths(), constraints.max_macs
+            while limit is not None and count > limit and spec.encoder_widths[0] > widths[0]:
                 spec = scaled(template, widths[bisect.bisect_left(widths, spec.encoder_widths[0]) - 1])
                 count = macs(spec)
-            name = member_name(design, rung)
             if spec in seen:
                 continue  # two targets closer than one width step: one member
+            if limit is not None and count > limit:
+                if log:
+                    log(f"family: {name} left out: {count / 1e6:.1f} MMAC > --max-macs even at base width {widths[0]}")
+                continue
             if constraints.max_params is not None:
                 params = count_params(space.build_model(spec, in_channels, 1))
                 if params > constraints.max_params:
@@ -238,6 +223,11 @@ def plan_family(space: SearchSpace, *, image_size: int, in_channels: int = 1, ru
             member = FamilyMember(name, design, rung, target, count, spec)
             if points:
                 params, point = nearest_point(space, spec, macs, restriction)
+                if point in seen_points:  # the space says two members the same way: one warm-start trial
+                    if log:
+                        log(f"family: {name} left out: the space's nearest point is that of {seen_points[point]}")
+                    continue
+                seen_points[point] = name
                 member = FamilyMember(name, design, rung, target, count, spec, params, point, macs(point))
             members.append(member)
     return members

@@ -1,11 +1,13 @@
 """The baseline family in a search run: planned once per study, then queued as the study's first
-trials (``--warm-start family``) or trained beside it as baselines (``--baselines family``), never both.
+trials (``--warm-start family``) or, without a warm start, trained beside it as baselines
+(``--baselines family``), never both.
 
 The plan (``nas.engine.family.plan_family``) is stored in the study when it is made, so a resume
-reads it back instead of planning again, and a warm start is queued only into a study that has run
-nothing else (``nas.engine.optuna_adapter.warm_start``): nothing is queued twice. The warm-start
-trials count toward ``--trials``; they are never stopped early. Members that the study already holds
-(as warm-start trials, in any state) are not trained again as baselines.
+reads it back instead of planning again. A warm start queues the members cheapest rung first, as
+many as ``--trials`` still wants, and only into a study that has run nothing but family trials
+(``nas.engine.optuna_adapter.warm_start``): nothing is queued twice, and a resume with a larger
+``--trials`` queues the rest. The warm-start trials count toward ``--trials``; they are never
+stopped early.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def study_family(plan: Any, study: Any, log: Log) -> list[FamilyMember]:
     try:
         members = plan_family(plan.space, image_size=config.image_size, in_channels=plan.data.in_channels,
                               rungs=config.family_rungs, restriction=plan.restriction, constraints=plan.constraints,
-                              log=log)
+                              points=warm_start_active(config), log=log)
     except ValueError as error:  # e.g. no architecture of the restricted space fits the image size
         log(f"family: none ({error})")
         members = []
@@ -63,23 +65,25 @@ def start_family(plan: Any, study: Any, log: Log) -> list[FamilyMember]:
             f"{'the family is trained as baselines instead' if FAMILY in config.baselines else 'no warm start'}")
     members = study_family(plan, study, log)
     if warm_start_active(config):
+        from nas.engine.optuna_adapter.study import count_finished
         from nas.engine.optuna_adapter.warm_start import enqueue_family
 
-        queued = enqueue_family(study, [member.to_dict() for member in members])
+        cheapest_first = sorted(members, key=lambda member: (member.rung, member.design))
+        queued = enqueue_family(study, [member.to_dict() for member in cheapest_first],
+                                budget=config.trials - count_finished(study))
         if queued:
-            log(f"warm start: {len(queued)} family member(s) queued as the first trials (they count toward "
-                f"--trials {config.trials})")
+            log(f"warm start: {', '.join(queued)} queued as the first trials (they count toward --trials "
+                f"{config.trials})" + (f"; {len(members) - len(queued)} member(s) beyond --trials are not run"
+                                       if len(queued) < len(members) else ""))
     return members
 
 
-def train_family_baselines(plan: Any, study: Any, members: list[FamilyMember], settings: Any, log: Log,
+def train_family_baselines(plan: Any, members: list[FamilyMember], settings: Any, log: Log,
                            on_epoch: Callable[[int, float, float], None] | None = None) -> None:
-    """``--baselines family``: train the members the study does not hold as warm-start trials."""
-    if FAMILY not in plan.config.baselines or not members:
+    """``--baselines family`` without a warm start: train the planned members as baselines (with a
+    warm start the members are study trials, and those beyond ``--trials`` are not run)."""
+    if FAMILY not in plan.config.baselines or not members or warm_start_active(plan.config):
         return
     from nas.engine.baselines import train_family
-    from nas.engine.optuna_adapter.warm_start import family_trials
 
-    in_study = family_trials(study)
-    missing = [member for member in members if member.name not in in_study]
-    train_family(missing, plan.space, plan.data, settings, plan.out, log=log, on_epoch=on_epoch)
+    train_family(members, plan.space, plan.data, settings, plan.out, log=log, on_epoch=on_epoch)

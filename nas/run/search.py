@@ -174,8 +174,11 @@ def _run(plan: Plan, study: Any) -> SearchResult:
          f"objectives {plan.objectives}, sampler {config.sampler}, early stop {config.early_stop}{rungs}, "
          f"{config.workers} worker(s), out {out}")
     _say(f"  {data.test_note or 'no test split'}; {describe_epoch(data, config.image_size, config.patches_per_epoch)}")
+    from nas.run.family import start_family
+
+    family = start_family(plan, study, _say)  # planned once per study; queued first with a warm start
     with run_log(out), sigterm_as_interrupt():  # failed trials: one line here, tracebacks in logs/search.log
-        stopped, interrupted = _search(plan, job, study, live, search)
+        stopped, interrupted = _search(plan, job, study, live, search, family)
     with sigterm_deferred() as late:  # the outputs are finished first; SIGTERM then ends the process
         result = _write_outputs(plan, study, live, stopped, interrupted)
     if late and result.status not in ("interrupted", "terminated"):
@@ -183,8 +186,10 @@ def _run(plan: Plan, study: Any) -> SearchResult:
     return result
 
 
-def _search(plan: Plan, job: Any, study: Any, live: Any, search: Any) -> tuple[str | None, str | None]:
-    """Run the trials, then the baselines; returns (why the engine stopped early, interruption or None)."""
+def _search(plan: Plan, job: Any, study: Any, live: Any, search: Any,
+            family: list[Any]) -> tuple[str | None, str | None]:
+    """Run the trials, then the baselines (presets, and the family when no warm start made it study
+    trials); returns (why the engine stopped early, interruption or None)."""
     from nas.engine.optuna_adapter.study import count_finished, recover_lost_trials, study_records
 
     config = plan.config
@@ -213,11 +218,14 @@ def _search(plan: Plan, job: Any, study: Any, live: Any, search: Any) -> tuple[s
         _say(INTERRUPTED_LINE, error=True)
     if config.baselines and interrupted is None:
         from nas.engine.baselines import train_baselines
+        from nas.run.family import train_family_baselines
+
+        def on_epoch(epoch: int, loss: float, dice: float) -> None:
+            _say(f"    epoch {epoch}/{config.epochs}  loss {loss:.3f}  val dice {dice:.3f}")
 
         try:
-            train_baselines(list(config.baselines), plan.data, job.settings, plan.out,
-                            on_epoch=lambda e, loss, dice: _say(f"    epoch {e}/{config.epochs}  loss {loss:.3f}  "
-                                                               f"val dice {dice:.3f}"))
+            train_baselines(list(config.baselines), plan.data, job.settings, plan.out, on_epoch=on_epoch)
+            train_family_baselines(plan, family, job.settings, _say, on_epoch)
         except KeyboardInterrupt as error:
             interrupted = _interruption(error)
             _say(INTERRUPTED_LINE, error=True)

@@ -74,7 +74,7 @@ def _check_settings(config: SearchConfig, out: Path) -> None:
     problem = sampler_problem(config.sampler)
     if problem:
         raise SearchError(problem)
-    for name, allowed in (("backend", ("optuna", "ray")),
+    for name, allowed in (("backend", ("optuna", "ray")), ("warm_start", ("family", "none")),
                           ("latency_engine", ("torch", "onnxruntime"))):
         if getattr(config, name) not in allowed:
             raise SearchError(f"{flag(name)} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
@@ -83,9 +83,10 @@ def _check_settings(config: SearchConfig, out: Path) -> None:
 
         try:
             for name in config.baselines:
-                get_preset(name)
+                if name != "family":  # the baseline family (nas.engine.family), not a preset
+                    get_preset(name)
         except ValueError as error:
-            raise SearchError(f"--baselines: {error}") from None
+            raise SearchError(f"--baselines: {error} (or family, or none)") from None
     problem = unwritable(out, folder=True)
     if problem:
         raise SearchError(f"--out {config.out or out}: {problem}")
@@ -154,6 +155,9 @@ def study_settings(plan: Plan) -> dict[str, Any]:
     if config.recipe_changes():
         settings["recipe"] = config.recipe_changes()
     settings.update(data_settings(plan))
+    family = config.warm_start == "family" or "family" in config.baselines
+    if family and config.family_rungs != SearchConfig.family_rungs:
+        settings["family_rungs"] = config.family_rungs  # the family is planned with the study
     early_stop = {"halving": "on", "none": "off"}.get(config.early_stop, config.early_stop)  # as before the rules
     if config.early_stop_rungs:
         settings["early_stop_rungs"] = list(config.early_stop_rungs)

@@ -168,7 +168,7 @@ def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> int | None:
     return None
 
 
-FAMILY_ATTR = "family"  # a warm-start trial's family member name (nas.engine.family.FAMILY_KEY)
+FAMILY_ATTR = "family"  # a warm-start trial's family member name (nas.results.family.FAMILY_KEY)
 FAMILY_ATTRS = (FAMILY_ATTR, "family_target_macs", "family_exact")
 
 

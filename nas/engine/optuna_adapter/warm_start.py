@@ -30,15 +30,19 @@ def family_trials(study: optuna.Study) -> dict[str, int]:
             if t.user_attrs.get(FAMILY_ATTR)}
 
 
-def enqueue_family(study: optuna.Study, plan: list[dict[str, Any]]) -> list[str]:
-    """Warm start: queue each member's space point (``params``) as the study's next trials, labelled
-    with its name. Only into a study that has run nothing else yet, and only members not queued
-    before: a resume (or a kill between two enqueues) never queues one twice. Returns the names queued."""
+def enqueue_family(study: optuna.Study, plan: list[dict[str, Any]], budget: int) -> list[str]:
+    """Warm start: queue the members' space points (``params``), in ``plan`` order, as the study's
+    next trials, labelled with their names; at most ``budget`` of them (the trials still wanted), so
+    nothing waits in the study beyond ``--trials``. Only into a study that has run nothing but family
+    trials, and only members not queued before: a resume never queues one twice, and a resume with a
+    larger ``--trials`` queues the rest. Returns the names queued."""
     trials = study.get_trials(deepcopy=False)
     if any(not t.user_attrs.get(FAMILY_ATTR) for t in trials):
         return []  # the study searched already: a warm start now would not be one
     present, queued = set(family_trials(study)), []
     for member in plan:
+        if len(queued) >= budget:
+            break
         if member["name"] in present or member.get("params") is None:
             continue
         study.enqueue_trial(dict(member["params"]), user_attrs={
