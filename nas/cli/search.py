@@ -97,9 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --backend ray: GPUs per trial, may be fractional (default 1 with CUDA, else 0)")
     engine.add_argument("--cpus-per-trial", type=_num("cpus_per_trial"), default=D.cpus_per_trial, metavar="C",
                         help="with --backend ray: CPUs per trial (default 1)")
-    parser.add_argument("--baselines", default="", metavar="PRESET[,PRESET]",
-                        help="also train these presets with the same data and recipe, as reference points "
-                             "in the report (nas-profile --list-presets names them)")
+    parser.add_argument("--baselines", default=",".join(D.baselines), metavar="family|none|PRESET[,PRESET]",
+                        help="also train these with the same data and recipe, as reference points in the report: "
+                             "family = the baseline family (resunet-standard and unet-16 scaled to the search's MAC "
+                             "range; with --warm-start family its members are study trials, nothing more is "
+                             "trained), presets by name "
+                             "(nas-profile --list-presets), e.g. family,mobile-resunet; none (default family)")
+    parser.add_argument("--warm-start", default=D.warm_start, choices=("family", "none"),
+                        help="family: queue the baseline family's points of the space as the study's first trials "
+                             "(they count toward --trials, are never stopped early; optuna backend only); none "
+                             f"(default {D.warm_start})")
+    parser.add_argument("--family-rungs", type=_num("family_rungs"), default=D.family_rungs, metavar="N",
+                        help=f"MAC targets per family design (default {D.family_rungs})")
     add_final_flags(parser.add_argument_group("the finalist stage after the trials (nas-finalize runs it alone)"),
                     finalists_default=D.finalists,
                     finalists_help="retrain at most K Pareto members (spread along the front) and the baselines "

@@ -38,6 +38,7 @@ LIMITS: dict[str, Range] = {
     "patches_per_epoch": integers(1, 10**9), "test_fraction": numbers(0, 1, high_open=True),
     "num_classes": integers(2, 256),
     "finalists": integers(0, 1000), "final_epochs": integers(1, 100_000), "final_seeds": integers(1, 100),
+    "family_rungs": integers(1, 12),
 }
 
 
@@ -76,7 +77,9 @@ class SearchConfig:
     ray_address: str | None = None
     gpus_per_trial: float | None = None  # default: 1 with CUDA, else 0
     cpus_per_trial: float = 1.0
-    baselines: tuple[str, ...] = ()
+    baselines: tuple[str, ...] = ("family",)  # presets and/or "family"; () or "none": no baselines
+    warm_start: str = "family"  # "family": the family's specs are the study's first trials; or "none"
+    family_rungs: int = 3  # MAC targets per family design (nas.engine.family)
     # the finalist stage after the trials (nas.run.finalize): 0 finalists = none
     finalists: int = 0
     final_epochs: int | None = None  # default: 3x epochs
@@ -141,7 +144,7 @@ class SearchConfig:
                 for text in value:
                     argv += [flag(item.name), text]
             elif item.name in ("baselines", "early_stop_rungs"):
-                argv += [flag(item.name), ",".join(map(str, value))]
+                argv += [flag(item.name), ",".join(map(str, value)) or "none"]
             else:
                 argv += [flag(item.name), str(value)]
         return argv
@@ -169,8 +172,10 @@ def _optional(name: str) -> bool:
 
 
 def _names(value: Any) -> tuple[str, ...]:
+    """``"family,unet-16"`` -> ``("family", "unet-16")``; ``"none"`` (or nothing) -> ``()``."""
     parts = value.split(",") if isinstance(value, str) else list(value or ())
-    return tuple(str(part).strip() for part in parts if str(part).strip())
+    names = tuple(str(part).strip() for part in parts if str(part).strip())
+    return () if names == ("none",) else names
 
 
 def _assignments(value: Any) -> tuple[str, ...]:
