@@ -9,7 +9,7 @@ import io
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from nas.io import atomic_write_bytes
 from nas.results.family import family_records
@@ -17,7 +17,7 @@ from nas.results.records import TrialRecord
 from nas.results.trial_result import CLASS_PREFIX, RecordKind
 
 from reports.fmt import KINDS, scale
-from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, ParetoFront, pareto_front
+from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, Objective, ParetoFront, pareto_front
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -178,15 +178,20 @@ def svg_text(fig: Figure, salt: str) -> str:
 
 
 def save_static_figures(source: ParetoFront | Iterable[TrialRecord], folder, *, dpi: int = 150,
-                        formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
-    """Write ``pareto_{macs,latency,params}.{png,svg}`` (atomically) into ``folder``.
+                        formats: tuple[str, ...] = ("png", "svg"), objectives: Sequence[Objective] = ()) -> list[Path]:
+    """Write ``pareto_{macs,latency,params}.{png,svg}`` (atomically) into ``folder``, and
+    ``pareto_objectives.{png,svg}`` when the search's ``objectives`` rank by another quality measure
+    than Dice (that measure vs the first cost).
 
     Each plot needs its own 2-objective front (Dice vs its x), so all are recomputed from the records.
     """
     records = list(source.records if isinstance(source, ParetoFront) else source)
     paths = []
-    for stem, (objectives, x) in STATIC_FRONTS.items():
-        fig = figure_pareto(pareto_front(records, objectives), x)
+    fronts = dict(STATIC_FRONTS)
+    if len(objectives) >= 2 and objectives[0].name != "dice":
+        fronts["pareto_objectives"] = ((objectives[0], objectives[1]), objectives[1].name)
+    for stem, (chosen, x) in fronts.items():
+        fig = figure_pareto(pareto_front(records, chosen), x)
         for fmt in formats:
             if fmt == "svg":
                 data = svg_text(fig, stem).encode("utf-8")

@@ -308,3 +308,16 @@ def test_predict_writes_a_k_class_volume_as_class_indices(tmp_path, capsys):
     assert written.dtype == np.uint8 and written.shape == (10, 9, 12)
     assert np.array_equal(written, labels_from_logits(logits, spatial_dims=3).numpy()[0])
     assert (tmp_path / "out" / "case_overlay.png").is_file() and "classes 0:" in out
+
+
+def test_static_figures_add_the_front_of_a_non_dice_objective(tmp_path):
+    from nas.results.pareto import DICE_MACS, Objective
+    from reports import save_static_figures
+
+    records = [_record(n, {"dice": 0.6, "macs": 1000 * (n + 1), "params": 10, "latency_ms": 1.0,
+                           "quality": {"val": {"dice": 0.6, "hd95": 5.0 - n}}}) for n in range(3)]
+    objectives = (Objective("hd95", "minimize"), Objective("macs", "minimize"))
+    paths = save_static_figures(records, tmp_path, formats=("svg",), objectives=objectives)
+    assert [p.name for p in paths][-1] == "pareto_objectives.svg"
+    assert "HD95 (validation, px; lower is better)" in (tmp_path / "pareto_objectives.svg").read_text()
+    assert len(save_static_figures(records, tmp_path / "d", formats=("svg",), objectives=DICE_MACS)) == 3
