@@ -173,7 +173,7 @@ def write_run_outputs(records: list[TrialRecord], run_dir: Path, *, title: str, 
     # compressed variants and baselines are drawn (own markers) but never exported to best/
     shown = (records + compressed_records(run_dir, first_number=first)
              + with_remeasured_latency(baseline_records(run_dir), run_dir))
-    save_static_figures(shown, run_dir)
+    save_static_figures(shown, run_dir, objectives=run_objectives(config))  # + pareto_objectives when not Dice
     extras = report_extras(run_dir, config, records, study=study, overlays=overlays,
                            overlay_images=overlay_images)
     best = {int(p.name.rsplit("_", 1)[-1]): f"best/{p.name}" for p in sorted((run_dir / "best").glob("trial_*"))
