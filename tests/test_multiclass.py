@@ -198,6 +198,18 @@ def test_per_class_metrics_and_confusion_by_hand():
     assert quality["miou"] == pytest.approx(((1 / 3 + 1 / 2) / 2 + 2 / 3) / 2)
 
 
+def test_class_weights_scale_the_focal_term_of_their_class():
+    target = torch.tensor([[[[0, 1], [2, 2]]]], dtype=torch.float32)
+    logits = torch.zeros(1, 3, 2, 2)
+    logits[0, 0] = 3.0  # everything predicted background: classes 1 and 2 are wrong
+    plain = float(dice_focal_loss_classes(logits, target, focal_weight=1.0))
+    heavier = dice_focal_loss_classes(logits, target, focal_weight=1.0, class_weights=torch.tensor([1.0, 1.0, 4.0]))
+    lighter = dice_focal_loss_classes(logits, target, focal_weight=1.0, class_weights=torch.tensor([4.0, 1.0, 1.0]))
+    assert float(heavier) > plain and float(lighter) == pytest.approx(plain, abs=1e-3)  # background is right: its focal term ~0
+    with pytest.raises(ValueError, match="2 class weights for 3 classes"):
+        dice_focal_loss_classes(logits, target, class_weights=torch.tensor([1.0, 2.0]))
+
+
 def test_class_loss_is_low_for_right_logits_and_respects_the_fov():
     target = torch.tensor([[[[0, 1], [2, 2]]]], dtype=torch.float32)
     right = torch.nn.functional.one_hot(target[:, 0].long(), 3).movedim(-1, 1).float() * 20 - 10
@@ -216,8 +228,8 @@ def test_k_class_trial_trains_and_stores_per_class_metrics(tmp_path):
     from search_spaces import get_space
 
     data = load_data("synthetic:classes", image_size=32, seed=0, synthetic_train=8, synthetic_val=4, synthetic_test=2)
-    settings = TrialSettings(image_size=32, train=TrainConfig(epochs=1, batch_size=4, patch_size=32,
-                                                              foreground_fraction=0.5), latency_repeats=1)
+    settings = TrialSettings(image_size=32, train=TrainConfig(epochs=1, batch_size=4, patch_size=32, foreground_fraction=0.5,
+                                                              class_weights=(0.5, 1.0, 4.0, 2.0)), latency_repeats=1)
     metrics = train_and_save(SPEC, get_space("resunet"), data, settings, tmp_path / "ckpt")
     assert metrics["num_classes"] == 4 and metrics["class_names"] == list(CLASS_NAMES)
     assert metrics["threshold"] is None and "dice_at_half" not in metrics
@@ -256,4 +268,20 @@ def test_num_classes_flag_is_checked_before_anything_is_written(tmp_path, capsys
         "nas-search: error: --num-classes 3 but synthetic:classes has 4 classes")
     code, _, err = call(capsys, main, "--num-classes", "1", "--out", tmp_path / "r")
     assert code == 2 and "--num-classes" in err.strip().splitlines()[-1]
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("data, weights, message", [
+    ("synthetic:classes", "1,2,3", "--class-weights has 3 weight(s) but the data has 4 classes "
+                                   "(background, curve, blob, region)"),
+    ("synthetic", "1,2", "--class-weights has 2 weight(s) but the data has 2 classes (binary: no class weights)"),
+    ("synthetic", "1,-2", "--class-weights must be finite positive numbers, got '1,-2'"),
+])
+def test_class_weights_flag_must_fit_the_data(tmp_path, capsys, data, weights, message):
+    from conftest import call
+
+    from nas.cli.search import main
+
+    code, _, err = call(capsys, main, "--data", data, "--class-weights", weights, "--out", tmp_path / "r")
+    assert code == 2 and err.strip().splitlines()[-1] == f"nas-search: error: {message}"
     assert not (tmp_path / "r").exists()

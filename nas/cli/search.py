@@ -169,6 +169,9 @@ def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-classes", type=_num("num_classes"), default=D.num_classes, metavar="K",
                        help="classes of label-map masks, background (0) included: 2 = binary, K >= 3 = masks holding "
                             "0..K-1 (default: found from the data or its classes.json)")
+    group.add_argument("--class-weights", default="", metavar="W0,W1,...",
+                       help="label maps: weight of each class (background first) in the focal loss, one per class, "
+                            "e.g. 0.5,1,4,2 (default: all 1)")
     group.add_argument("--patches-per-epoch", type=_num("patches_per_epoch"), default=D.patches_per_epoch,
                        metavar="N", help="training patches per epoch (default: the training images' area once, "
                                          "at least one patch per image)")

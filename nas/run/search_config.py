@@ -88,6 +88,7 @@ class SearchConfig:
     val_fraction: float = DEFAULT_VAL_FRACTION
     test_fraction: float | None = None  # folder without test/: None = 0.2 from 10 images on, else none
     num_classes: int | None = None  # classes of label-map masks, background included; None = found from the data
+    class_weights: tuple[float, ...] = ()  # label maps: focal-loss weight per class (K values, "1,2,4"); () = none
     patches_per_epoch: int | None = None  # default: the training images' area once (at least one per image)
     lr: float = _RECIPE.lr
     warmup_fraction: float = _RECIPE.warmup_fraction
@@ -115,7 +116,8 @@ class SearchConfig:
     def __post_init__(self) -> None:
         normal = {"baselines": _names(self.baselines), "fix": _assignments(self.fix),
                   "choices": _assignments(self.choices), "early_stop": _rule(self.early_stop),
-                  "max_params": _count("max_params", self.max_params), "max_macs": _count("max_macs", self.max_macs)}
+                  "max_params": _count("max_params", self.max_params), "max_macs": _count("max_macs", self.max_macs),
+                  "class_weights": _weights(self.class_weights)}
         for name, value in normal.items():
             object.__setattr__(self, name, value)
         for name, limits in LIMITS.items():
@@ -143,6 +145,8 @@ class SearchConfig:
             elif item.name in ("fix", "choices"):
                 for text in value:
                     argv += [flag(item.name), text]
+            elif item.name == "class_weights":
+                argv += [flag(item.name), ",".join(f"{w:g}" for w in value)]
             elif item.name in ("baselines", "early_stop_rungs"):
                 argv += [flag(item.name), ",".join(map(str, value)) or "none"]
             else:
@@ -152,6 +156,7 @@ class SearchConfig:
     def recipe(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, patch_size=self.image_size,
                            seed=self.seed, device=self.device, patches_per_epoch=self.patches_per_epoch,
+                           class_weights=self.class_weights or None,
                            **{name: getattr(self, name) for name in RECIPE_FIELDS})
 
     def recipe_changes(self) -> dict[str, Any]:
@@ -160,7 +165,23 @@ class SearchConfig:
                    if getattr(self, name) != getattr(_RECIPE, name)}
         if self.val_fraction != DEFAULT_VAL_FRACTION:
             changed["val_fraction"] = self.val_fraction
+        if self.class_weights:
+            changed["class_weights"] = list(self.class_weights)
         return changed
+
+
+def _weights(value: Any) -> tuple[float, ...]:
+    """``"1,2,4"`` (or numbers) -> ``(1.0, 2.0, 4.0)``: finite and positive, else a ``SearchError``."""
+    import math
+
+    parts = value.split(",") if isinstance(value, str) else list(value or ())
+    try:
+        weights = tuple(float(str(part).strip()) for part in parts if str(part).strip())
+    except ValueError:
+        raise SearchError(f"--class-weights takes numbers like 1,2,4 (one per class), got {value!r}") from None
+    if any(not math.isfinite(w) or w <= 0 for w in weights):
+        raise SearchError(f"--class-weights must be finite positive numbers, got {value!r}")
+    return weights
 
 
 def _default(item: Any) -> Any:

@@ -128,6 +128,10 @@ def prepare(config: SearchConfig) -> Plan:
                          num_classes=config.num_classes)
     except DataError as error:
         raise SearchError(str(error)) from None
+    if config.class_weights and (data.num_classes == 2 or len(config.class_weights) != data.num_classes):
+        raise SearchError(f"--class-weights has {len(config.class_weights)} weight(s) but the data has "
+                          f"{data.num_classes} classes" + (" (binary: no class weights)" if data.num_classes == 2 else
+                                                           f" ({', '.join(data.class_names)})"))
     try:
         Objectives.parse(config.objectives).check_data(data)  # dice:<class>, dice_small: scorable on this data?
     except ValueError as error:

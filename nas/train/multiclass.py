@@ -34,6 +34,8 @@ def dice_focal_loss_classes(logits: torch.Tensor, target: torch.Tensor, gamma: f
     log_p_t = log_prob.gather(1, labels[:, None])  # (B, 1, *S)
     focal_map = -(1 - log_p_t.exp()) ** gamma * log_p_t
     if class_weights is not None:
+        if class_weights.numel() != classes:
+            raise ValueError(f"{class_weights.numel()} class weights for {classes} classes")
         focal_map = focal_map * class_weights.to(focal_map)[labels][:, None]
     if weight is not None:
         prob, one_hot, focal_map = prob * weight, one_hot * weight, focal_map * weight

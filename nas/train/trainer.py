@@ -60,6 +60,7 @@ class TrainConfig:
     deterministic: bool = False  # CUDA: deterministic cuDNN kernels instead of benchmarked ones
     sliding_window_above: int = 1024  # validate images with a side above this by sliding windows
     sliding_window_overlap: float = 0.5
+    class_weights: tuple[float, ...] | None = None  # label maps: per-class weight of the focal term (K values)
 
 
 @dataclass
@@ -92,14 +93,19 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
-                    focal_weight: float = 1.0, weight: torch.Tensor | None = None) -> torch.Tensor:
+                    focal_weight: float = 1.0, weight: torch.Tensor | None = None,
+                    class_weights: Any = None) -> torch.Tensor:
     """Soft Dice (per image, foreground) + focal loss; both favour thin and small structures.
 
     ``weight`` (same shape, {0, 1}): pixels outside the FOV count for nothing in either term. Logits
-    with K > 1 channels (a label-map model) go to ``nas.train.multiclass.dice_focal_loss_classes``.
+    with K > 1 channels (a label-map model) go to ``nas.train.multiclass.dice_focal_loss_classes``
+    (with ``class_weights``, K values; the binary loss takes none).
     """
     if logits.shape[1] > 1:
-        return dice_focal_loss_classes(logits, target, gamma, focal_weight, weight)
+        weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        return dice_focal_loss_classes(logits, target, gamma, focal_weight, weight, weights)
+    if class_weights is not None:
+        raise ValueError("class weights need a label-map model (K >= 3 output channels)")
     logits = logits.float()
     prob = torch.sigmoid(logits)  # (B, 1, *S)
     dims = tuple(range(1, logits.dim()))
@@ -269,9 +275,10 @@ def _forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fov: torch
         logits, aux = model.forward_with_aux(x)  # (B, 1, *P), [(B, 1, *P), ...]
     else:
         logits, aux = model(x), []  # (B, 1, *P)
-    loss = dice_focal_loss(logits, y, config.focal_gamma, config.focal_weight, fov)
+    loss = dice_focal_loss(logits, y, config.focal_gamma, config.focal_weight, fov, config.class_weights)
     for extra in aux:
-        loss = loss + config.aux_weight * dice_focal_loss(extra, y, config.focal_gamma, config.focal_weight, fov)
+        loss = loss + config.aux_weight * dice_focal_loss(extra, y, config.focal_gamma, config.focal_weight, fov,
+                                                          config.class_weights)
     if extra_loss is not None:
         loss = loss + extra_loss(x, logits)
     return loss
