@@ -131,7 +131,7 @@ def test_nas_search_runs_the_finalist_stage_after_its_trials(tmp_path, capsys):
            "deep_supervision": False}
     result = nas.run_search(nas.SearchConfig(trials=1, epochs=1, image_size=32, device="cpu", early_stop=False,
                                              fix=fix, out=tmp_path / "run", finalists=1, final_seeds=1,
-                                             final_epochs=2))
+                                             final_epochs=2, baselines="none", warm_start="none"))
     out = capsys.readouterr().out
     assert result.status == "completed"
     assert "test: 32 generated images" in out and "epoch: 96 patches of 32 px" in out
