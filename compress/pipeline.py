@@ -53,6 +53,9 @@ DICE_DEFINITIONS = {False: "foreground, per image, mean over the validation imag
                           "then the mean over the classes; argmax"}
 
 
+CLASS_KEYS = ("num_classes", "class_names", "class_colours")  # what nas-predict and the card name the labels by
+
+
 def mean_dice(model: torch.nn.Module, data: SegmentationData, config: TrainConfig) -> float:
     """The Dice the trainer ranks epochs by (binary: images with foreground; K classes: class mean)."""
     return validation_dice(model, data, torch.device("cpu"), config)
@@ -139,6 +142,7 @@ def compress_checkpoint(folder: str | Path, data: SegmentationData, out_dir: str
                 "epoch_dice": result.epoch_dice if result else [],
                 "best_epoch": result.best_epoch if result else None,
                 **costs.to_dict(), "seconds": time.perf_counter() - started,
+                **{key: info.metrics[key] for key in CLASS_KEYS if key in info.metrics},  # the parent's classes
             })
             entry = {"name": name, "parent": folder.name, "kept": kept, "spec": new_spec.to_dict(),
                      "checkpoint": None, "metrics": metrics}

@@ -189,6 +189,9 @@ def test_pruning_distillation_and_int8_of_a_k_class_model_gate_on_mean_class_dic
     assert metrics["dice"] == pytest.approx(class_mean(model))
     assert metrics["dice_drop_points"] == pytest.approx(100 * (metrics["parent_dice"] - metrics["dice"]))
     assert "per class the mean" in metrics["dice_definition"]
+    stored = json.loads((folder / "metrics.json").read_text())
+    assert stored["class_names"] == list(CLASS_NAMES) and stored["class_colours"] == \
+        json.loads((checkpoint / "metrics.json").read_text())["class_colours"]
     int8 = metrics["quantization"]["precisions"]["int8"]
     assert int8["error"] is None and 0.0 <= int8["dice"] <= 1.0 and int8["agreement_with_fp32"] > 0.9
     assert metrics["quantization"]["precisions"]["fp32"]["dice"] == pytest.approx(metrics["dice"], abs=1e-6)
