@@ -92,8 +92,6 @@ def _bar(width_em: float, colour: Any) -> str:
     return f'<span class="bar" style="width:{width_em:.2f}em;background:{_css_colour(colour)}"></span>'
 
 
-
-
 def class_bars(record: TrialRecord) -> str:
     """Per-class validation Dice and IoU of a K-class model as bars in the class colours ('' when binary)."""
     quality = record.result.quality
