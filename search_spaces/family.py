@@ -124,13 +124,15 @@ def space_point(sample_spec: Callable[[Any], Any], params: dict[str, Any],
 
 
 WIDTH_KEYS = ("depth", "base_width", "width_mode", "width_growth", *(f"width_step_{i}" for i in range(1, 8)))
+FOLLOWED = ("norm", "activation", "dropout")  # a restriction may change these: the design stays itself
 
 
 def design_template(design: str, sample_spec: Callable[[Any], Any], depth: int,
                     restriction: Restriction = Restriction()) -> ResUNetSpec:
     """The design's preset as the space expresses it (e.g. bilinear up-sampling -> bilinear + 1x1 conv),
-    at ``depth`` (a fixed depth wins); ``scaled`` then sets its widths. ``ValueError`` when the
-    restriction changes what makes the design (its block, fusion, sampling, ...): it is not that design."""
+    at ``depth`` (a fixed depth wins); ``scaled`` then sets its widths. The restriction's norm,
+    activation and dropout are followed; ``ValueError`` when it changes what makes the design (its
+    block, fusion, sampling, attention, ...): that is not the design any more."""
     preset = get_preset(DESIGNS[design])
     params = spec_params(scaled(preset.spec, preset.spec.encoder_widths[0], depth))
     try:
@@ -139,7 +141,7 @@ def design_template(design: str, sample_spec: Callable[[Any], Any], depth: int,
     except (RestrictionConflict, ValueError) as error:
         raise ValueError(f"the {design} family does not fit the restriction: {error}") from None
     wanted, got = spec_params(free), spec_params(spec)
-    changed = sorted(key for key in wanted if key not in WIDTH_KEYS and wanted[key] != got.get(key))
+    changed = sorted(key for key in wanted if key not in (*WIDTH_KEYS, *FOLLOWED) and wanted[key] != got.get(key))
     if changed:
         raise ValueError(f"the {design} family does not fit the restriction: it changes its "
                          + ", ".join(f"{key} {wanted[key]} -> {got.get(key)}" for key in changed))

@@ -47,6 +47,9 @@ def study_family(plan: Any, study: Any, log: Log) -> list[FamilyMember]:
         log(f"family: none ({error})")
         members = []
     store_family_plan(study, [member.to_dict() for member in members])
+    if not members:
+        log("family: no member fits this run (no baseline family, no warm start)")
+        return members
     log(f"family: {len(members)} member(s), uniform width scalings of {', '.join(sorted({m.preset for m in members}))} "
         f"to MAC targets across the space's range (docs/family.md):")
     for member in members:
