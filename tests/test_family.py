@@ -198,6 +198,18 @@ def test_none_and_none_plan_nothing_and_train_nothing(tmp_path):
     assert start_family(plan, None, print) == []  # the study (None here) is never touched
     train_family_baselines(plan, [], None, print)
     assert not family_wanted(nas.SearchConfig(baselines="unet-16", warm_start="none"))
+    both = nas.SearchConfig(baselines="family,unet-16", warm_start="none")
+    assert both.baselines == ("family", "unet-16") and family_wanted(both)
+    from nas.cli.search import build_parser, config_from_args
+
+    assert config_from_args(build_parser().parse_args(["--baselines", "none"])).baselines == ()
+    assert config_from_args(build_parser().parse_args([])).baselines == ("family",)
+    from nas.run.search_plan import _check_settings
+
+    with pytest.raises(nas.SearchError, match="unknown preset 'unet-17'.*\\(or family, or none\\)"):
+        _check_settings(nas.SearchConfig(baselines="family,unet-17"), tmp_path / "run")
+    with pytest.raises(nas.SearchError, match="--warm-start must be one of family, none"):
+        _check_settings(nas.SearchConfig(warm_start="presets"), tmp_path / "run")
     assert warm_start_active(nas.SearchConfig()) and not warm_start_active(nas.SearchConfig(backend="ray"))
 
 
