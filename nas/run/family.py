@@ -18,7 +18,6 @@ from nas.engine.family import FamilyMember, describe, plan_family
 from nas.run.search_config import SearchConfig
 
 Log = Callable[[str], None]
-WARM_START = ("family", "none")
 
 
 def family_wanted(config: SearchConfig) -> bool:
@@ -39,16 +38,16 @@ def study_family(plan: Any, study: Any, log: Log) -> list[FamilyMember]:
     if stored is not None:
         return [FamilyMember.from_dict(entry, plan.space) for entry in stored]
     config = plan.config
+    why = ""
     try:
         members = plan_family(plan.space, image_size=config.image_size, in_channels=plan.data.in_channels,
                               rungs=config.family_rungs, restriction=plan.restriction, constraints=plan.constraints,
                               points=warm_start_active(config), log=log)
-    except ValueError as error:  # e.g. no architecture of the restricted space fits the image size
-        log(f"family: none ({error})")
-        members = []
+    except ValueError as error:  # a space the planner cannot read: the search runs without a family
+        members, why = [], f": {error}"
     store_family_plan(study, [member.to_dict() for member in members])
     if not members:
-        log("family: no member fits this run (no baseline family, no warm start)")
+        log(f"family: no member fits this run (no baseline family, no warm start){why}")
         return members
     log(f"family: {len(members)} member(s), uniform width scalings of {', '.join(sorted({m.preset for m in members}))} "
         f"to MAC targets across the space's range (docs/family.md):")
