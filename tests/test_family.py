@@ -92,6 +92,9 @@ def test_a_restriction_that_changes_the_design_leaves_it_out_and_depth_follows_a
     assert unet.depth == 3 and unet.block == "plain"
     params, spec = space_point(SPACE.sample_spec, spec_params(scaled(unet, 4)), restriction)
     assert "depth" not in params and "block" not in params and spec.encoder_widths[0] == 8  # fixed, and clamped
+    deep = make_restriction(SPACE.dimensions, {"depth": 5}, {})
+    lines = []
+    assert plan_family(SPACE, image_size=16, restriction=deep, log=lines.append) == [] and len(lines) == 2
     followed = make_restriction(SPACE.dimensions, {"norm": "group", "activation": "gelu"}, {})
     assert design_template("resunet", SPACE.sample_spec, 5, followed).norm == "group"  # still the design
 

@@ -190,6 +190,12 @@ def plan_family(space: SearchSpace, *, image_size: int, in_channels: int = 1, ru
         except ValueError as error:
             if log:
                 log(f"family: {error}; left out")
+    for design, template in list(templates.items()):
+        if image_size // template.downsampling_factor < 2:  # as the trial policy refuses it
+            del templates[design]
+            if log:
+                log(f"family: the {design} family at depth {template.depth} halves {image_size} px "
+                    "under 2 px; left out")
     if not templates:
         return []
     low, high = space_mac_range(space, list(templates.values()), macs, restriction)
