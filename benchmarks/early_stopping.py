@@ -123,16 +123,17 @@ class Replay:
 
 
 def replay(order: list[Curve], policy: RungPolicy | None, epochs: int, budget: float, unit: str,
-           pool_front: set[int]) -> Replay:
-    """Walk the trials in ``order`` under ``policy`` until ``budget`` (epochs or seconds) is spent."""
+           pool_front: set[int], finish: int | None = None) -> Replay:
+    """Walk the trials in ``order`` under ``policy`` until ``budget`` (epochs or seconds) is spent, or
+    until ``finish`` trials finished (how ``--trials`` ends a search)."""
     reached: dict[int, list[RungPoint]] = {}  # rung -> the earlier trials that reached it
     used, finished, stopped, lost, started = 0.0, [], 0, 0, 0
     for curve in order:
-        if used >= budget:
+        if used >= budget or (finish is not None and len(finished) >= finish):
             break
         started += 1
         per_epoch = 1.0 if unit == "epochs" else curve.seconds / len(curve.dice)
-        ran, done = 0, True
+        ran, done, stopped_here = 0, True, False
         for epoch in range(1, epochs + 1):
             if used + per_epoch > budget + 1e-9:  # the budget ends inside this trial: it does not finish
                 done = False
@@ -144,12 +145,14 @@ def replay(order: list[Curve], policy: RungPolicy | None, epochs: int, budget: f
                 reason = rung_verdict(policy, epoch, curve.dice[:epoch], curve.costs, peers)
                 reached.setdefault(epoch, []).append(RungPoint(curve.number, rung_dice(curve.dice, epoch), curve.costs))
                 if reason is not None:
-                    done = False
+                    done, stopped_here = False, True
                     stopped += 1
                     lost += curve.number in pool_front
                     break
         if done and ran == epochs:
             finished.append(curve)
+        elif not done and stopped_here is False:
+            break  # the budget ended inside this trial: the search is over
     hv = hypervolume([(c.final, c.macs) for c in finished])
     return Replay(hv, used, started, len(finished), stopped, lost)
 
@@ -174,6 +177,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20, help="random trial orders replayed per rule")
     parser.add_argument("--budgets", default="0.5,0.75", help="budgets as shares of what training every trial fully costs")
     parser.add_argument("--unit", choices=("epochs", "seconds"), default="epochs")
+    parser.add_argument("--finish", type=int, default=12, help="(iii): replay until this many trials finished")
     args = parser.parse_args()
 
     curves, epochs = [], None
@@ -203,24 +207,41 @@ def main() -> None:
         print(f"\n## (ii) replay at a budget of {budget:.0f} {args.unit} ({share:.0%} of training all "
               f"{len(curves)} trials fully), {args.seeds} trial orders\n")
         print("| rule | hypervolume: median [min, max] mean ± sd | vs none (median of paired differences) | "
-              f"wins-losses vs none | {args.unit} used (median) | trials started / finished / stopped (median) | "
+              f"wins-losses vs none | vs today (median difference, wins-losses) | {args.unit} used (median) | trials started / finished / stopped (median) | "
               "wrong stops (front trials stopped, all orders) |")
-        print("|---|---|---:|---:|---:|---|---:|")
+        print("|---|---|---:|---:|---|---:|---|---:|")
         results = {}
         for name, (rule, rungs) in ARMS.items():
             policy = early_stop_policy(rule, epochs, rungs)
             results[name] = [replay([curves[i] for i in order], policy, epochs, budget, args.unit, pool_front)
                              for order in orders]
-        base = [r.hypervolume for r in results["none"]]
+        base, today = ([r.hypervolume for r in results[k]] for k in ("none", "halving 1,3,9 (today)"))
         for name, runs in results.items():
             hv = [r.hypervolume for r in runs]
             diffs = [a - b for a, b in zip(hv, base)]
             wins = sum(d > 1e-12 for d in diffs)
             losses = sum(d < -1e-12 for d in diffs)
+            versus = [a - b for a, b in zip(hv, today)]
             print(f"| {name} | {spread(hv)} | {statistics.median(diffs):+.3f} | {wins}-{losses} | "
+                  f"{statistics.median(versus):+.3f}, {sum(d > 1e-12 for d in versus)}-{sum(d < -1e-12 for d in versus)} | "
                   f"{statistics.median(r.used for r in runs):.0f} | "
                   f"{statistics.median(r.started for r in runs):.0f} / {statistics.median(r.finished for r in runs):.0f}"
                   f" / {statistics.median(r.stopped for r in runs):.0f} | {sum(r.lost_front for r in runs)} |")
+
+    target = args.finish
+    print(f"\n## (iii) until {target} trials finished (how --trials ends a search), {args.seeds} trial orders\n")
+    print(f"| rule | {args.unit} used: median [min, max] | vs today | hypervolume median [min, max] | "
+          "orders that ran out of trials |\n|---|---|---:|---|---:|")
+    today = None
+    for name, (rule, rungs) in ARMS.items():
+        runs = [replay([curves[i] for i in order], early_stop_policy(rule, epochs, rungs), epochs, math.inf,
+                       args.unit, pool_front, finish=target) for order in orders]
+        used = [r.used for r in runs]
+        today = today or statistics.median(used)
+        short = sum(r.finished < target for r in runs)
+        print(f"| {name} | {statistics.median(used):.0f} [{min(used):.0f}, {max(used):.0f}] | "
+              f"{statistics.median(used) / today:.2f}x | {statistics.median(r.hypervolume for r in runs):.3f} "
+              f"[{min(r.hypervolume for r in runs):.3f}, {max(r.hypervolume for r in runs):.3f}] | {short} |")
 
 
 if __name__ == "__main__":
