@@ -106,7 +106,14 @@ def arm_row(out: Path, quality: str, levels) -> dict:
             "test": small_stratum(splits) | {"overall_dice": (splits.get("test") or {}).get("dice")},
             "front": [{"trial": r.number, "macs": r.macs, "detected": d} for r, (_, d) in zip(members, points)],
             "best_detected_under": best_under(points, levels),
-            "finished": sum(1 for r in records if r.measure(quality) is not None)}
+            "finished": sum(1 for r in records if r.measure(quality) is not None),
+            "specs": sorted(json.dumps(r.spec, sort_keys=True) for r in records if r.measure(quality) is not None)}
+
+
+def shared(a: dict, b: dict) -> int:
+    """How many finished architectures two arms have in common: with few trials the sampler's random
+    start gives both arms the same candidates, and only the pick by objective differs."""
+    return len(set(a["specs"]) & set(b["specs"]))
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -138,12 +145,14 @@ def markdown(result: dict, levels) -> list[str]:
         lines += ["**`dice_small,macs` vs `dice,macs`** (default synthetic; the deployed model = the front's best "
                   "by the run's own quality objective; TEST split)", "",
                   "| seed | objective | trials done | trial | MMAC | test small Dice | test small detected | "
-                  "small objects | test Dice |", "|---|---|---|---|---|---|---|---|---|"]
+                  "small objects | test Dice | architectures shared by the arms |", "|---|---|---|---|---|---|---|---|---|---|"]
         for key, row in sorted(runs.items()):
             seed, arm = key.split("/")
-            t = row["test"]
+            t, pair = row["test"], [runs.get(f"{seed}/{a}") for a in ARMS]
+            common = shared(*pair) if all(pair) else "n/a"
             lines.append(f"| {seed} | {arm},macs | {row['finished']} | {row['trial']} | {row['macs'] / 1e6:.2f} | "
-                         f"{_fmt(t['dice'])} | {_fmt(t['detected'])} | {t['count']} | {_fmt(t['overall_dice'])} |")
+                         f"{_fmt(t['dice'])} | {_fmt(t['detected'])} | {t['count']} | {_fmt(t['overall_dice'])} | "
+                         f"{common} |")
         lines += ["", "Over seeds (mean ± std (min..max)):", "",
                   "| objective | test small Dice | test small detected | test Dice | MMAC |", "|---|---|---|---|---|"]
         for arm in ARMS:

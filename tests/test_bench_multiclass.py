@@ -31,3 +31,10 @@ def test_spread_over_seeds_skips_misses():
     assert bench.spread([None, None]) == "n/a"
     assert bench.spread([0.5]) == "0.500 ± 0.000 (0.500..0.500)"
     assert bench.spread([0.2, None, 0.4]) == "0.300 ± 0.141 (0.200..0.400)"
+
+
+def test_shared_architectures_between_arms():
+    a = {"specs": ['{"depth": 3}', '{"depth": 4}']}
+    b = {"specs": ['{"depth": 4}', '{"depth": 5}']}
+    assert bench.shared(a, b) == 1
+    assert bench.shared(a, a) == 2
