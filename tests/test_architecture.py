@@ -114,7 +114,9 @@ def test_every_other_contract_bites(tree_copy):
 
 
 def _modules() -> list[str]:
-    return sorted(str(p.relative_to(ROOT)) for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
+    """The packages' modules, and the benchmark scripts with their parts' packages (same standard)."""
+    return sorted(str(p.relative_to(ROOT)) for package in (*PACKAGES, "benchmarks")
+                  for p in (ROOT / package).rglob("*.py"))
 
 
 @pytest.mark.parametrize("module", [pytest.param(m, marks=_pending(PENDING_SIZES, m)) for m in _modules()])
