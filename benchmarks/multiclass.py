@@ -9,7 +9,8 @@ objective (the best front member by its quality measure) is scored from the stor
 small-object Dice and detection rate (``quality.test.size_strata.small``), overall Dice, MACs. Plus, per
 front, the best small-object detection at or under MAC levels.
 
-    .venv/bin/python benchmarks/multiclass.py                                  # what RESULTS.md records
+    .venv/bin/python benchmarks/multiclass.py --timeout 480                     # 6 trials (RESULTS.md)
+    .venv/bin/python benchmarks/multiclass.py --parts small --trials 24        # resumes the same studies to 24
     .venv/bin/python benchmarks/multiclass.py --trials 2 --epochs 1 --seeds 0 --out /tmp/mc   # plumbing
     .venv/bin/python benchmarks/multiclass.py --reuse                           # re-read finished runs
 
