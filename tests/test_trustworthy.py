@@ -10,7 +10,7 @@ import torch
 
 from nas.data.loading import SegmentationData, load_data
 from nas.data.normalization import Normalization
-from nas.data.patches import describe_epoch, epoch_patches
+from nas.data.patches import describe_epoch, describe_foreground, epoch_patches, foreground_share
 from nas.data.splits import carve
 from nas.results import finalists as stats
 from nas.results.pareto import DICE_MACS, pareto_front
@@ -43,6 +43,23 @@ def test_an_epoch_shows_the_training_area_once_at_least_one_patch_per_image():
     assert epoch_patches(volumes, 8) == math.ceil(2 * 8 * 16 * 16 / 8 ** 3)
     assert "15 patches of 32 px" in describe_epoch(data, 32) and "14,600 px" in describe_epoch(data, 32)
     assert describe_epoch(data, 32, 7) == "epoch: 7 patch(es) (--patches-per-epoch)"
+
+
+def test_the_header_says_how_sparse_the_foreground_is_counting_only_inside_the_fov():
+    mask = torch.zeros(1, 10, 10)
+    mask[0, :1, :] = 1  # 10 of 100 px
+    fov = torch.zeros(1, 10, 10)
+    fov[0, :5, :] = 1  # 10 of the 50 px inside the FOV
+    data = _data([(10, 10)])
+    sparse = dataclasses.replace(data, train_masks=[mask])
+    assert foreground_share(sparse) == pytest.approx(0.1)
+    assert "10.0% of training pixels" in describe_foreground(sparse, 0.0)
+    assert "consider --foreground-fraction" in describe_foreground(sparse, 0.0)
+    assert "consider" not in describe_foreground(sparse, 0.5)  # the user chose already
+    dense = dataclasses.replace(sparse, train_fovs=[fov])
+    assert foreground_share(dense) == pytest.approx(0.2) and "consider" not in describe_foreground(dense, 0.0)
+    labels = dataclasses.replace(data, train_masks=[mask * 3])  # a label map: any class > 0 is foreground
+    assert foreground_share(labels) == pytest.approx(0.1)
 
 
 def test_the_default_synthetic_task_keeps_one_patch_per_image_and_its_study_settings(tmp_path):

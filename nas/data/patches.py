@@ -51,6 +51,32 @@ def describe_epoch(data: SegmentationData, patch_size: int, override: int | None
             "once (at least one patch per image; --patches-per-epoch overrides)")
 
 
+SPARSE_FOREGROUND = 0.2  # below this share of foreground training pixels the header suggests centring patches
+
+
+def foreground_share(data: SegmentationData) -> float:
+    """Foreground (label > 0) pixels over all training pixels, inside the FOV where there is one."""
+    fovs = data.train_fovs or [None] * len(data.train_masks)
+    inside = [mask > 0 if fov is None else (mask > 0) & (fov > 0) for mask, fov in zip(data.train_masks, fovs)]
+    total = sum(int(fov.sum()) if fov is not None else mask.numel() for mask, fov in zip(data.train_masks, fovs))
+    return sum(int(part.sum()) for part in inside) / max(total, 1)
+
+
+def describe_foreground(data: SegmentationData, foreground_fraction: float) -> str:
+    """One line for the run header: how sparse the foreground is and how patches are placed.
+
+    Uniform patches of sparse data are mostly background; on the CVC polyp sample centring half of
+    them on foreground raised test Dice (benchmarks/RESULTS.md, "Recipe defaults"). The default stays
+    uniform (the synthetic default task keeps its front), so the header says when to change it.
+    """
+    share = foreground_share(data)
+    line = f"foreground: {share:.1%} of training pixels; {foreground_fraction:g} of patches centred on it"
+    if foreground_fraction == 0 and share < SPARSE_FOREGROUND:
+        line += (f" (sparse: under {SPARSE_FOREGROUND:.0%}; consider --foreground-fraction 0.5, "
+                 "which helped on sparse real data: benchmarks/RESULTS.md)")
+    return line
+
+
 def iterate_train_batches(
     data: SegmentationData,
     *,

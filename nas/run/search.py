@@ -136,7 +136,7 @@ def _run(plan: Plan, study: Any) -> SearchResult:
     from nas.engine.optuna_adapter.search import search
     from nas.engine.run_log import run_log
     from nas.engine.optuna_adapter.study import count_finished, recover_lost_trials
-    from nas.data.patches import describe_epoch
+    from nas.data.patches import describe_epoch, describe_foreground
     from nas.engine.trial import TrialSettings
     from nas.train.trainer import resolve_device
 
@@ -174,6 +174,7 @@ def _run(plan: Plan, study: Any) -> SearchResult:
          f"objectives {plan.objectives}, sampler {config.sampler}, early stop {config.early_stop}{rungs}, "
          f"{config.workers} worker(s), out {out}")
     _say(f"  {data.test_note or 'no test split'}; {describe_epoch(data, config.image_size, config.patches_per_epoch)}")
+    _say(f"  {describe_foreground(data, config.foreground_fraction)}")
     from nas.run.family import start_family
 
     family = start_family(plan, study, _say)  # planned once per study; queued first with a warm start
