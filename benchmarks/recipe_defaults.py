@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from nas.data.loading import load_data
+from nas.data.patches import foreground_share
 from nas.engine.trial import assess
 from nas.train.trainer import TrainConfig, train_model
 from search_spaces import get_space
@@ -79,13 +80,6 @@ def table(name: str, data, rows: list[dict]) -> list[str]:
         lines.append(f"| {arm} | {statistics.fmean(values):.3f} ± {spread:.3f} | "
                      f"{', '.join(f'{v:.3f}' for v in values)} | {delta} |")
     return lines
-
-
-def foreground_share(data) -> float:
-    """Foreground pixels / all pixels of the training masks (inside the FOV where there is one)."""
-    fg = sum(float(m.sum()) for m in data.train_masks)
-    total = sum(float(f.sum()) for f in data.train_fovs) if data.train_fovs else sum(m.numel() for m in data.train_masks)
-    return fg / total
 
 
 def main(argv: list[str] | None = None) -> int:
