@@ -48,7 +48,7 @@ from pathlib import Path
 if str(Path(__file__).resolve().parent) not in sys.path:  # the parts' package sits next to this script
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from search_vs_family_parts.arms import DATASETS
+from search_vs_family_parts.arms import ARM_FLAGS, DATASETS, SEARCHED
 from search_vs_family_parts.fronts import (Step, dataset_summary, family_points, hypervolume, median_reach, reach,
                                            seed_result, steps)
 from search_vs_family_parts.moasha import MoashaPort, moasha_scheduler, moasha_search
@@ -63,6 +63,10 @@ __all__ = ["DATASETS", "GOALS", "MoashaPort", "Step", "budgets", "dataset", "dat
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--arms", default=",".join(SEARCHED), help=f"searching arms, side by side: {', '.join(ARM_FLAGS)} "
+                        "(gp: (a) with --sampler gp; compact: (a) with --config compact; full: (a) again, the "
+                        "control of a variant run in another invocation)")
+    parser.add_argument("--family-rungs", type=int, default=3, help="nas-search's, for every arm with the family")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated search seeds")
     parser.add_argument("--budget-s", default="600", help="wall seconds of each arm (--timeout): one number, "
                         "and/or DATASET=SECONDS, e.g. 900,isbi2012_em=3600")
@@ -93,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.datasets.split(",")) - set(DATASETS))
     if unknown:
         parser.error(f"--datasets: unknown {unknown[0]!r}; known: {', '.join(DATASETS)}")
+    args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if "engine" not in args.arms or set(args.arms) - set(ARM_FLAGS):
+        parser.error(f"--arms: needs engine (the family comes from its run) and only {', '.join(ARM_FLAGS)}, "
+                     f"got {','.join(args.arms)}")
     try:
         args.seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:

@@ -18,9 +18,12 @@ DATASETS = {"synthetic": "synthetic", "isbi2012_em": str(SHARED / "isbi2012_em" 
 # --smoke: a tiny plain U-Net space whose widths stay free, so the family (unet-16) can still be scaled
 SMOKE_FIX = {"depth": 3, "blocks_per_stage": 1, "block": "plain", "aspp": False, "attention": "none",
              "multiscale_input": False, "deep_supervision": False}
-SEARCHED = ("engine", "random", "moasha")  # the arms that run a search
+SEARCHED = ("engine", "random", "moasha")  # the arms that run a search by default
 RANDOM = {"sampler": "random", "early_stop": "none", "warm_start": "none", "baselines": ()}
-ARM_FLAGS = {"engine": {}, "random": RANDOM, "moasha": RANDOM}  # nas.SearchConfig fields over today's defaults
+# (a) with one default changed, side by side with it (--arms): the sampler and the space width of issue 14
+VARIANTS = {"gp": {"sampler": "gp"}, "compact": {"space_config": "compact"}, "full": {}}
+ARM_FLAGS = {"engine": {}, "random": RANDOM, "moasha": RANDOM, **VARIANTS}  # nas.SearchConfig fields over defaults
+ENGINES = ("engine", *VARIANTS)  # arms with the family warm start: their fronts are read with and without it
 
 
 def search_config(arm: str, source: str, out: Path, args: argparse.Namespace, seed: int, budget: float):
@@ -28,7 +31,8 @@ def search_config(arm: str, source: str, out: Path, args: argparse.Namespace, se
 
     return nas.SearchConfig(data=source, trials=100_000, epochs=args.epochs, image_size=args.image_size, seed=seed,
                             device="cpu", out=out, timeout=budget, fix=SMOKE_FIX if args.smoke else {},
-                            patches_per_epoch=args.patches_per_epoch, **ARM_FLAGS[arm])
+                            patches_per_epoch=args.patches_per_epoch, family_rungs=args.family_rungs,
+                            **ARM_FLAGS[arm])
 
 
 def run_arm(arm: str, source: str, out: Path, args: argparse.Namespace, seed: int, budget: float) -> dict[str, Any]:

@@ -6,6 +6,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
+from .arms import VARIANTS
+
 
 @dataclass(frozen=True)
 class Step:
@@ -73,10 +75,16 @@ def seed_result(records: dict[str, list[Any]], reference: Sequence[float]) -> di
               "random": [s.point for s in steps(records["random"]) if s.point], "family": family}
     if "moasha" in records:
         fronts["moasha"] = [s.point for s in steps(records["moasha"]) if s.point]
+    variants = {arm: steps(records[arm]) for arm in VARIANTS if arm in records}
+    for arm, trials in variants.items():  # (a) with one default changed: read like (a)
+        fronts[f"{arm} (all trials)"] = [s.point for s in trials if s.point]
+        fronts[f"{arm} searched"] = [s.point for s in trials if s.point and not s.family]
     row = {"hypervolume": {arm: hypervolume(points, reference) for arm, points in fronts.items()},
            "trials": {arm: len(points) for arm, points in fronts.items()}, "family_members": len(family)}
     row["reach"] = {"engine searched": reach(engine, target, reference, searched_only=True),
                     "engine (all trials)": reach(engine, target, reference)}
+    for arm, trials in variants.items():
+        row["reach"][f"{arm} searched"] = reach(trials, target, reference, searched_only=True)
     for arm in ("random", "moasha"):
         if arm in records:
             row["reach"][arm] = reach(steps(records[arm]), target, reference)

@@ -12,7 +12,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any, Sequence
 
-from .arms import DATASETS, SEARCHED, records_of, run_arm
+from .arms import DATASETS, records_of, run_arm
 from .fronts import dataset_summary, seed_result
 from .verdicts import dominating_pairs
 
@@ -40,7 +40,7 @@ def dataset(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
     if source != "synthetic" and not Path(source).is_dir():
         print(f"search_vs_family: {name}: {source} is absent; dataset skipped", file=sys.stderr, flush=True)
         return None
-    arms = [a for a in SEARCHED if a != "moasha" or not args.no_moasha]
+    arms = [a for a in args.arms if a != "moasha" or not args.no_moasha]
     runs, records = [], []
     for seed in args.seeds:
         root = Path(args.out) / name / f"seed_{seed}"

@@ -70,7 +70,7 @@ def markdown(row: dict[str, Any]) -> list[str]:
     for arm, (mean, std) in summary["hypervolume"].items():
         models = statistics.fmean(s["trials"][arm] for s in row["seeds"])
         reach = summary["reach"].get(arm)
-        lines.append(f"| {arm} | {mean:.4f} ± {std:.4f} | {models:.1f} | {_reach(reach) if reach else '(the target)'} |")
+        lines.append(f"| {arm} | {mean:.4f} ± {std:.4f} | {models:.1f} | {_reach(reach) if reach else '(the target)' if arm == 'family' else '-'} |")
     lines += ["", "engine searched: (a) without its family warm-start trials' points (their compute counted); family: "
                   "(a)'s warm-start trials plus the members its budget left queued, trained after it from their planned "
                   "specs; compute: the trials' wall seconds and trained epochs summed in trial order."]

@@ -11,6 +11,7 @@ from dataclasses import fields
 from typing import Sequence
 
 from search_spaces import get_space, list_spaces
+from search_spaces.overrides import NAMED_CONFIGS
 
 from nas.cli.final_flags import add_final_flags
 from nas.cli.common import (Parser, add_batch_size, add_device, add_image_size, add_out, add_seed, add_storage, die,
@@ -123,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("--choices", action="append", default=[], metavar="NAME=V1,V2",
                        help="allow only these values of a dimension (repeatable), e.g. --choices depth=3,4")
     space.add_argument("--config", dest="space_config", default=None, metavar="FILE.toml",
-                       help="a TOML file with [fix] and [choices] tables; --fix/--choices override its entries")
+                       help="a TOML file with [fix] and [choices] tables, or a built-in name "
+                       f"({', '.join(NAMED_CONFIGS)}); --fix/--choices override its entries")
     limits = parser.add_argument_group("constraints checked before training (violators are pruned as infeasible)")
     limits.add_argument("--max-params", type=_count("max_params"), default=None, metavar="N", help="most parameters, e.g. 500k, 2M")
     limits.add_argument("--max-macs", type=_count("max_macs"), default=None, metavar="N",
