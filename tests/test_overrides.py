@@ -181,3 +181,23 @@ def test_describe_lists_every_dimension_with_its_restriction():
     assert "int 3..6" in row["depth"] and "fixed: 4" in row["depth"] and "stages" in row["depth"]
     assert "restricted to basic, plain" in row["block"]
     assert "only when block=inverted" in row["expansion"]
+
+
+def test_the_built_in_compact_config_fixes_the_resunet_space_and_flags_override_it(tmp_path, monkeypatch):
+    """``--config compact``: a name, not a file; every sampled spec honours it and a --fix still wins."""
+    monkeypatch.chdir(tmp_path)  # no file called "compact" here
+    space = get_space("resunet")
+    compact = restriction_from_args(space.dimensions, config="compact")
+    assert compact.fixed["width_mode"] == "growth" and compact.fixed["skip_fusion"] == "concat"
+    check_restriction(space.sample_spec, compact, space.dimensions)
+    free = [d.name for d in space.dimensions if d.name not in compact.fixed]
+    assert "depth" in free and "base_width" in free and len(free) < len(space.dimensions) - 5
+    for seed in range(10):
+        suggest = RestrictedSuggest(RandomSuggest(seed), compact)
+        spec = space.sample_spec(suggest)
+        assert spec.to_dict()["skip_fusion"] == "concat" and spec.to_dict()["dropout"] == 0.0
+        assert not any(name.startswith("width_step") for name in suggest.inner.params)
+    overridden = restriction_from_args(space.dimensions, ["skip_fusion=add"], config="compact")
+    assert overridden.fixed["skip_fusion"] == "add" and overridden.fixed["width_mode"] == "growth"
+    (tmp_path / "compact").write_text("[fix]\ndepth = 4\n")  # a file of that name is read as the file
+    assert restriction_from_args(space.dimensions, config="compact").fixed == {"depth": 4}

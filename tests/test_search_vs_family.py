@@ -201,3 +201,23 @@ def test_budgets_per_dataset_with_a_default_and_one_line_errors():
                         ("mnist=5", "unknown dataset"), ("isbi2012_em=5", "no budget for synthetic")):
         with pytest.raises(ValueError, match=words):
             bench.budgets(text, ["synthetic"])
+
+
+@needs_moocore
+def test_a_variant_arm_is_read_like_the_engine_with_and_without_its_family_trials():
+    """--arms gp / compact: (a) with one default changed keeps its own warm-start trials out of 'searched'."""
+    gp = [trial(0, 0.6, 10**6, family="family-unet-m0"), trial(1, 0.9, 10**6)]
+    row = bench.seed_result({"engine": engine_records(), "random": [trial(0, 0.5, 10**6)], "gp": gp}, REF)
+    assert row["hypervolume"]["gp (all trials)"] == pytest.approx(area([(0.4, 6.0), (0.1, 6.0)]))
+    assert row["hypervolume"]["gp searched"] == pytest.approx(area([(0.1, 6.0)]))
+    assert row["reach"]["gp searched"] == {"reached": True, "seconds": 20.0, "epochs": 4, "trials": 2}
+    table = "\n".join(bench.markdown({"dataset": "toy", "budget_s": 60.0, "reference": list(REF), "reference_note": "",
+                                      "seeds": [row], "summary": bench.dataset_summary([row])}))
+    assert "| gp (all trials) | " in table and "| gp searched | " in table
+
+
+def test_arms_must_include_the_engine_and_be_known():
+    for arms in ("random,moasha", "engine,bogus"):
+        with pytest.raises(SystemExit) as error:
+            bench.main(["--arms", arms, "--no-moasha"])
+        assert error.value.code == 2
