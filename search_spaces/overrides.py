@@ -16,10 +16,10 @@ from .dimensions import CategoricalDimension, Dimension, FloatDimension, IntDime
 
 CONFIG_TABLES = ("fix", "choices")
 CHECK_SAMPLES = 200  # seeded samples that must show a restriction can be met and that it applies
-# Built-in ``--config`` names. "compact": the resunet space without the dimensions whose importance
-# (PED-ANOVA on Dice) stayed under ~0.03 in three synthetic studies (40 fully trained trials + two
-# default runs, 2026-12-01), each fixed at the value whose trials scored at least as well (README
-# "The compact space"); width_mode=growth also drops the five width_step dimensions. Conditional
+# Built-in ``--config`` names. "compact": the resunet space with the dimensions of least importance
+# (PED-ANOVA on Dice; all but downsample under 0.05 in three synthetic studies of 2026-12-01) fixed at
+# the value whose trials scored at least as well (README "The compact space", with the shares);
+# width_mode=growth also drops the five width_step dimensions. Conditional
 # dimensions stay free (fixing one would refuse a --fix that switches its condition off).
 NAMED_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
     "compact": {"fix": {"width_mode": "growth", "downsample": "maxpool", "skip_fusion": "concat",
