@@ -2,7 +2,8 @@
 
 Replaying stored params through the space (``ReplaySuggest``) gives the spec and the Optuna
 distributions that ``add_trial`` needs; ``record_trial`` adds a trial that ran elsewhere;
-``warm_copy`` and ``open_for_peers`` hand out read-only views of the study.
+``warm_copy`` and ``open_for_peers`` hand out read-only views of the study; ``queued_family`` lists
+the warm-start trials another engine is to run, and ``record_trial`` fills them in place.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from optuna.trial import TrialState
 from search_spaces import get_space
 from search_spaces.overrides import RestrictedSuggest, Restriction
 
-from nas.engine.optuna_adapter.study import JOURNAL_SCHEME, make_storage
+from nas.engine.optuna_adapter.study import FAMILY_ATTR, FAMILY_ATTRS, JOURNAL_SCHEME, make_storage
 from nas.results.outcome import TrialState as State
 
 
@@ -73,13 +74,36 @@ def trial_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False))
 
 
+def queued_family(study: optuna.Study) -> list[dict[str, Any]]:
+    """The warm-start trials still WAITING in the study, in order: ``number``, ``params`` (the
+    member's point) and ``attrs`` (its family user attrs)."""
+    return [{"number": t.number, "params": {**t.system_attrs.get("fixed_params", {}), **t.params},
+             "attrs": {key: t.user_attrs[key] for key in FAMILY_ATTRS if key in t.user_attrs}}
+            for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) if t.user_attrs.get(FAMILY_ATTR)]
+
+
 def record_trial(study: optuna.Study, state: State, values: Sequence[float] | None, params: dict[str, Any],
-                 distributions: dict[str, Any], user_attrs: dict[str, Any]) -> None:
-    """Add a trial that ran outside Optuna's loop, with its outcome, to the study."""
+                 distributions: dict[str, Any], user_attrs: dict[str, Any], waiting: int | None = None) -> None:
+    """Add a trial that ran outside Optuna's loop, with its outcome, to the study.
+    ``waiting``: the number of the queued (WAITING) trial it ran for, filled in place so a warm-start
+    trial keeps its number and is never queued again (a new trial when that one is no longer waiting)."""
     kept = {k: v for k, v in params.items() if k in distributions}
+    attrs = {k: v for k, v in user_attrs.items() if v is not None}
+    queued = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                   if t.number == waiting), None)
+    storage = study._storage
+    if queued is not None and storage.set_trial_state_values(queued._trial_id, TrialState.RUNNING):
+        for name, value in kept.items():
+            storage.set_trial_param(queued._trial_id, name, distributions[name].to_internal_repr(value),
+                                    distributions[name])
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(queued._trial_id, key, value)
+        storage.set_trial_state_values(queued._trial_id, TrialState[State(state).value],
+                                       list(values) if values else None)
+        return
     study.add_trial(optuna.trial.create_trial(
         state=TrialState[State(state).value], values=list(values) if values else None, params=kept,
-        distributions=distributions, user_attrs={k: v for k, v in user_attrs.items() if v is not None}))
+        distributions=distributions, user_attrs=attrs))
 
 
 def warm_copy(study: optuna.Study, directions: list[str]) -> optuna.storages.BaseStorage:
