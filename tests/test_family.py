@@ -213,7 +213,7 @@ def test_none_and_none_plan_nothing_and_train_nothing(tmp_path):
         _check_settings(nas.SearchConfig(baselines="family,unet-17"), tmp_path / "run")
     with pytest.raises(nas.SearchError, match="--warm-start must be one of family, none"):
         _check_settings(nas.SearchConfig(warm_start="presets"), tmp_path / "run")
-    assert warm_start_active(nas.SearchConfig()) and not warm_start_active(nas.SearchConfig(backend="ray"))
+    assert warm_start_active(nas.SearchConfig()) and warm_start_active(nas.SearchConfig(backend="ray"))
 
 
 def test_enqueue_is_budgeted_cheapest_first_and_never_twice():
