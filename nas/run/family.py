@@ -7,7 +7,8 @@ reads it back instead of planning again. A warm start queues the members cheapes
 many as ``--trials`` still wants, and only into a study that has run nothing but family trials
 (``nas.engine.optuna_adapter.warm_start``): nothing is queued twice, and a resume with a larger
 ``--trials`` queues the rest. The warm-start trials count toward ``--trials``; they are never
-stopped early.
+stopped early. Both backends run them: with ``--backend ray`` the queued members are the first points
+Ray's ``OptunaSearch`` proposes, each filled in place when it ends (``nas.engine.ray_adapter.searcher``).
 """
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ def family_wanted(config: SearchConfig) -> bool:
 
 
 def warm_start_active(config: SearchConfig) -> bool:
-    """A warm start needs the Optuna backend: Ray's searcher samples on its own (the family is then
-    trained as baselines, when ``--baselines`` names it)."""
-    return config.warm_start == "family" and config.backend == "optuna"
+    """Either backend: with Ray the queued members are ``OptunaSearch``'s first points
+    (``nas.engine.ray_adapter``), labelled and filled in place like the Optuna path's."""
+    return config.warm_start == "family"
 
 
 def study_family(plan: Any, study: Any, log: Log) -> list[FamilyMember]:
@@ -62,9 +63,6 @@ def start_family(plan: Any, study: Any, log: Log) -> list[FamilyMember]:
     config = plan.config
     if not family_wanted(config):
         return []
-    if config.warm_start == "family" and not warm_start_active(config):
-        log(f"nas-search: note: --warm-start family needs --backend optuna (not {config.backend}); "
-            f"{'the family is trained as baselines instead' if FAMILY in config.baselines else 'no warm start'}")
     members = study_family(plan, study, log)
     if warm_start_active(config):
         from nas.engine.optuna_adapter.study import count_finished

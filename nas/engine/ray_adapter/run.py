@@ -4,6 +4,8 @@ Ray Tune's ``OptunaSearch`` proposes architectures through the space's own ``sam
 (define-by-run, restricted like the Optuna path) and a Ray worker runs the trial policy on each one
 (``trainable.ray_trial``); ``searcher.StudySearcher`` writes every finished Ray trial into the
 caller's Optuna study, so ``trials.csv``, ``best/`` and the report see Ray trials like any other.
+The warm-start trials a study holds (``--warm-start family``) are the first points ``OptunaSearch``
+proposes, and fill their own trials in the study (``searcher``).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from search_spaces import get_space
 from search_spaces.overrides import RestrictedSuggest, Restriction
 
 from nas.engine.job import LiveView, SearchJob
-from nas.engine.optuna_adapter.foreign import warm_copy
+from nas.engine.optuna_adapter.foreign import queued_family, warm_copy
 from nas.engine.optuna_adapter.study import count_finished, make_sampler
 from nas.engine.ray_adapter import searcher as session_module
 from nas.engine.ray_adapter.searcher import EXPERIMENT_DIR, StudySearcher, _Session
@@ -144,7 +146,9 @@ def run_ray_search(job: SearchJob, study: Any, *, storage: str, study_name: str,
     ``ray_address``: None or ``"local"`` starts Ray here; ``"auto"`` or ``HOST:PORT`` joins a
     cluster (the storage must then be reachable from the driver; workers read it only for early
     stopping). ``scheduler``: a Ray ``TrialScheduler`` (default FIFO: none); trials it stops are
-    recorded PRUNED. Returns why the search stopped early (``failures``, ``pruned_in_a_row``,
+    recorded PRUNED (it may stop family members: ``--early-stop`` is the policy's rule, which does not,
+    and the CLI passes no scheduler). The family's warm-start trials still waiting in ``study`` run
+    first, each once. Returns why the search stopped early (``failures``, ``pruned_in_a_row``,
     ``timeout``) or None, like ``nas.engine.optuna_adapter.study.run_study``.
     """
     check_ray_backend(job.settings.train.device, gpus_per_trial, cpus_per_trial)
@@ -174,14 +178,16 @@ def run_ray_search(job: SearchJob, study: Any, *, storage: str, study_name: str,
         if restore:
             tuner = tune.Tuner.restore(str(path), trainable, resume_errored=True)
         else:
+            family = queued_family(study)  # a restored experiment keeps its own queue (the searcher's state)
             optuna_search = OptunaSearch(
                 space=DefineByRun(job.space.name, job.restriction), metric=names,
                 mode=["max" if d == "maximize" else "min" for d in directions],
                 # seeded per experiment: a later one over the same study must not replay the first's draws
                 sampler=make_sampler(sampler, seed + int(path.name.rsplit("_", 1)[-1]) - 1),
-                study_name="nas-ray", storage=warm_copy(study, directions))
+                study_name="nas-ray", storage=warm_copy(study, directions),
+                points_to_evaluate=[member["params"] for member in family] or None)
             limit = _concurrency(cpus_per_trial, gpus_per_trial)
-            searcher = StudySearcher(ConcurrencyLimiter(optuna_search, limit))
+            searcher = StudySearcher(ConcurrencyLimiter(optuna_search, limit), family)
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,

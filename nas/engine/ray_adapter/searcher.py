@@ -6,6 +6,11 @@ A trial that a Ray scheduler stops early would reach ``OptunaSearch`` as finishe
 values (Tune calls ``on_trial_complete`` with the last result either way). Here it is recorded as
 PRUNED ("stopped by the Ray scheduler at epoch k", with its partial curve) and ``OptunaSearch`` is
 told PRUNED too, so it never enters the Pareto front or the sampler's model as if fully trained.
+
+A warm start (``--warm-start family``) leaves the family's trials WAITING in the study; ``OptunaSearch``
+proposes their points first (``points_to_evaluate``), the searcher tells each Ray trial which member it
+is (the trainable labels it and never stops it early) and fills that member's waiting trial with the
+outcome, so the family keeps its numbers and labels and is never run twice.
 """
 from __future__ import annotations
 
@@ -17,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from nas.engine.job import LiveView, SearchJob
-from nas.engine.optuna_adapter.foreign import (complete_with_params, record_trial, replay, trial_count,
-                                               trials_with_attr)
+from nas.engine.optuna_adapter.foreign import (complete_with_params, queued_family, record_trial, replay,
+                                               trial_count, trials_with_attr)
 from nas.engine.optuna_adapter.search import COSTS_ATTR, CURVE_ATTR
-from nas.engine.optuna_adapter.study import FIXED_PARAMS_ATTR, count_finished, study_records
+from nas.engine.optuna_adapter.study import FAMILY_ATTR, FIXED_PARAMS_ATTR, count_finished, study_records
 from nas.engine.ray_adapter.trainable import OUTCOME_KEY, RAY_TRIAL_ATTR, RECORDED, RayOutcome
 from nas.results.outcome import FAILURE_KIND_ATTR, STOP_REASON_ATTR, FailureKind, StopReason, TrialState
 
@@ -65,9 +70,10 @@ class _Session:
         return complete_with_params(self.study, params)
 
     def record(self, trial_id: str, params: dict[str, Any] | None, result: dict[str, Any] | None,
-               error: bool) -> tuple[TrialState, tuple[float, ...] | None] | None:
+               error: bool, member: dict[str, Any] | None = None) -> tuple[TrialState, tuple[float, ...] | None] | None:
         """Add the finished Ray trial to the study (once); returns its state and values, or None
-        for a trial that never ran (removed while pending when the search ended)."""
+        for a trial that never ran (removed while pending when the search ended). ``member``: the
+        warm-start trial it ran (``queued_family``), filled in place."""
         if not result and not error:
             return None
         recorded = trials_with_attr(self.study, RAY_TRIAL_ATTR, trial_id)
@@ -83,9 +89,15 @@ class _Session:
         if fixed:
             attrs[FIXED_PARAMS_ATTR] = fixed
         attrs[RAY_TRIAL_ATTR] = trial_id
-        attrs = self._number_checkpoint(attrs)
-        record_trial(self.study, state, values, params or {}, distributions, attrs)
-        self._count(state, attrs)
+        waiting = member["number"] if member else None
+        if waiting is not None and all(queued["number"] != waiting for queued in queued_family(self.study)):
+            waiting = None  # no longer waiting (cannot happen while this driver is the only writer)
+        if member:
+            attrs.update(member["attrs"])
+        number = trial_count(self.study) if waiting is None else waiting
+        attrs = self._number_checkpoint(attrs, number)
+        record_trial(self.study, state, values, params or {}, distributions, attrs, waiting=waiting)
+        self._count(state, attrs, number)
         return state, values
 
     def outcome(self, result: dict[str, Any] | None, error: bool):
@@ -119,13 +131,12 @@ class _Session:
                                            FAILURE_KIND_ATTR: FailureKind.NO_OBJECTIVES.value}
         return state, values, attrs
 
-    def _number_checkpoint(self, attrs: dict[str, Any]) -> dict[str, Any]:
+    def _number_checkpoint(self, attrs: dict[str, Any], number: int) -> dict[str, Any]:
         """Rename ``trials/ray_<id>`` to ``trials/trial_NNNN`` with the number the study will give
-        it: the driver is the only writer of this study while Ray runs, so the next number is known."""
+        it: the driver is the only writer of this study while Ray runs, so the number is known."""
         checkpoint = attrs.get("checkpoint")
         if not checkpoint:
             return attrs
-        number = trial_count(self.study)
         target = Path("trials") / f"trial_{number:04d}"
         source, destination = self.job.out / checkpoint, self.job.out / target
         if source.is_dir() and not destination.exists():
@@ -136,16 +147,17 @@ class _Session:
                 pass  # the ray_<id> name stays; the attr points at it
         return attrs
 
-    def _count(self, state: TrialState, attrs: dict[str, Any]) -> None:
+    def _count(self, state: TrialState, attrs: dict[str, Any], number: int) -> None:
         early = attrs.get("stopped_at_epoch") is not None or attrs.get(STOP_REASON_ATTR) in (
             StopReason.EARLY_STOPPED, StopReason.SCHEDULER)
         self.failures += state == TrialState.FAIL
         self.pruned_in_a_row = self.pruned_in_a_row + 1 if state == TrialState.PRUNED and not early else 0
         self.complete = count_finished(self.study)
         records = study_records(self.study)
-        last = records[-1]
+        last = next(record for record in records if record.number == number)
         shown = f"dice {last.dice:.3f}" if last.dice is not None else (last.fail_reason or "")
-        print(f"trial {last.number:>3} (ray {attrs[RAY_TRIAL_ATTR]}) {state.value}: {shown}", flush=True)
+        member = f" {attrs[FAMILY_ATTR]}" if attrs.get(FAMILY_ATTR) else ""
+        print(f"trial {last.number:>3} (ray {attrs[RAY_TRIAL_ATTR]}{member}) {state.value}: {shown}", flush=True)
         self.live.update(records)
 
 
@@ -158,14 +170,17 @@ class StudySearcher(_Searcher):
 
     It returns ``FINISHED`` once the study holds ``job.trials`` complete trials (or failures,
     pruned-in-a-row or ``job.timeout`` end it; running trials finish, as ``--timeout`` promises),
-    and ``None`` (not now) while the running trials could still complete it.
+    and ``None`` (not now) while the running trials could still complete it. ``family``: the
+    warm-start trials (``queued_family``) whose points the inner searcher proposes first.
     """
 
-    def __init__(self, searcher: Any) -> None:
+    def __init__(self, searcher: Any, family: list[dict[str, Any]] | None = None) -> None:
         super().__init__(metric=searcher.metric, mode=searcher.mode)
         self.searcher = searcher
         self.params: dict[str, dict[str, Any]] = {}
         self.running: set[str] = set()
+        self.pending: list[dict[str, Any]] = list(family or [])  # family members not proposed yet
+        self.members: dict[str, dict[str, Any]] = {}  # Ray trial id -> the family member it runs
 
     def set_search_properties(self, metric: Any, mode: Any, config: dict, **spec: Any) -> bool:
         return self.searcher.set_search_properties(metric, mode, config, **spec)
@@ -186,24 +201,32 @@ class StudySearcher(_Searcher):
             return config
         self.params[trial_id] = dict(config)
         self.running.add(trial_id)
-        return {"params": dict(config), "duplicate_of": session.duplicate_of(dict(config))}
+        label = {}
+        member = next((m for m in self.pending if m["params"] == config), None)
+        if member is not None:
+            self.pending.remove(member)
+            self.members[trial_id] = member
+            label = {FAMILY_ATTR: member["attrs"][FAMILY_ATTR]}
+        return {"params": dict(config), "duplicate_of": session.duplicate_of(dict(config)), **label}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         self.running.discard(trial_id)
-        recorded = _session().record(trial_id, self.params.get(trial_id), result, error)
+        recorded = _session().record(trial_id, self.params.get(trial_id), result, error, self.members.get(trial_id))
         state, values = recorded if recorded else (TrialState.PRUNED, None)
         metrics = self.searcher.metric if isinstance(self.searcher.metric, list) else [self.searcher.metric]
         told = dict(zip(metrics, values)) if state == TrialState.COMPLETE and values else None
         self.searcher.on_trial_complete(trial_id, result=told, error=state == TrialState.FAIL)
 
     def get_state(self) -> dict:
-        return {"params": dict(self.params), "running": set(self.running)}
+        return {"params": dict(self.params), "running": set(self.running), "pending": list(self.pending),
+                "members": dict(self.members)}
 
     def set_state(self, state: dict) -> None:
         self.params, self.running = dict(state["params"]), set(state["running"])
+        self.pending, self.members = list(state.get("pending", [])), dict(state.get("members", {}))
 
     def save(self, checkpoint_path: str) -> None:
         self.searcher.save(checkpoint_path)

@@ -1,8 +1,8 @@
 """The Ray trainable: one trial of the policy in a Ray worker, reporting to Tune after every epoch.
 
-``RayPort`` answers the policy from the Ray config (params, the driver's duplicate check) and
-from the study file when this worker can read it (early-stopping peers); the outcome travels to
-the driver in the last report as a ``RayOutcome``.
+``RayPort`` answers the policy from the Ray config (params, the driver's duplicate check, the family
+member a warm-start trial runs) and from the study file when this worker can read it (early-stopping
+peers); the outcome travels to the driver in the last report as a ``RayOutcome``.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from nas.engine.early_stop import RungPoint
 from nas.engine.job import SearchJob
 from nas.engine.optuna_adapter.foreign import ReplaySuggest, open_for_peers, trials_with_attr
 from nas.engine.optuna_adapter.search import COSTS_ATTR, CURVE_ATTR, rung_peers
-from nas.engine.optuna_adapter.study import FIXED_PARAMS_ATTR, VIOLATION_ATTR
+from nas.engine.optuna_adapter.study import FAMILY_ATTR, FIXED_PARAMS_ATTR, VIOLATION_ATTR
 from nas.engine.policy import TrialStopped, run_policy
 from nas.engine.run_log import append_traceback
 from nas.engine.trial import failure_kind, failure_reason
@@ -52,6 +52,9 @@ class RayPort:
         self.number, self.suggest = trial_id, ReplaySuggest(config["params"])
         self.checkpoint = Path("trials") / f"ray_{trial_id}"
         self.extra = {RAY_TRIAL_ATTR: trial_id}
+        self.family = config.get(FAMILY_ATTR)  # a warm-start trial: this family member
+        if self.family:
+            self.extra[FAMILY_ATTR] = self.family
         self.attrs: dict[str, Any] = {}
         self.curve: list[float] = []
         self.costs: list[float] = []
@@ -74,7 +77,8 @@ class RayPort:
         self.report({**self.progress(len(curve)), "val_dice": curve[-1]})
 
     def rung_peers(self, epoch: int) -> list[RungPoint] | None:
-        return None if self.study is None else rung_peers(self.study, -1, epoch)
+        """None (never stopped early) for a family member, as on the Optuna path."""
+        return None if self.study is None or self.family else rung_peers(self.study, -1, epoch)
 
     def progress(self, epoch: int) -> dict[str, Any]:
         """Tune wants every searcher metric in every report: costs not measured yet are NaN."""
