@@ -9,7 +9,7 @@ import io
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from nas.io import atomic_write_bytes
 from nas.results.family import family_records
@@ -17,6 +17,7 @@ from nas.results.records import TrialRecord
 from nas.results.trial_result import CLASS_PREFIX, RecordKind
 
 from reports.fmt import KINDS, scale
+from reports.trivial import TRIVIAL_COLOR, split_block, trivial_level
 from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, Objective, ParetoFront, pareto_front
 
 if TYPE_CHECKING:
@@ -62,11 +63,13 @@ def _point(record: TrialRecord, name: str) -> float | None:
 
 
 def figure_pareto(front: ParetoFront, x: str, y: str | None = None, *, title: str | None = None,
-                  annotate_limit: int = 200, figsize: tuple[float, float] = (6.4, 4.2)) -> Figure:
+                  annotate_limit: int = 200, figsize: tuple[float, float] = (6.4, 4.2),
+                  trivial: Mapping[str, Any] | None = None) -> Figure:
     """Scatter of finished trials: front highlighted and joined by its attainment step line.
 
     Front points always carry their trial number; dominated ones only while there are at most
-    ``annotate_limit`` points. Compressed models and presets get their own marker.
+    ``annotate_limit`` points. Compressed models and presets get their own marker. ``trivial`` (a
+    split block of ``trivial.json``) adds the constant predictor's Dice as a dashed horizontal line.
     """
     from matplotlib.figure import Figure
 
@@ -120,6 +123,9 @@ def figure_pareto(front: ParetoFront, x: str, y: str | None = None, *, title: st
         ax.plot([p[0] / divisor for p in family], [p[1] / ydiv for p in family], color=FAMILY_COLOR, lw=1.2,
                 ls="--", marker="s", markersize=4, markerfacecolor="none", zorder=4,
                 label=f"{FAMILY_LABEL} ({len(family)})")
+    level = trivial_level(trivial, y)
+    if level:
+        ax.axhline(level[1] / ydiv, color=TRIVIAL_COLOR, lw=1, ls="--", zorder=1, label=f"{level[0]} {level[1]:.3f}")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return fig
@@ -178,10 +184,12 @@ def svg_text(fig: Figure, salt: str) -> str:
 
 
 def save_static_figures(source: ParetoFront | Iterable[TrialRecord], folder, *, dpi: int = 150,
-                        formats: tuple[str, ...] = ("png", "svg"), objectives: Sequence[Objective] = ()) -> list[Path]:
+                        formats: tuple[str, ...] = ("png", "svg"), objectives: Sequence[Objective] = (),
+                        trivial: Mapping[str, Any] | None = None) -> list[Path]:
     """Write ``pareto_{macs,latency,params}.{png,svg}`` (atomically) into ``folder``, and
     ``pareto_objectives.{png,svg}`` when the search's ``objectives`` rank by another quality measure
-    than Dice (that measure vs the first cost).
+    than Dice (that measure vs the first cost). ``trivial``: the run's ``trivial.json`` (its validation
+    block is drawn as a dashed line), or None.
 
     Each plot needs its own 2-objective front (Dice vs its x), so all are recomputed from the records.
     """
@@ -191,7 +199,7 @@ def save_static_figures(source: ParetoFront | Iterable[TrialRecord], folder, *, 
     if len(objectives) >= 2 and objectives[0].name != "dice":
         fronts["pareto_objectives"] = ((objectives[0], objectives[1]), objectives[1].name)
     for stem, (chosen, x) in fronts.items():
-        fig = figure_pareto(pareto_front(records, chosen), x)
+        fig = figure_pareto(pareto_front(records, chosen), x, trivial=split_block(trivial, "val"))
         for fmt in formats:
             if fmt == "svg":
                 data = svg_text(fig, stem).encode("utf-8")

@@ -2,13 +2,15 @@
 
 What a user deploys is a finalist trained properly, so this section carries the claims: test Dice per
 seed, mean +- std and its 95 % interval, the other metrics and costs, which seed ``best/`` holds, how
-well the short search ranked the finalists (Kendall tau) and one verdict per baseline.
+well the short search ranked the finalists (Kendall tau) and one verdict per baseline, and beside them
+the trivial predictor (one label everywhere) on the same images: the floor every final Dice is above.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 from reports.fmt import esc, fixed, human
+from reports.trivial import split_block
 
 
 def _ci(entry: Mapping[str, Any]) -> str:
@@ -50,8 +52,18 @@ def _tau(tau: Mapping[str, Any] | None) -> str:
             "with few entrants, a single swapped pair moves it a lot).</p>")
 
 
-def finalists_section(summary: Mapping[str, Any] | None) -> str:
-    """The whole section; a one-line note when the run has no finalist stage."""
+def _trivial_row(block: Mapping[str, Any] | None, columns: int) -> str:
+    """The best constant predictor's Dice on the finalists' split, in the final Dice column."""
+    if not block:
+        return ""
+    cells = [f"{esc(block.get('best'))} (trivial)", "trivial", "—", fixed(block.get("dice"), 3)]
+    cells += ["—"] * (columns - len(cells))
+    return '<tr class="trivial">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def finalists_section(summary: Mapping[str, Any] | None, trivial: Mapping[str, Any] | None = None) -> str:
+    """The whole section; a one-line note when the run has no finalist stage. ``trivial``: the run's
+    ``trivial.json`` (used when the summary, older than it, carries no ``trivial`` block)."""
     if not summary:
         return ('<p class="empty">No finalist stage in this run (<code>nas-search --finalists K</code> or '
                 "<code>nas-finalize --run DIR</code>): the Dice values above are validation Dice of short, "
@@ -68,7 +80,8 @@ def finalists_section(summary: Mapping[str, Any] | None) -> str:
              f"<code>best/</code> holds {esc(settings.get('choice', 'the chosen seed'))}.</p>")
     head = ("entrant", "kind", "search Dice (val)", f"final Dice ({label.split(' ')[0]}) mean ± std", "95 % CI",
             "Dice per seed", "IoU", "HD95 px", "MACs", "params", "latency ms", "best/ holds")
-    rows = "".join(_row(e, split) for e in summary.get("entrants") or [])
+    floor = summary.get("trivial") or split_block(trivial, split)
+    rows = "".join(_row(e, split) for e in summary.get("entrants") or []) + _trivial_row(floor, len(head))
     table = (f'<div class="tablewrap"><table class="finalists"><thead><tr>'
              f'{"".join(f"<th>{esc(h)}</th>" for h in head)}</tr></thead><tbody>{rows}</tbody></table></div>')
     verdicts = summary.get("verdicts") or []
@@ -78,4 +91,8 @@ def finalists_section(summary: Mapping[str, Any] | None) -> str:
             f"paired Dice difference (same images) is at least -{esc(margin)}.</p><ul>"
             + "".join(f"<li>{esc(v.get('text'))}</li>" for v in verdicts) + "</ul>") if verdicts else \
         '<p class="empty">No baseline in this run (<code>--baselines</code>): no verdict.</p>'
+    if floor:
+        table += (f'<p class="note">Last row: {esc(floor.get("best"))} (trivial), one label predicted everywhere, '
+                  f"scores {fixed(floor.get('dice'), 3)} on the same {esc(label.split(' ')[0])} images under the same "
+                  "Dice convention: a finalist is only worth its distance above it.</p>")
     return intro + table + _tau(summary.get("tau")) + said

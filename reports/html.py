@@ -24,6 +24,7 @@ from reports.hypervolume import REFERENCE, hypervolume_over_compute
 from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, Objective, pareto_front
 from reports.plots import curves_plot, front_plots, hover_text, hypervolume_plot
 from reports.templates import CSS, SCRIPT, json_script, plotly_js
+from reports.trivial import split_block, trivial_summary
 
 AXIS_NAMES = {"dice": "Dice", "macs": "MACs", "latency_ms": "latency", "param_count": "params",
               "train_memory_mb": "training memory", "miou": "mIoU", "dice_small": "small-object Dice",
@@ -125,13 +126,14 @@ def render_report(records: list[TrialRecord], path, *, title: str, config: dict,
                   overlays: Mapping[int, Mapping[str, Any]] | None = None,
                   environment: Mapping[str, Any] | None = None,
                   exported: Mapping[int, str] | None = None,
-                  finalists: Mapping[str, Any] | None = None) -> Path:
+                  finalists: Mapping[str, Any] | None = None, trivial: Mapping[str, Any] | None = None) -> Path:
     """Write the study page to ``path`` atomically and return it; works for empty studies too.
 
     ``importance``: ``{"evaluator", "n_trials", "targets": {target: {param: share}}, "note"}`` (see
     ``nas.engine.optuna_adapter.importance``). ``overlays``: trial number -> ``{"png": bytes, "images", "dice"}`` or
     ``{"error": text}``. ``exported``: trial number -> its ``best/`` folder (default: front checkpoints).
     ``finalists``: the finalist stage's summary (``finalists/finalists.json``), or None without one.
+    ``trivial``: the constant predictors' Dice (``trivial.json``), or None (a run made before it).
     """
     records = sorted(records, key=lambda r: r.number)
     conventions = dict(conventions or {})
@@ -141,7 +143,7 @@ def render_report(records: list[TrialRecord], path, *, title: str, config: dict,
     axes = " vs ".join(AXIS_NAMES.get(o.name, o.name) for o in chosen.objectives)
     fronts = {"MACs": macs.numbers, "latency": pareto_front(records, DICE_LATENCY).numbers,
               "params": pareto_front(records, DICE_PARAMS).numbers}
-    plots: dict[str, Any] = front_plots(records, chosen.objectives)
+    plots: dict[str, Any] = front_plots(records, chosen.objectives, trivial=split_block(trivial, "val"))
     hv = hypervolume_over_compute(records)
     if hv:
         plots["plot-hv"] = hypervolume_plot(hv)
@@ -150,6 +152,8 @@ def render_report(records: list[TrialRecord], path, *, title: str, config: dict,
     finished = bool(macs.finished)
     sections = [
         f"<h1>{esc(title)}</h1>", "<h2>Run configuration</h2>", kv_table(config), _state_counts(records),
+        trivial_summary(trivial, max((r.dice for r in macs.finished if r.kind == RecordKind.SEARCH
+                                      and r.dice is not None), default=None)),
         _conventions(records, config, conventions), "<h2>Pareto fronts</h2>",
     ]
     if finished:
@@ -169,7 +173,7 @@ def render_report(records: list[TrialRecord], path, *, title: str, config: dict,
                  _plot_divs(plots, ("plot-curves",)) or '<p class="empty">No per-epoch Dice recorded.</p>',
                  "<h2>Parameter importance</h2>", importance_section(importance),
                  "<h2>Size-stratified Dice of the Pareto models</h2>", quality_section(chosen.front),
-                 "<h2>Finalists (longer training, several seeds, test Dice)</h2>", finalists_section(finalists),
+                 "<h2>Finalists (longer training, several seeds, test Dice)</h2>", finalists_section(finalists, trivial),
                  f"<h2>Exported models (Pareto front, {esc(axes)})</h2>",
                  cards_section(chosen.front, config, environment or {}, overlays, exported),
                  "<h2>Trials</h2>", _trial_table(records, fronts, chosen.objectives[0].name)]

@@ -6,7 +6,7 @@ from one shared ``hover`` table (keyed by trial number) so it is stored once, no
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from nas.results.family import family_name
 from nas.results.outcome import TrialState
@@ -16,6 +16,7 @@ from nas.results.trial_result import RecordKind
 from reports.figures import DOMINATED_COLOR, FAMILY_COLOR, FAMILY_LABEL, FRONT_COLOR, axis_info, family_line
 from reports.fmt import KINDS, arch_summary, esc, fixed, human, small_dice
 from reports.hypervolume import REFERENCE, HypervolumePoint
+from reports.trivial import TRIVIAL_COLOR, trivial_level
 from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, ParetoFront, pareto_front
 
 PRUNED_COLOR = "#7f7f7f"
@@ -57,9 +58,10 @@ def _finite(value: Any) -> bool:
     return value is not None and not math.isnan(float(value))
 
 
-def front_plot(front: ParetoFront, x: str, *, log_x: bool) -> dict[str, Any]:
+def front_plot(front: ParetoFront, x: str, *, log_x: bool, trivial: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Markers per (front | dominated) x kind, plus the front's attainment step line; the y axis is the
-    front's quality objective (Dice, or e.g. ``dice_small``, ``hd95``, ``dice:<class>``)."""
+    front's quality objective (Dice, or e.g. ``dice_small``, ``hd95``, ``dice:<class>``). ``trivial``
+    (the validation block of ``trivial.json``) adds the constant predictor's Dice as a dashed line."""
     y = next(o.name for o in front.objectives if o.name != x)
     traces = []
     for group, color, opacity, size, label in ((front.dominated, DOMINATED_COLOR, 0.45, 7, "dominated"),
@@ -82,6 +84,13 @@ def front_plot(front: ParetoFront, x: str, *, log_x: bool) -> dict[str, Any]:
                        "line": {"color": FAMILY_COLOR, "width": 1.5, "dash": "dash"},
                        "marker": {"symbol": "square-open", "size": 11, "color": FAMILY_COLOR},
                        "hovertemplate": HOVER})
+    level = trivial_level(trivial, y)
+    xs = sorted(v for r in front.finished if _finite(v := r.measure(x)))
+    if level and xs:
+        traces.append({"type": "scatter", "mode": "lines", "name": f"{level[0]} {level[1]:.3f}",
+                       "x": [xs[0], xs[-1]], "y": [level[1], level[1]],
+                       "line": {"color": TRIVIAL_COLOR, "width": 1.2, "dash": "dash"},
+                       "hovertemplate": f"{esc(level[0])}: {level[1]:.3f}<extra></extra>"})
     line = sorted((r.measure(x), r.measure(y)) for r in front.front)
     if line:
         traces.insert(0, {"type": "scatter", "mode": "lines", "name": "front", "showlegend": False,
@@ -94,19 +103,21 @@ def front_plot(front: ParetoFront, x: str, *, log_x: bool) -> dict[str, Any]:
                                                 quality, log_x=log_x, title=title)}
 
 
-def front_plots(records: list[TrialRecord], objectives: tuple = ()) -> dict[str, dict[str, Any]]:
+def front_plots(records: list[TrialRecord], objectives: tuple = (),
+                trivial: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Plot id -> figure for each front that has at least one finished point; ``objectives`` of a search
-    whose quality objective is not Dice add ``plot-objective``: that measure vs its first cost."""
+    whose quality objective is not Dice add ``plot-objective``: that measure vs its first cost.
+    ``trivial``: the validation block of ``trivial.json`` (a dashed line on the Dice plots), or None."""
     out = {}
     if objectives and objectives[0].name != "dice":
         x = objectives[1].name
         front = pareto_front(records, (objectives[0], objectives[1]))
         if front.finished:
-            out["plot-objective"] = front_plot(front, x, log_x=axis_info(x)[2])
+            out["plot-objective"] = front_plot(front, x, log_x=axis_info(x)[2], trivial=trivial)
     for plot_id, (objectives, x, log_x) in FRONT_PLOTS.items():
         front = pareto_front(records, objectives)
         if front.finished:
-            out[plot_id] = front_plot(front, x, log_x=log_x)
+            out[plot_id] = front_plot(front, x, log_x=log_x, trivial=trivial)
     return out
 
 

@@ -6,7 +6,8 @@ report to ``write_run_outputs``, which deploy the finalised weights and show the
 The data is loaded as the search loaded it (same source, seed and splits), so the test images the
 final numbers come from were never trained on nor selected on. A run made before test splits existed
 records no ``test_fraction``: its folder data then gets none (those images were trained on), and the
-stage reports validation numbers, labelled as such.
+stage reports validation numbers, labelled as such. Beside them the summary keeps the trivial
+predictors' Dice on the same split (``trivial.json``, computed here for a run made before it existed).
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from nas.results.pareto import pareto_front
 from nas.results.records import TrialRecord
 from nas.run.open import OpenedRun, RunError, open_run
 from nas.run.outputs import run_objectives
+from nas.run.run_files import ensure_trivial
+from reports.trivial import trivial_line
 from nas.train.trainer import TrainConfig
 
 Log = Callable[[str], None]
@@ -117,7 +120,10 @@ def finalize_run(run_dir: Path, records: Sequence[TrialRecord], settings: Mappin
             "search_epochs": settings.get("epochs"), "split_note": data.test_note,
             "test_images": len(data.test_images) if split == "test" else 0, "val_images": len(data.val_images)}
     summary = summarize(items, run_dir, seeds, split=split, failures=failures, info=info)
+    summary["trivial"] = trivial = ensure_trivial(run_dir, data)["splits"].get(split)  # the floor, same images
     write_summary(run_dir, summary)
+    if trivial:
+        log(f"{trivial_line(trivial, 3)} (the floor every final Dice above is measured against)")
     for verdict in summary["verdicts"]:
         log(f"verdict: {verdict['text']}")
     tau = summary["tau"]

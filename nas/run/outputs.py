@@ -28,7 +28,7 @@ from nas.io import staging_dir
 from nas.results.records import TrialRecord
 from nas.results.table import write_trials_csv
 from nas.run.latency_pass import latency_note, remeasure_latency, with_remeasured_latency
-from nas.run.run_files import annotate_best, precision_notes, restore_lost_checkpoints
+from nas.run.run_files import annotate_best, precision_notes, read_trivial, restore_lost_checkpoints
 
 OBJECTIVES = (Objective("dice", "maximize"), Objective("macs", "minimize"))
 
@@ -173,13 +173,15 @@ def write_run_outputs(records: list[TrialRecord], run_dir: Path, *, title: str, 
     # compressed variants and baselines are drawn (own markers) but never exported to best/
     shown = (records + compressed_records(run_dir, first_number=first)
              + with_remeasured_latency(baseline_records(run_dir), run_dir))
-    save_static_figures(shown, run_dir, objectives=run_objectives(config))  # + pareto_objectives when not Dice
+    trivial = read_trivial(run_dir)  # the constant predictors' Dice; None for runs made before trivial.json
+    save_static_figures(shown, run_dir, objectives=run_objectives(config),  # + pareto_objectives when not Dice
+                        trivial=trivial)
     extras = report_extras(run_dir, config, records, study=study, overlays=overlays,
                            overlay_images=overlay_images)
     best = {int(p.name.rsplit("_", 1)[-1]): f"best/{p.name}" for p in sorted((run_dir / "best").glob("trial_*"))
             if p.name.rsplit("_", 1)[-1].isdigit()}
     render_report(shown, run_dir / "report.html", title=title, config=config, exported=best,
-                  conventions=_notes(run_dir), front_objectives=run_objectives(config), **extras)
+                  conventions=_notes(run_dir), front_objectives=run_objectives(config), trivial=trivial, **extras)
     return front
 
 

@@ -9,6 +9,9 @@
   ``metrics.json`` and model card.
 * ``precision_notes``: which ONNX precision of a compressed model pays on the device it was measured
   on, and which does not (an fp16 model slower than fp32 on a CPU is not an option there).
+* ``trivial.json`` (``ensure_trivial`` / ``read_trivial``): the Dice of the constant predictors on the
+  run's validation and test splits (``nas.train.trivial``), computed where the data is loaded (a
+  search, the finalist stage), once; a run without it (made before it existed) shows nothing.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from nas.io import atomic_write_json, staging_dir
 
 _TRIAL = re.compile(r"^trial_(\d+)$")
 CHECKPOINT_DIRS = ("trials", "best")
+TRIVIAL_FILE = "trivial.json"
 
 
 def _numbered(folder: Path) -> dict[int, Path]:
@@ -102,3 +106,26 @@ def precision_notes(variants: Iterable[dict[str, Any]]) -> list[str]:
         if parts:
             lines.append(f"{variant.get('name')}: " + "; ".join(parts))
     return lines
+
+
+def read_trivial(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``trivial.json``, or None (an older run, or an unreadable file): never computed here."""
+    try:
+        trivial = json.loads((Path(run_dir) / TRIVIAL_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return trivial if isinstance(trivial, dict) and isinstance(trivial.get("splits"), dict) else None
+
+
+def ensure_trivial(run_dir: Path, data: Any) -> dict[str, Any]:
+    """``trivial.json`` of ``data`` (the run's ``SegmentationData``): read back when it holds the same
+    splits (the study refuses other data on resume), else computed and written atomically."""
+    from nas.train.trivial import trivial_baselines
+
+    stored = read_trivial(run_dir)
+    sizes = {"val": len(data.val_masks), "test": len(data.test_masks)}
+    if stored and all((stored["splits"].get(split) or {}).get("images", 0) == count for split, count in sizes.items()):
+        return stored
+    trivial = trivial_baselines(data)
+    atomic_write_json(Path(run_dir) / TRIVIAL_FILE, trivial)
+    return trivial

@@ -175,6 +175,10 @@ def _run(plan: Plan, study: Any) -> SearchResult:
          f"{config.workers} worker(s), out {out}")
     _say(f"  {data.test_note or 'no test split'}; {describe_epoch(data, config.image_size, config.patches_per_epoch)}")
     _say(f"  {describe_foreground(data, config.foreground_fraction)}")
+    from nas.run.run_files import ensure_trivial
+    from reports.trivial import split_block, trivial_line
+
+    _say(f"  {trivial_line(split_block(ensure_trivial(out, data)))}")  # what a model's Dice must beat
     from nas.run.family import start_family
 
     family = start_family(plan, study, _say)  # planned once per study; queued first with a warm start
