@@ -22,15 +22,18 @@ def split_block(trivial: Mapping[str, Any] | None, split: str = "val") -> Mappin
     return block if isinstance(block, Mapping) and isinstance(block.get("dice"), (int, float)) else None
 
 
-def trivial_line(block: Mapping[str, Any], digits: int = 2) -> str:
-    """``trivial predictors on validation: all-foreground Dice 0.87, all-background 0.00`` (K classes:
-    the mean class Dice of each constant, best first)."""
+def _scores(block: Mapping[str, Any], digits: int) -> str:
+    """``all-foreground Dice 0.87, all-background 0.00``: each constant, best first (K classes: mean class Dice)."""
     constants = dict(block.get("constants") or {})
     order = sorted(constants, key=lambda name: -constants[name])
     kind = "Dice" if int(block.get("num_classes") or 2) == 2 else "mean class Dice"
-    parts = [f"{name} {kind} {constants[name]:.{digits}f}" if i == 0 else f"{name} {constants[name]:.{digits}f}"
-             for i, name in enumerate(order)]
-    return f"trivial predictors on {SPLIT_NAMES.get(str(block.get('split')), block.get('split'))}: " + ", ".join(parts)
+    return ", ".join(f"{name} {kind} {constants[name]:.{digits}f}" if i == 0 else f"{name} {constants[name]:.{digits}f}"
+                     for i, name in enumerate(order))
+
+
+def trivial_line(block: Mapping[str, Any], digits: int = 2) -> str:
+    """``trivial predictors on validation: all-foreground Dice 0.87, all-background 0.00``."""
+    return f"trivial predictors on {SPLIT_NAMES.get(str(block.get('split')), block.get('split'))}: {_scores(block, digits)}"
 
 
 def trivial_level(block: Mapping[str, Any] | None, quality: str) -> tuple[str, float] | None:
@@ -57,7 +60,7 @@ def trivial_summary(trivial: Mapping[str, Any] | None, best_dice: float | None) 
         margin = (f" The best search trial scores {best_dice:.3f}, {best_dice - float(block['dice']):+.3f} over "
                   f"{esc(block['best'])}.")
     test = split_block(trivial, "test")
-    also = f" On the test split: {esc(trivial_line(test, 3).split(': ', 1)[1])}." if test else ""
-    return (f"<p><b>Trivial predictors</b> ({esc(trivial_line(block, 3))}): what predicting one label everywhere "
-            "scores with the same Dice code on the same images, drawn as the dashed line on the Dice plots; a "
-            f"model is only worth its distance above it.{margin}{also}</p>")
+    also = f" On the test split: {esc(_scores(test, 3))}." if test else ""
+    return (f"<p><b>Trivial predictors on validation:</b> {esc(_scores(block, 3))}. What predicting one label "
+            "everywhere scores with the same Dice code on the same images, drawn as the dashed line on the Dice "
+            f"plots: a model is only worth its distance above it.{margin}{also}</p>")

@@ -135,7 +135,7 @@ def test_the_report_draws_the_line_and_states_it(tiny_search):
     html = (tiny_search / "report.html").read_text(encoding="utf-8")
     value = json.loads((tiny_search / "trivial.json").read_text())["splits"]["val"]["dice"]
     assert f"all-foreground (trivial) {value:.3f}" in html  # the dashed line's legend on the Dice plots
-    assert "<b>Trivial predictors</b> (trivial predictors on validation: all-foreground Dice" in html
+    assert f"<b>Trivial predictors on validation:</b> all-foreground Dice {value:.3f}, all-background 0.000" in html
     payload = json.loads(html.split('id="report-data">', 1)[1].split("</script>", 1)[0])
     line = [t for t in payload["plots"]["plot-macs"]["traces"] if "(trivial)" in t["name"]]
     assert len(line) == 1 and line[0]["line"]["dash"] == "dash" and line[0]["y"] == [value, value]
