@@ -122,7 +122,7 @@ def test_a_search_writes_trivial_json_and_says_it(tiny_search, capfd):
     data = load_data("synthetic", image_size=32, seed=0)
     assert stored == json.loads(json.dumps(trivial_baselines(data)))  # the run's own splits, both of them
     assert set(stored["splits"]) == {"val", "test"} and stored["splits"]["val"]["images"] == len(data.val_masks)
-    # a resume reads it back (nothing recomputed) and prints the same header line
+    # a resume prints the same header line and leaves the file as it is (same data, same numbers)
     before = (tiny_search / "trivial.json").stat().st_mtime_ns
     nas.run_search(tiny(tiny_search))
     printed = capfd.readouterr().out
@@ -173,11 +173,16 @@ def test_nas_finalize_keeps_the_test_floor_beside_the_finalists(tiny_search, tmp
 
     run = tmp_path / "run"
     shutil.copytree(tiny_search, run)
+    right = json.loads((run / "trivial.json").read_text())
+    stale = json.loads(json.dumps(right))
+    stale["splits"]["test"]["dice"] = 0.123  # a file that does not match the data is computed again
+    (run / "trivial.json").write_text(json.dumps(stale))
     code, out, err = call(capsys, main, "--run", run, "--finalists", "1", "--final-epochs", "1", "--final-seeds", "1",
                           "--device", "cpu", "--no-overlays")
     assert code == 0, err
     summary = json.loads((run / "finalists" / "finalists.json").read_text())
     test = json.loads((run / "trivial.json").read_text())["splits"]["test"]
-    assert summary["trivial"] == test and "trivial predictors on test: all-foreground Dice" in out
+    assert summary["trivial"] == test == right["splits"]["test"]
+    assert f"trivial predictors on test: all-foreground Dice {test['dice']:.3f}" in out
     assert f"<td>all-foreground (trivial)</td><td>trivial</td><td>—</td><td>{test['dice']:.3f}</td>" in \
         (run / "report.html").read_text(encoding="utf-8")
