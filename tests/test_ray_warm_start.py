@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_ray_backend import interrupt_after_first_finished_trial, local_ray  # noqa: F401 - a fixture
 
 from nas.engine.objectives import Objectives
 from nas.engine.optuna_adapter.study import count_finished, open_study
@@ -114,16 +115,7 @@ def test_the_searcher_labels_the_family_and_fills_its_waiting_trials(tmp_path, m
     assert restored.searcher.told == [(i, {"dice": d, "macs": 1e6}, False) for i, d in (("a", .4), ("b", .5), ("c", .6))]
 
 
-# --- a real local Ray -------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray", reason="Ray is optional: pip install .[ray] to run the Ray backend test")
-    pytest.importorskip("ray.tune", reason="Ray Tune is missing: pip install .[ray]")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
-
+# --- a real local Ray (the fixture and the Ctrl-C scheduler of tests/test_ray_backend.py) -------
 
 def _study(out):
     import optuna
@@ -169,23 +161,6 @@ def test_a_ray_search_runs_the_family_first_and_a_resume_never_again(local_ray, 
     assert count_finished(_study(out)) == 4 and len(trials) == 4
     assert [t.user_attrs.get("family") for t in trials] == ["family-resunet-m0", "family-unet-m0", None, None]
     assert sorted(p.name for p in (out / "ray").iterdir()) == ["search_001", "search_002"]
-
-
-def interrupt_after_first_finished_trial(marker: Path):
-    """A scheduler that sends this process Ctrl-C once (``marker`` remembers it across the restore)."""
-    import os
-    import signal
-
-    from ray.tune.schedulers import FIFOScheduler
-
-    class Interrupt(FIFOScheduler):
-        def on_trial_complete(self, tune_controller, trial, result):  # just before the searcher's
-            if not marker.exists():
-                marker.write_text("sent")
-                os.kill(os.getpid(), signal.SIGINT)  # Tune's handler only sets a flag: the loop ends
-            super().on_trial_complete(tune_controller, trial, result)
-
-    return Interrupt()
 
 
 @pytest.mark.slow
