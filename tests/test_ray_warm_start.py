@@ -187,3 +187,20 @@ def test_an_interrupted_warm_start_is_restored_without_running_a_member_twice(lo
     assert trials[2].user_attrs.get("family") is None
     ids = [t.user_attrs[RAY_TRIAL_ATTR] for t in trials]
     assert len(ids) == len(set(ids)) == 3 and [p.name for p in (tmp_path / "ray").iterdir()] == ["search_001"]
+
+
+def test_an_experiment_is_restored_only_when_it_was_handed_every_queued_member(tmp_path, monkeypatch):
+    """A resume with a larger ``--trials`` may queue more members than the interrupted experiment's
+    searcher knows: a new experiment then proposes them first (instead of leaving them waiting)."""
+    tune = pytest.importorskip("ray.tune", reason="Ray is optional: pip install .[ray]")
+    from nas.engine.ray_adapter.run import FAMILY_FILE, _experiment
+
+    monkeypatch.setattr(tune.Tuner, "can_restore", staticmethod(lambda path: True))
+    first = tmp_path / "ray" / "search_001"
+    first.mkdir(parents=True)
+    assert _experiment(tmp_path, True, []) == (first, True)  # no warm start: restored as before
+    assert _experiment(tmp_path, True, [0]) == (tmp_path / "ray" / "search_002", False)
+    (first / FAMILY_FILE).write_text("[0, 1]")
+    assert _experiment(tmp_path, True, [1]) == (first, True)  # member 0 ran, member 1 is its own
+    assert _experiment(tmp_path, True, [1, 2]) == (tmp_path / "ray" / "search_002", False)
+    assert _experiment(tmp_path, False, [1]) == (tmp_path / "ray" / "search_002", False)

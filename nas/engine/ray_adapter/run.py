@@ -10,6 +10,7 @@ proposes, and fill their own trials in the study (``searcher``).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ AUTH_HINT = ("--ray-address {address}: the Ray head refused this process (Invali
 class RayConnectError(ValueError):
     """``--ray-address`` could not be joined; the message is one line saying why and what to do."""
 DONE_MARKER = "nas_search_done"
+FAMILY_FILE = "nas_family.json"  # the numbers of the warm-start trials handed to the experiment's searcher
 
 
 def check_ray_backend(device: str, gpus_per_trial: float, cpus_per_trial: float) -> None:
@@ -125,15 +127,24 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"  # Tune's default spells out every param
 
 
-def _experiment(out: Path, resume: bool) -> tuple[Path, bool]:
+def _handed(path: Path) -> set[int]:
+    try:
+        return set(json.loads((path / FAMILY_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return set()
+
+
+def _experiment(out: Path, resume: bool, queued: list[int]) -> tuple[Path, bool]:
     """The experiment folder to use, and whether Tune should restore it: the latest one of this
-    run that did not end (killed, interrupted), else a new one (a finished one cannot grow)."""
+    run that did not end (killed, interrupted), else a new one (a finished one cannot grow). Not
+    one that was not handed every warm-start trial still ``queued`` (a resume with a larger
+    ``--trials`` queued more members): a new experiment proposes them first."""
     from ray import tune
 
     root = out / EXPERIMENT_DIR
     existing = sorted(p for p in root.glob("search_*") if p.is_dir()) if root.is_dir() else []
     if resume and existing and not (existing[-1] / DONE_MARKER).exists() \
-            and tune.Tuner.can_restore(existing[-1]):
+            and tune.Tuner.can_restore(existing[-1]) and set(queued) <= _handed(existing[-1]):
         return existing[-1], True
     return root / f"search_{len(existing) + 1:03d}", False
 
@@ -169,7 +180,8 @@ def run_ray_search(job: SearchJob, study: Any, *, storage: str, study_name: str,
     trainable = tune.with_resources(
         tune.with_parameters(ray_trial, job=job, storage=storage, study_name=study_name),
         {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
-    path, restore = _experiment(job.out, resume)
+    family = queued_family(study)  # a restored experiment keeps its own queue (the searcher's state)
+    path, restore = _experiment(job.out, resume, [member["number"] for member in family])
     already = count_finished(study)
     session = _Session(job=job, study=study, live=LiveView(job.out, job.trials, job.objectives, already),
                        complete=already)
@@ -178,7 +190,9 @@ def run_ray_search(job: SearchJob, study: Any, *, storage: str, study_name: str,
         if restore:
             tuner = tune.Tuner.restore(str(path), trainable, resume_errored=True)
         else:
-            family = queued_family(study)  # a restored experiment keeps its own queue (the searcher's state)
+            if family:
+                path.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(path / FAMILY_FILE, json.dumps([member["number"] for member in family]))
             optuna_search = OptunaSearch(
                 space=DefineByRun(job.space.name, job.restriction), metric=names,
                 mode=["max" if d == "maximize" else "min" for d in directions],
