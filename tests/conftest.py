@@ -19,6 +19,21 @@ def _few_threads():
     torch.set_num_threads(previous)
 
 
+# For searches whose subject is not the baseline family (tests/test_family.py's): without these,
+# every run plans the family (dozens of MAC counts) and trains its members as the first trials.
+NO_FAMILY = ["--baselines", "none", "--warm-start", "none"]
+# One tiny corner of the space (depth 3, base 8, plain blocks, no costly extras): the search machinery
+# runs for real and trials train in seconds; the free dimensions still give thousands of points.
+TINY_FIX = {"depth": 3, "base_width": 8, "blocks_per_stage": 1, "block": "plain", "width_mode": "growth",
+            "width_growth": 1.5, "aspp": False, "attention": "none", "multiscale_input": False,
+            "deep_supervision": False}
+
+
+def fix_flags(fix: dict) -> list[str]:
+    """``{"depth": 3}`` -> ``["--fix", "depth=3"]``."""
+    return [arg for name, value in fix.items() for arg in ("--fix", f"{name}={value}")]
+
+
 def shared_dataset(name: str) -> Path:
     """A dataset under ../shared/data, or skip: a fresh clone of the project alone does not have it."""
     folder = SHARED_DATA / name

@@ -1,4 +1,7 @@
-"""The CLI as a user runs it: a tiny real search, the run directory, resume, bad input."""
+"""The CLI as a user runs it: a tiny real search, the run directory, resume, bad input.
+
+The searches that make a run directory are real ``nas-search`` processes; reruns and refusals call the
+same ``main`` in-process with the same command line (a process start costs seconds of imports)."""
 from __future__ import annotations
 
 import csv
@@ -8,13 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import NO_FAMILY, TINY_FIX, fix_flags
 
 from nas import load_checkpoint, read_checkpoint_info
 from nas.data.loading import load_data
 from nas.train.trainer import evaluate_dice
 
 NAS_SEARCH = Path(sys.executable).parent / "nas-search"
-TINY = ["--trials", "2", "--epochs", "1", "--image-size", "32", "--seed", "1", "--device", "cpu"]
+TINY = ["--trials", "2", "--epochs", "1", "--image-size", "32", "--seed", "1", "--device", "cpu", *NO_FAMILY]
+SMALL = fix_flags(TINY_FIX)  # the tiny run's corner of the space: trials train in seconds
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -29,7 +34,7 @@ def read_trials(run_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("cli")
-    result = run_cli("--space", "resunet", *TINY, "--out", "run", cwd=workdir)
+    result = run_cli("--space", "resunet", *TINY, *SMALL, "--out", "run", cwd=workdir)
     assert result.returncode == 0, result.stderr
     return workdir, workdir / "run", result
 
@@ -69,25 +74,27 @@ def test_best_checkpoint_reloads_and_reproduces_its_dice(tiny_run):
 
 
 @pytest.mark.slow
-def test_rerun_resumes_without_adding_trials_and_extends_on_request(tiny_run):
+def test_rerun_resumes_without_adding_trials_and_extends_on_request(tiny_run, capsys, monkeypatch):
     workdir, run_dir, _ = tiny_run
-    again = run_cli("--space", "resunet", *TINY, "--out", "run", cwd=workdir)
-    assert again.returncode == 0, again.stderr
-    assert "2/2 trials finished" in again.stdout
+    monkeypatch.chdir(workdir)
+    code, out, err = run_main(capsys, "--space", "resunet", *TINY, *SMALL, "--out", "run")
+    assert code == 0, err
+    assert "2/2 trials finished" in out
     assert [r["state"] for r in read_trials(run_dir)].count("COMPLETE") == 2
-    more = run_cli("--space", "resunet", *TINY[:1], "3", *TINY[2:], "--out", "run", cwd=workdir)
-    assert more.returncode == 0, more.stderr
+    code, _, err = run_main(capsys, "--space", "resunet", *TINY[:1], "3", *TINY[2:], *SMALL, "--out", "run")
+    assert code == 0, err
     states = [r["state"] for r in read_trials(run_dir)]
     assert states.count("COMPLETE") == 3 and set(states) <= {"COMPLETE", "PRUNED"}  # PRUNED: duplicates
 
 
 @pytest.mark.slow
-def test_resume_with_other_settings_is_refused(tiny_run):
+def test_resume_with_other_settings_is_refused(tiny_run, capsys, monkeypatch):
     workdir, run_dir, _ = tiny_run
     before = (run_dir / "trials.csv").read_bytes()
-    result = run_cli("--space", "resunet", *TINY, "--epochs", "2", "--out", "run", cwd=workdir)
-    assert result.returncode == 2
-    assert "other settings" in result.stderr and "epochs" in result.stderr
+    monkeypatch.chdir(workdir)
+    code, _, err = run_main(capsys, "--space", "resunet", *TINY, *SMALL, "--epochs", "2", "--out", "run")
+    assert code == 2
+    assert "other settings" in err and "epochs" in err
     assert (run_dir / "trials.csv").read_bytes() == before
 
 
@@ -106,24 +113,25 @@ def _bad_folder(tmp_path: Path) -> Path:
     (["--device", "tpu"], "device"),
     (["--storage", "study.db"], "--storage must be a URL"),
 ])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monkeypatch, args, message):
     bad = str(_bad_folder(tmp_path))
     args = [a.replace("{bad}", bad) for a in args]
-    result = run_cli(*args, "--out", "run", cwd=tmp_path)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("nas-search: error:")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(capsys, *args, "--out", "run")
+    assert code == 2
+    assert message in err
+    assert err.strip().splitlines()[-1].startswith("nas-search: error:")
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
-def test_asking_for_cuda_without_one_is_refused(tmp_path):
-    result = run_cli("--device", "cuda", "--out", "run", cwd=tmp_path)
-    assert result.returncode == 2 and "no CUDA device" in result.stderr
+def test_asking_for_cuda_without_one_is_refused(tmp_path, capsys):
+    code, _, err = run_main(capsys, "--device", "cuda", "--out", str(tmp_path / "run"))
+    assert code == 2 and "no CUDA device" in err
     assert not (tmp_path / "run").exists()
 
 
-def test_list_spaces(tmp_path):
+def test_list_spaces(tmp_path):  # the installed entry point, in a process of its own
     result = run_cli("--list-spaces", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.startswith("resunet:")
 
@@ -208,7 +216,7 @@ def _study(run_dir: Path):
 
 
 @pytest.mark.slow
-def test_fixed_dimensions_hold_in_every_trial_and_the_restriction_guards_resume(tmp_path):
+def test_fixed_dimensions_hold_in_every_trial_and_the_restriction_guards_resume(tmp_path, capsys):
     import json
 
     from search_spaces import get_space
@@ -217,7 +225,8 @@ def test_fixed_dimensions_hold_in_every_trial_and_the_restriction_guards_resume(
     dilation = "dilation" if "dilation" in names else "bridge_dilation"  # the full space renamed it
     fixed = ["--fix", "depth=3", "--fix", "base_width=8", "--choices", f"{dilation}=1,2"]
     loose = ["--max-params", "100M", "--max-memory-mb", "10000"]  # feasible: checked, then trained
-    one = ["--trials", "1", *TINY[2:]]  # one trained trial keeps it fast; the fix holds per trial anyway
+    cheap = fix_flags({k: v for k, v in TINY_FIX.items() if k not in ("depth", "base_width")})
+    one = ["--trials", "1", *TINY[2:], *cheap]  # one trained trial keeps it fast; the fix holds per trial anyway
     result = run_cli(*one, *fixed, *loose, "--out", "run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     run_dir = tmp_path / "run"
@@ -236,18 +245,18 @@ def test_fixed_dimensions_hold_in_every_trial_and_the_restriction_guards_resume(
         if trial.state.name == "COMPLETE":
             assert 0 < trial.user_attrs["metrics"]["train_memory_mb"] < 10000
     before = (run_dir / "trials.csv").read_bytes()
-    other = run_cli(*one, "--fix", "depth=4", *loose, "--out", "run", cwd=tmp_path)
-    assert other.returncode == 2 and "other settings" in other.stderr and "restriction" in other.stderr
+    code, _, err = run_main(capsys, *one, "--fix", "depth=4", *loose, "--out", str(run_dir))
+    assert code == 2 and "other settings" in err and "restriction" in err
     assert (run_dir / "trials.csv").read_bytes() == before
 
 
 @pytest.mark.slow
-def test_constraints_no_architecture_meets_stop_quickly_with_a_message(tmp_path):
-    result = run_cli(*TINY, "--fix", "depth=3", "--max-macs", "1k", "--max-pruned-in-a-row", "6",
-                     "--out", "run", cwd=tmp_path)
-    assert result.returncode == 1, result.stderr
-    assert "the last 6 sampled architectures all violate the constraints" in result.stderr
-    assert "--max-macs 1 kMAC" in result.stderr
+def test_constraints_no_architecture_meets_stop_quickly_with_a_message(tmp_path, capsys):
+    code, _, err = run_main(capsys, *TINY, "--fix", "depth=3", "--max-macs", "1k", "--max-pruned-in-a-row", "6",
+                            "--out", str(tmp_path / "run"))
+    assert code == 1, err
+    assert "the last 6 sampled architectures all violate the constraints" in err
+    assert "--max-macs 1 kMAC" in err
     rows = read_trials(tmp_path / "run")
     assert len(rows) == 6 and all(r["state"] == "PRUNED" for r in rows)
     assert all(r["fail_reason"].startswith("infeasible: ") and "> --max-macs 1 kMAC" in r["fail_reason"]
@@ -256,26 +265,29 @@ def test_constraints_no_architecture_meets_stop_quickly_with_a_message(tmp_path)
     assert not (tmp_path / "run" / "trials").exists()  # nothing was trained
 
 
-def test_an_architecture_too_deep_for_the_image_size_is_pruned_before_training(tmp_path):
-    result = run_cli("--fix", "depth=5", "--image-size", "16", "--trials", "1", "--epochs", "1",
-                     "--max-pruned-in-a-row", "2", "--device", "cpu", "--out", "run", cwd=tmp_path)
-    assert "under 2 px at the bridge" in result.stdout
+def test_an_architecture_too_deep_for_the_image_size_is_pruned_before_training(tmp_path, capsys):
+    _, out, _ = run_main(capsys, "--fix", "depth=5", "--image-size", "16", "--trials", "1", "--epochs", "1",
+                         "--max-pruned-in-a-row", "2", "--device", "cpu", "--out", str(tmp_path / "run"))
+    assert "under 2 px at the bridge" in out
     rows = read_trials(tmp_path / "run")
     assert rows and all(r["state"] == "PRUNED" for r in rows)
     assert all("under 2 px at the bridge" in r["fail_reason"] for r in rows)
 
 
-def test_a_volume_space_on_image_data_is_refused(tmp_path):
-    result = run_cli("--space", "resunet3d", "--data", "synthetic", "--out", "run", cwd=tmp_path)
-    assert result.returncode == 2 and "3D volumes" in result.stderr and "2D images" in result.stderr
+def test_a_volume_space_on_image_data_is_refused(tmp_path, capsys):
+    code, _, err = run_main(capsys, "--space", "resunet3d", "--data", "synthetic", "--out", str(tmp_path / "run"))
+    assert code == 2 and "3D volumes" in err and "2D images" in err
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
-def test_resume_with_another_training_recipe_is_refused(tiny_run):
+def test_resume_with_another_training_recipe_is_refused(tiny_run, capsys, monkeypatch):
     workdir, run_dir, _ = tiny_run
-    result = run_cli("--space", "resunet", *TINY, "--lr", "0.01", "--out", "run", cwd=workdir)
-    assert result.returncode == 2 and "recipe" in result.stderr
+    before = (run_dir / "trials.csv").read_bytes()
+    monkeypatch.chdir(workdir)
+    code, _, err = run_main(capsys, "--space", "resunet", *TINY, *SMALL, "--lr", "0.01", "--out", "run")
+    assert code == 2 and "recipe" in err
+    assert (run_dir / "trials.csv").read_bytes() == before
 
 
 @pytest.mark.parametrize("args, message", [
@@ -283,16 +295,16 @@ def test_resume_with_another_training_recipe_is_refused(tiny_run):
     (["--foreground-fraction", "2"], "argument --foreground-fraction: must be in [0, 1]"),
     (["--early-stop-patience", "0"], "argument --early-stop-patience: must be >= 1"),
 ])
-def test_bad_recipe_values_are_refused(tmp_path, args, message):
-    result = run_cli(*args, "--out", "run", cwd=tmp_path)
-    assert result.returncode == 2 and message in result.stderr
+def test_bad_recipe_values_are_refused(tmp_path, capsys, args, message):
+    code, _, err = run_main(capsys, *args, "--out", str(tmp_path / "run"))
+    assert code == 2 and message in err
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
-def test_baseline_presets_are_trained_once_drawn_and_never_exported(tmp_path):
-    args = ["--trials", "1", "--epochs", "1", "--image-size", "32", "--fix", "depth=3", "--device", "cpu",
-            "--baselines", "unet-16", "--out", "run"]
+def test_baseline_presets_are_trained_once_drawn_and_never_exported(tmp_path, capsys, monkeypatch):
+    args = ["--trials", "1", "--epochs", "1", "--image-size", "32", *SMALL, "--device", "cpu",
+            "--baselines", "unet-16", "--warm-start", "none", "--out", "run"]  # the preset alone, no family
     first = run_cli(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     folder = tmp_path / "run" / "baselines" / "unet-16"
@@ -303,11 +315,12 @@ def test_baseline_presets_are_trained_once_drawn_and_never_exported(tmp_path):
     assert not (tmp_path / "run" / "best" / "unet-16").exists()
     report = (tmp_path / "run" / "report.html").read_text()
     assert "baseline preset" in report and "unet-16" in report
-    again = run_cli(*args, cwd=tmp_path)
-    assert again.returncode == 0 and "baseline unet-16: already trained" in again.stdout
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(capsys, *args)
+    assert code == 0 and "baseline unet-16: already trained" in out, err
 
 
-def test_an_unknown_baseline_preset_is_refused(tmp_path):
-    result = run_cli("--baselines", "unet-17", "--out", "run", cwd=tmp_path)
-    assert result.returncode == 2 and "unknown preset 'unet-17'" in result.stderr
+def test_an_unknown_baseline_preset_is_refused(tmp_path, capsys):
+    code, _, err = run_main(capsys, "--baselines", "unet-17", "--out", str(tmp_path / "run"))
+    assert code == 2 and "unknown preset 'unet-17'" in err
     assert not (tmp_path / "run").exists()

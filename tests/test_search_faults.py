@@ -14,19 +14,23 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import NO_FAMILY, TINY_FIX, fix_flags
 
 from nas.engine.optuna_adapter.study import make_storage
 
 NAS_SEARCH = Path(sys.executable).parent / "nas-search"
-SMALL = ["--epochs", "2", "--image-size", "32", "--seed", "3", "--device", "cpu",
-         "--fix", "depth=3", "--fix", "base_width=8"]
+# Sampled trials in a tiny corner of the space, no baseline family (its planning and warm-start trials
+# are tests/test_family.py's subject); 2 epochs, so a kill after epoch 1 lands mid-trial.
+SMALL = ["--epochs", "2", "--image-size", "32", "--seed", "3", "--device", "cpu", *NO_FAMILY, *fix_flags(TINY_FIX)]
 pytestmark = pytest.mark.slow
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # SIGINT as a terminal delivers it, even when pytest itself runs in the background (SIGINT ignored)
     return subprocess.Popen([str(NAS_SEARCH), *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
+                            stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(process: subprocess.Popen, predicate, timeout: float = 300) -> list[str]:
