@@ -10,16 +10,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import call
+from conftest import NO_FAMILY, TINY_FIX, call, fix_flags
 
 import nas
 from nas.run.search import STATUSES, SearchResult
 
 NAS_SEARCH = Path(sys.executable).parent / "nas-search"
-# One tiny architecture: the search machinery runs for real, training takes seconds.
-FIX = {"depth": 3, "base_width": 8, "blocks_per_stage": 1, "block": "plain", "width_mode": "growth",
-       "width_growth": 1.5, "aspp": False, "attention": "none", "multiscale_input": False, "deep_supervision": False}
-FIX_FLAGS = [arg for name, value in FIX.items() for arg in ("--fix", f"{name}={value}")]
+# One tiny corner of the space and no baseline family: the search machinery runs for real, training takes seconds.
+FIX = TINY_FIX
+FIX_FLAGS = [*fix_flags(FIX), *NO_FAMILY]
 
 
 def rows(run: Path) -> list[dict]:
@@ -57,7 +56,7 @@ def test_bad_input_from_python_is_a_search_error_and_writes_nothing(tmp_path):
 @pytest.mark.slow
 def test_run_search_from_python_writes_what_the_cli_writes(tmp_path, capsys):
     config = nas.SearchConfig(trials=1, epochs=1, image_size=32, seed=1, device="cpu", early_stop=False, fix=FIX,
-                              out=tmp_path / "python")
+                              baselines="none", warm_start="none", out=tmp_path / "python")
     result = nas.run_search(config)
     assert (result.status, result.out, result.finished) == ("completed", (tmp_path / "python").resolve(), 1)
     assert [r.number for r in result.front] == [0]
