@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import call, make_study
+from conftest import NO_FAMILY, call, make_study
 import torch
 from PIL import Image
 
@@ -264,7 +264,7 @@ def test_a_pickled_npy_volume_is_never_unpickled(tmp_path, capsys):
 @pytest.mark.slow
 def test_constraints_no_architecture_meets_stop_after_n_pruned_without_training(tmp_path, capsys):
     """Not a refusal (the limits are only known to be impossible after sampling): exit 1, quickly."""
-    code, _, err = search(capsys, tmp_path, *TINY, "--fix", "depth=3", "--max-macs", "1k",
+    code, _, err = search(capsys, tmp_path, *TINY, *NO_FAMILY, "--fix", "depth=3", "--max-macs", "1k",
                           "--max-pruned-in-a-row", "3")
     assert code == 1, err
     line = next(line for line in err.splitlines() if line.startswith("nas-search: stopped:"))
