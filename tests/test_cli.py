@@ -18,7 +18,8 @@ from nas.data.loading import load_data
 from nas.train.trainer import evaluate_dice
 
 NAS_SEARCH = Path(sys.executable).parent / "nas-search"
-TINY = ["--trials", "2", "--epochs", "1", "--image-size", "32", "--seed", "1", "--device", "cpu", *NO_FAMILY]
+TINY = ["--trials", "2", "--epochs", "1", "--image-size", "32", "--seed", "1", "--device", "cpu",
+        "--patches-per-epoch", "16", *NO_FAMILY]
 SMALL = fix_flags(TINY_FIX)  # the tiny run's corner of the space: trials train in seconds
 
 
@@ -303,8 +304,8 @@ def test_bad_recipe_values_are_refused(tmp_path, capsys, args, message):
 
 @pytest.mark.slow
 def test_baseline_presets_are_trained_once_drawn_and_never_exported(tmp_path, capsys, monkeypatch):
-    args = ["--trials", "1", "--epochs", "1", "--image-size", "32", *SMALL, "--device", "cpu",
-            "--baselines", "unet-16", "--warm-start", "none", "--out", "run"]  # the preset alone, no family
+    args = ["--trials", "1", "--epochs", "1", "--image-size", "32", "--patches-per-epoch", "16", *SMALL,
+            "--device", "cpu", "--baselines", "unet-16", "--warm-start", "none", "--out", "run"]  # the preset alone
     first = run_cli(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     folder = tmp_path / "run" / "baselines" / "unet-16"
