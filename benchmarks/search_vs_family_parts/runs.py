@@ -44,6 +44,10 @@ def dataset(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
     runs, records = [], []
     for seed in args.seeds:
         root = Path(args.out) / name / f"seed_{seed}"
+        if args.reread:  # the arms ran before (an invocation stopped before it printed): read their runs
+            runs.append({arm: {"status": "reread", "seconds": math.nan} for arm in arms if (root / arm).is_dir()})
+            records.append({arm: records_of(root / arm) for arm in runs[-1]})
+            continue
         with ProcessPoolExecutor(len(arms), mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {arm: pool.submit(run_arm, arm, source, root / arm, args, seed, args.budgets[name])
                        for arm in arms}
@@ -65,7 +69,7 @@ def dataset(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
     seeds = []
     for seed, run, record in zip(args.seeds, runs, records):
         row = {"seed": seed, "runs": run, **seed_result(record, reference)}
-        if args.finalize:
+        if args.finalize and not args.reread:
             row["finalize"] = finalize(Path(args.out) / name / f"seed_{seed}" / "engine", args)
         seeds.append(row)
     return {"dataset": name, "budget_s": args.budgets[name], "reference": list(reference),
