@@ -36,6 +36,8 @@ Duration (estimated, not measured): an epoch covers the training area, 96 patche
 members) x 3 seeds x 15 epochs, ~15 min on synthetic to ~2 h on ISBI on one thread: ~7 h in all
 (``--finalize-threads 4`` roughly halves it). Prints one JSON blob (also ``<out>/search_vs_family.json``)
 and the Markdown lines for benchmarks/RESULTS.md, with each goal of issue 14 met / not met / not measured.
+Run so far only at a reduced scale (480-600 s per arm, 3-4 short epochs; commands and results in
+benchmarks/RESULTS.md); ``--reread`` summarises runs already on disk without training.
 """
 from __future__ import annotations
 
