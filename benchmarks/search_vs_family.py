@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--arms", default=",".join(SEARCHED), help=f"searching arms, side by side: {', '.join(ARM_FLAGS)} "
-                        "(gp: (a) with --sampler gp; compact: (a) with --config compact; full: (a) again, the "
+                        "(gp: (a) with --sampler gp; compact: (a) with --config compact; nowarm: (a) without the family; full: (a) again, the "
                         "control of a variant run in another invocation)")
     parser.add_argument("--family-rungs", type=int, default=3, help="nas-search's, for every arm with the family")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated search seeds")

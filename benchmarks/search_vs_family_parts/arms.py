@@ -21,7 +21,8 @@ SMOKE_FIX = {"depth": 3, "blocks_per_stage": 1, "block": "plain", "aspp": False,
 SEARCHED = ("engine", "random", "moasha")  # the arms that run a search by default
 RANDOM = {"sampler": "random", "early_stop": "none", "warm_start": "none", "baselines": ()}
 # (a) with one default changed, side by side with it (--arms): the sampler and the space width of issue 14
-VARIANTS = {"gp": {"sampler": "gp"}, "compact": {"space_config": "compact"}, "full": {}}
+VARIANTS = {"gp": {"sampler": "gp"}, "compact": {"space_config": "compact"}, "full": {},
+            "nowarm": {"warm_start": "none", "baselines": ()}}  # nowarm: (a) without the family
 ARM_FLAGS = {"engine": {}, "random": RANDOM, "moasha": RANDOM, **VARIANTS}  # nas.SearchConfig fields over defaults
 ENGINES = ("engine", *VARIANTS)  # arms with the family warm start: their fronts are read with and without it
 
