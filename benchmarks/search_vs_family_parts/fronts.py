@@ -72,9 +72,10 @@ def seed_result(records: dict[str, list[Any]], reference: Sequence[float]) -> di
     target = hypervolume(family, reference)
     fronts = {"engine (all trials)": [s.point for s in engine if s.point],
               "engine searched": [s.point for s in engine if s.point and not s.family],
-              "random": [s.point for s in steps(records["random"]) if s.point], "family": family}
-    if "moasha" in records:
-        fronts["moasha"] = [s.point for s in steps(records["moasha"]) if s.point]
+              "family": family}
+    for arm in ("random", "moasha"):  # --arms may leave either out
+        if arm in records:
+            fronts[arm] = [s.point for s in steps(records[arm]) if s.point]
     variants = {arm: steps(records[arm]) for arm in VARIANTS if arm in records}
     for arm, trials in variants.items():  # (a) with one default changed: read like (a)
         fronts[f"{arm} (all trials)"] = [s.point for s in trials if s.point]
