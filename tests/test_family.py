@@ -231,3 +231,26 @@ def test_enqueue_is_budgeted_cheapest_first_and_never_twice():
     fresh = optuna.create_study(directions=["maximize", "minimize"])
     fresh.add_trial(optuna.trial.create_trial(values=[0.5, 1.0]))  # a study that searched already
     assert enqueue_family(fresh, plan, budget=3) == [] and family_trials(fresh) == {}
+
+
+def test_warm_start_is_sized_to_a_timeout_and_never_to_a_trial_budget():
+    import nas
+    from nas.run.family import WARM_START_SHARE, warm_start_until
+
+    assert warm_start_until(nas.SearchConfig()) is None  # --trials is the budget: every queued member runs
+    assert warm_start_until(nas.SearchConfig(timeout=600, warm_start="none")) is None
+    assert warm_start_until(nas.SearchConfig(timeout=600), now=1000.0) == 1000.0 + WARM_START_SHARE * 600
+
+
+def test_a_member_due_after_its_share_of_the_timeout_is_skipped_untrained(tmp_path):
+    import nas
+    from nas.results.outcome import StopReason
+
+    out = tmp_path / "run"
+    result = nas.run_search(nas.SearchConfig(trials=2, out=out, timeout=0.001, **TINY))  # the share is long past
+    trials = _study(out).get_trials()
+    assert [t.user_attrs.get("family") for t in trials][:1] == ["family-resunet-m0"]
+    first = nas.open_run(out).records[0]
+    assert first.state == "PRUNED" and first.stop_reason == StopReason.BUDGET and first.result.quality.dice is None
+    assert first.message == "warm start past its share of --timeout: family-resunet-m0 not run"
+    assert not (out / "trials" / "trial_0000").exists() and result.status != "failed"

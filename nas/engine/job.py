@@ -54,6 +54,7 @@ class SearchJob:
     max_failures: int = 5
     max_pruned_in_a_row: int = 25
     timeout: float | None = None  # wall-clock seconds
+    warm_start_until: float | None = None  # time.time() after which no family warm-start member starts
 
     @property
     def image_size(self) -> int:

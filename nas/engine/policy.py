@@ -25,6 +25,7 @@ from nas.results.outcome import StopReason
 from nas.train.trainer import resolve_device
 
 Log = Callable[[str], None]
+WARM_START_PAST = "warm start past its share of --timeout"  # nas.run.family.WARM_START_SHARE
 
 
 class TrialStopped(Exception):
@@ -56,6 +57,8 @@ class TrialPort(Protocol):
     suggest: Suggest  # answers the space's suggest_* calls (an Optuna trial, replayed Ray params)
     checkpoint: Path  # where the finished trial's checkpoint goes, relative to the run directory
     extra: dict[str, Any]  # provenance written into the checkpoint's metrics (e.g. {"trial": 7})
+
+    family: str | None  # the family member this warm-start trial is (None: a sampled trial)
 
     def fixed_params(self, fixed: dict[str, Any]) -> None:
         """Dimensions the restriction fixed (they never reach the sampler)."""
@@ -155,6 +158,10 @@ def run_policy(job: SearchJob, port: TrialPort, log: Log = _log,
     ``finished`` counts the study's finished trials, for the log line.
     """
     started = time.perf_counter()
+    family = getattr(port, "family", None)
+    if family and job.warm_start_until is not None and time.time() >= job.warm_start_until:
+        log(f"trial {port.number:>3}  -> skipped: {family}: {WARM_START_PAST}")
+        raise TrialStopped(StopReason.BUDGET, f"{WARM_START_PAST}: {family} not run")
     suggest = RestrictedSuggest(port.suggest, job.restriction) if job.restriction else port.suggest
     try:
         spec = fit_spec(job.space.sample_spec(suggest), job.data)  # the data's class count (docs/multiclass.md)

@@ -32,6 +32,7 @@ class StopReason(str, Enum):
     SCHEDULER = "scheduler"  # a Ray Tune scheduler stopped it
     DUPLICATE = "duplicate"  # the same sampled params as a finished (or running) trial
     INFEASIBLE = "infeasible"  # over a --max-* limit, too deep for the image size, or a restriction conflict
+    BUDGET = "budget"  # a family warm-start member not started: the warm start had used its share of --timeout
 
     def __str__(self) -> str:
         return self.value
@@ -58,7 +59,8 @@ class FailureKind(str, Enum):
 
 # Message prefixes written by the engine before the enums were stored (and still written as text).
 _LEGACY_STOPS = (("early-stopped", StopReason.EARLY_STOPPED), ("stopped by the ray scheduler", StopReason.SCHEDULER),
-                 ("duplicate of trial", StopReason.DUPLICATE), ("infeasible", StopReason.INFEASIBLE))
+                 ("duplicate of trial", StopReason.DUPLICATE), ("infeasible", StopReason.INFEASIBLE),
+                 ("warm start past", StopReason.BUDGET))
 _LEGACY_FAILURES = (("stale", FailureKind.STALE), ("interrupted", FailureKind.INTERRUPTED),
                     ("out of memory", FailureKind.OUT_OF_MEMORY), ("diverged", FailureKind.DIVERGED),
                     ("no objective values", FailureKind.NO_OBJECTIVES),

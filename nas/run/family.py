@@ -7,11 +7,12 @@ reads it back instead of planning again. A warm start queues the members cheapes
 many as ``--trials`` still wants, and only into a study that has run nothing but family trials
 (``nas.engine.optuna_adapter.warm_start``): nothing is queued twice, and a resume with a larger
 ``--trials`` queues the rest. The warm-start trials count toward ``--trials``; they are never
-stopped early. Both backends run them: with ``--backend ray`` the queued members are the first points
+stopped early, and with ``--timeout`` none starts after a quarter of it (``warm_start_until``). Both backends run them: with ``--backend ray`` the queued members are the first points
 Ray's ``OptunaSearch`` proposes, each filled in place when it ends (``nas.engine.ray_adapter.searcher``).
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from nas.engine.baselines import FAMILY
@@ -19,6 +20,7 @@ from nas.engine.family import FamilyMember, describe, plan_family
 from nas.run.search_config import SearchConfig
 
 Log = Callable[[str], None]
+WARM_START_SHARE = 0.25  # of --timeout: no warm-start member starts later (the searched trials get the rest)
 
 
 def family_wanted(config: SearchConfig) -> bool:
@@ -29,6 +31,19 @@ def warm_start_active(config: SearchConfig) -> bool:
     """Either backend: with Ray the queued members are ``OptunaSearch``'s first points
     (``nas.engine.ray_adapter``), labelled and filled in place like the Optuna path's."""
     return config.warm_start == "family"
+
+
+def warm_start_until(config: SearchConfig, now: float | None = None) -> float | None:
+    """With ``--timeout``, the time (``time.time()``) after which no family warm-start member starts.
+
+    The members are queued first and never stopped early; on a short budget they took 35-100 % of
+    the trial time in the reduced benchmark (ISBI: the budget ended inside the family in every seed,
+    benchmarks/RESULTS.md), leaving the search nothing. A member due after ``WARM_START_SHARE`` of
+    the budget is skipped (pruned, stop reason ``budget``; the cheapest rungs run first), never run
+    later. Without ``--timeout`` the budget is ``--trials`` and every queued member runs."""
+    if config.timeout is None or not warm_start_active(config):
+        return None
+    return (time.time() if now is None else now) + WARM_START_SHARE * config.timeout
 
 
 def study_family(plan: Any, study: Any, log: Log) -> list[FamilyMember]:
@@ -74,7 +89,9 @@ def start_family(plan: Any, study: Any, log: Log) -> list[FamilyMember]:
         if queued:
             log(f"warm start: {', '.join(queued)} queued as the first trials (they count toward --trials "
                 f"{config.trials})" + (f"; {len(members) - len(queued)} member(s) beyond --trials are not run"
-                                       if len(queued) < len(members) else ""))
+                                       if len(queued) < len(members) else "")
+                + (f"; with --timeout none starts after {WARM_START_SHARE:.0%} of it (then skipped)"
+                   if config.timeout is not None else ""))
     return members
 
 

@@ -138,6 +138,7 @@ def _run(plan: Plan, study: Any) -> SearchResult:
     from nas.engine.optuna_adapter.study import count_finished, recover_lost_trials
     from nas.data.patches import describe_epoch, describe_foreground
     from nas.engine.trial import TrialSettings
+    from nas.run.family import warm_start_until
     from nas.train.trainer import resolve_device
 
     config, out = plan.config, plan.out
@@ -155,7 +156,7 @@ def _run(plan: Plan, study: Any) -> SearchResult:
                     restriction=plan.restriction, constraints=plan.constraints, objectives=plan.objectives,
                     early_stop=early_stop_policy(config.early_stop, config.epochs, config.early_stop_rungs),
                     max_failures=config.max_failures, max_pruned_in_a_row=config.max_pruned_in_a_row,
-                    timeout=config.timeout)
+                    timeout=config.timeout, warm_start_until=warm_start_until(config))
     already = count_finished(study)
     live = LiveView(out, config.trials, plan.objectives, already)
     if config.worker_id is not None:

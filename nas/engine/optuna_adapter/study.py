@@ -309,7 +309,8 @@ def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
 
     def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
         nonlocal failures, pruned_in_a_row, stopped
-        early = trial.user_attrs.get(STOP_REASON_ATTR) in (StopReason.EARLY_STOPPED, StopReason.SCHEDULER) \
+        early = trial.user_attrs.get(STOP_REASON_ATTR) in (StopReason.EARLY_STOPPED, StopReason.SCHEDULER,
+                                                           StopReason.BUDGET) \
             or trial.user_attrs.get("stopped_at_epoch") is not None
         pruned_in_a_row = pruned_in_a_row + 1 if trial.state == TrialState.PRUNED and not early else 0
         if trial.state == TrialState.FAIL:
