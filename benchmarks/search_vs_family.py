@@ -91,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finalize-threads", type=int, default=1, help="torch threads of the finalist stage")
     parser.add_argument("--smoke", action="store_true", help="synthetic, 1 seed, 20 s, 2 epochs, 32 px, a tiny "
                         "plain U-Net space, small finalist stage: checks the plumbing only")
-    parser.add_argument("--reread", action="store_true", help="train nothing: summarise the runs already under "
-                        "--out (same --datasets/--seeds/--arms), e.g. of an invocation stopped before it printed")
+    parser.add_argument("--reread", action="store_true", help="search nothing: summarise the runs already under "
+                        "--out (same --datasets/--seeds/--arms), e.g. of an invocation stopped before it printed; "
+                        "with --finalize, run the finalist stage on them")
     parser.add_argument("--out", default="runs/bench_search_vs_family")
     args = parser.parse_args(argv)
     if args.smoke:

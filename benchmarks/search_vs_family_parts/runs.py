@@ -69,7 +69,7 @@ def dataset(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
     seeds = []
     for seed, run, record in zip(args.seeds, runs, records):
         row = {"seed": seed, "runs": run, **seed_result(record, reference)}
-        if args.finalize and not args.reread:
+        if args.finalize:  # with --reread: the finalist stage of runs on disk
             row["finalize"] = finalize(Path(args.out) / name / f"seed_{seed}" / "engine", args)
         seeds.append(row)
     return {"dataset": name, "budget_s": args.budgets[name], "reference": list(reference),
