@@ -126,7 +126,7 @@ def test_the_config_takes_rule_names_and_the_old_switch(value, rule):
     ({"early_stop_rungs": "3,x"}, "--early-stop-rungs must be epochs such as 3,9, got '3,x'"),
     ({"early_stop_rungs": "6,3"}, "--early-stop-rungs must be increasing epochs >= 1, got 6,3"),
     ({"early_stop_rungs": "0"}, "--early-stop-rungs must be increasing epochs >= 1, got 0"),
-    ({"early_stop_rungs": "3,10"}, "--early-stop-rungs 10 is not below --epochs 10"),
+    ({"early_stop_rungs": "3,10", "epochs": 10}, "--early-stop-rungs 10 is not below --epochs 10"),
     ({"early_stop_rungs": "3", "early_stop": "none"}, "--early-stop-rungs needs --early-stop halving or moasha"),
 ])
 def test_bad_rules_and_rungs_are_one_line(kwargs, needle):
@@ -137,7 +137,7 @@ def test_bad_rules_and_rungs_are_one_line(kwargs, needle):
 def test_rungs_reach_workers_through_their_flags():
     from nas.cli.search import build_parser, config_from_args
 
-    config = SearchConfig(early_stop="moasha", early_stop_rungs="3,6")
-    assert config.early_stop_rungs == (3, 6)
-    assert config.to_argv() == ["--early-stop", "moasha", "--early-stop-rungs", "3,6"]
+    config = SearchConfig(early_stop="moasha", early_stop_rungs="2,4")
+    assert config.early_stop_rungs == (2, 4)
+    assert config.to_argv() == ["--early-stop", "moasha", "--early-stop-rungs", "2,4"]
     assert config_from_args(build_parser().parse_args(config.to_argv())) == config
