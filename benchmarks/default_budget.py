@@ -1,6 +1,6 @@
 """What the default run's epochs buy: `nas-search --space resunet` at two or more `--epochs`, same seeds.
 
-`make search` has to finish in about 5 minutes on 2 CPU cores, and its time is set by 20 trials x
+`make search` was to finish in about 5 minutes on 2 CPU cores (issue 14), and its time is set by 20 trials x
 ``--epochs`` of training (small models are not proportionally cheaper on a CPU). This runs the
 default search once per (seed, epochs), the variants of a seed side by side in one process each
 (one torch thread each, so they share the machine alike), and reports per variant, with the spread
@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from search_vs_family_parts.fronts import hypervolume  # moocore, the same as the search-vs-family benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -43,14 +45,6 @@ def start(out: Path, seed: int, epochs: int, extra: Sequence[str]) -> subprocess
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     log = open(directory.parent / f"epochs_{epochs}.log", "w")
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-
-
-def hypervolume(points: Sequence[tuple[float, float]], reference: Sequence[float]) -> float:
-    import moocore
-    import numpy as np
-
-    inside = [p for p in points if all(v < r for v, r in zip(p, reference))]
-    return float(moocore.hypervolume(np.array(inside), ref=np.array(reference))) if inside else 0.0
 
 
 def summarise(directory: Path, ref_log10_macs: float) -> dict[str, Any]:
