@@ -13,7 +13,12 @@ test Dice of the val-best model.
         --out /tmp/default_budget
     .venv/bin/python benchmarks/default_budget.py --epochs 10,6 --seeds 0,1,2 --out /tmp/default_budget --reread
 
-Extra flags after ``--`` go to every ``nas-search`` (e.g. ``-- --trials 12``). Prints one JSON blob.
+Extra flags after ``--`` go to every ``nas-search`` (e.g. ``-- --trials 12``). What `make search` runs, timed
+as it runs (one variant, every core, seeds one after another):
+
+    .venv/bin/python benchmarks/default_budget.py --epochs 10 --seeds 0,1,2 --threads 0 --out /tmp/t240 -- --timeout 240
+
+Prints one JSON blob.
 """
 from __future__ import annotations
 
@@ -37,12 +42,14 @@ def run_dir(out: Path, seed: int, epochs: int) -> Path:
     return out / f"seed_{seed}" / f"epochs_{epochs}"
 
 
-def start(out: Path, seed: int, epochs: int, extra: Sequence[str]) -> subprocess.Popen:
+def start(out: Path, seed: int, epochs: int, extra: Sequence[str], threads: int = 1) -> subprocess.Popen:
     directory = run_dir(out, seed, epochs)
     directory.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "nas.cli.search", "--space", "resunet", "--seed", str(seed), "--epochs",
                str(epochs), "--out", str(directory), *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if threads:  # 0: torch's own default (every core), as `make search` runs
+        env["OMP_NUM_THREADS"] = str(threads)
     log = open(directory.parent / f"epochs_{epochs}.log", "w")
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 
@@ -86,13 +93,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--ref-log10-macs", type=float, default=10.0, help="hypervolume reference (10 GMAC)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each run (0: torch's default, "
+                        "as `make search`; time a --timeout run this way, one variant at a time)")
     parser.add_argument("--reread", action="store_true", help="summarise the runs on disk; train nothing")
     args = parser.parse_args(argv)
     variants = [int(e) for e in args.epochs.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     for seed in seeds if not args.reread else []:
         began = time.perf_counter()
-        processes = {epochs: start(args.out, seed, epochs, extra) for epochs in variants}
+        processes = {epochs: start(args.out, seed, epochs, extra, args.threads) for epochs in variants}
         while processes:  # each variant's own wall time: poll, do not wait in order
             time.sleep(1.0)
             for epochs, process in list(processes.items()):
