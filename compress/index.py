@@ -5,11 +5,10 @@ kept variants into ``TrialRecord``s that ``reports.render_report`` draws with th
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from nas.io import atomic_write_json
+from nas.io import atomic_write_json, read_json
 from nas.results.outcome import TrialState
 from nas.results.records import TrialRecord
 from nas.results.trial_result import RecordKind
@@ -25,7 +24,7 @@ def index_path(run_dir: str | Path) -> Path:
 def read_index(run_dir: str | Path) -> list[dict[str, Any]]:
     """The variants listed so far (empty when the run was never compressed or the file is unreadable)."""
     try:
-        data = json.loads(index_path(run_dir).read_text(encoding="utf-8"))
+        data = read_json(index_path(run_dir))
     except (OSError, ValueError):
         return []
     return list(data.get("variants", [])) if isinstance(data, dict) and data.get("format") == FORMAT else []

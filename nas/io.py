@@ -4,11 +4,19 @@ Every write goes to a temp file beside the target, is fsynced, then renamed over
 any failure (disk full, read-only folder) the temp file is removed and the previous version stays.
 OS failures surface as ``WriteError``: an ``OSError`` whose one-line message names the target
 (not the temp file) and the cause, so a CLI can print it as is.
+
+The other direction, files that may come from someone else: ``read_json`` refuses a file over a few
+MB or nested deeper than 32 levels before parsing it (``JsonError``, a ``ValueError``). Text from a
+file, a class or a folder name is escaped for where it goes, one helper per format: ``printable``
+for a terminal (control characters as ``\\n``, ``\\x1b``), ``markdown`` for Markdown text and table
+cells; HTML is ``reports.fmt.esc``.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -156,3 +164,83 @@ def clean_stale_writes(root: str | os.PathLike) -> list[Path]:
             continue
         touched.append(path)
     return touched
+
+
+# --------------------------------------------------------------------- untrusted text in, escaped text out
+
+MAX_JSON_BYTES = 4 << 20  # 4 MiB: the largest metrics.json of a real run is a few kB
+MAX_JSON_DEPTH = 32  # a real metrics.json nests 5 levels
+_JSON_SYNTAX = re.compile(r'["\\\[\]{}]')
+# C0/C1 control characters, DEL, and the bidirectional overrides that reorder what a terminal shows
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>#|&~])")  # emphasis, code, links, HTML, headings, tables, entities
+
+
+class JsonError(ValueError):
+    """A JSON file refused before or while parsing; ``str()`` is one line naming the file."""
+
+
+def json_depth_over(text: str, limit: int) -> bool:
+    """Whether ``text`` nests arrays/objects deeper than ``limit`` (strings skipped), scanning only
+    its syntax characters and stopping at the first level over the limit: never parses it."""
+    depth, in_string, skip = 0, False, -1
+    for match in _JSON_SYNTAX.finditer(text):
+        at, char = match.start(), match.group()
+        if at == skip:
+            continue
+        if in_string:
+            if char == "\\":
+                skip = at + 1  # the escaped character (a quote or a backslash) does not count
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def read_json(path: str | os.PathLike, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH,
+              invalid: str = "not valid JSON") -> Any:
+    """Parse a JSON file that may come from someone else: refused (``JsonError``) when it is not a
+    regular file, is larger than ``max_bytes`` (checked before reading), is not UTF-8 JSON (``invalid``
+    says so), or nests deeper than ``max_depth`` (checked before parsing). A missing file raises
+    ``FileNotFoundError``."""
+    path = Path(path)
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise JsonError(f"{printable(path)}: not a regular file")
+    if info.st_size > max_bytes:
+        raise JsonError(f"{printable(path)}: {info.st_size:,} bytes, more than the {max_bytes:,} a JSON file here "
+                        "may hold (refused unread)")
+    with open(path, "rb") as handle:
+        data = handle.read(max_bytes + 1)  # the file may grow between stat and read
+    if len(data) > max_bytes:
+        raise JsonError(f"{printable(path)}: more than the {max_bytes:,} bytes a JSON file here may hold")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise JsonError(f"{printable(path)}: {invalid} (not UTF-8: {error.reason} at byte {error.start})") from None
+    if json_depth_over(text, max_depth):
+        raise JsonError(f"{printable(path)}: nested deeper than {max_depth} levels (refused unparsed)")
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise JsonError(f"{printable(path)}: {invalid} ({printable(error)})") from None
+
+
+def printable(text: Any) -> str:
+    """``text`` safe for a terminal: control characters (newlines, escape sequences, bidi overrides)
+    written as Python escapes (``\\n``, ``\\x1b``, ``\\u202e``), everything else unchanged."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+
+
+def markdown(text: Any) -> str:
+    """``text`` as literal Markdown text, safe in a table cell: every character Markdown or inline
+    HTML could read as syntax (``|``, ``<``, ``*``, ``[``, backticks, ...) backslash-escaped, and
+    control characters (a newline would end the table row) written as ``printable`` escapes."""
+    return printable(_MARKDOWN.sub(r"\\\1", str(text)))

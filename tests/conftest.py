@@ -29,6 +29,18 @@ TINY_FIX = {"depth": 3, "base_width": 8, "blocks_per_stage": 1, "block": "plain"
             "deep_supervision": False}
 
 
+@pytest.fixture
+def image_dir(tmp_path) -> Path:
+    """``<tmp>/in`` holding one 40x36 grey PNG, ``a.png``: an input folder for nas-predict."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 36), dtype=np.uint8)).save(folder / "a.png")
+    return folder
+
+
 def fix_flags(fix: dict) -> list[str]:
     """``{"depth": 3}`` -> ``["--fix", "depth=3"]``."""
     return [arg for name, value in fix.items() for arg in ("--fix", f"{name}={value}")]

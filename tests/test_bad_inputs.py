@@ -108,14 +108,6 @@ def ckpt(pristine, tmp_path) -> Path:
     return Path(shutil.copytree(pristine, tmp_path / "run" / "best" / "trial_0000"))
 
 
-@pytest.fixture
-def image_dir(tmp_path) -> Path:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 36), dtype=np.uint8)).save(folder / "a.png")
-    return folder
-
-
 def search(capsys, tmp_path, *args):
     from nas.cli.search import main
 
@@ -305,10 +297,17 @@ def test_profile_spec_file_that_is_a_pickle(tmp_path, capsys):
 # ----------------------------------------------------------------------------- checkpoints
 
 def test_truncated_weights_fail_the_hash_check(ckpt, capsys):
+    """Cut to 200 bytes: refused by its size before it is hashed; cut by a few bytes: by the hash."""
     from nas.cli.export import main
 
     weights = ckpt / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:200])
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[:200])
+    before = snapshot(ckpt.parent)
+    code, _, err = call(capsys, main, "--checkpoint", ckpt, "--format", "onnx")
+    assert_refused(code, err, "nas-export", "model.safetensors: not a readable safetensors file for spec.json: "
+                                            "200 bytes")
+    weights.write_bytes(whole[:-16])
     before = snapshot(ckpt.parent)
     code, _, err = call(capsys, main, "--checkpoint", ckpt, "--format", "onnx")
     assert_refused(code, err, "nas-export", "model.safetensors: content hash does not match metrics.json")

@@ -16,7 +16,11 @@ from nas.run.limits import BATCH, SEED, Range, pixel_budget_problem
 
 
 def one_line(message: object) -> str:
-    return " ".join(str(message).split())
+    """Whitespace folded to single spaces, other control characters escaped (``nas.io.printable``):
+    a file or folder name in a message can neither split the line nor drive the terminal."""
+    from nas.io import printable
+
+    return printable(" ".join(str(message).split()))
 
 
 def die(prog: str, message: object) -> NoReturn:

@@ -35,7 +35,7 @@ from nas.deploy.volume_predict import list_volumes, mask_name, segment_volume, v
 from nas.train.inference import MAX_OVERLAP, Predictor, sliding_window_logits
 from nas.cli.common import (Parser, add_batch_size, add_checkpoint, add_device, add_image_size, add_out, check_pixels,
                             check_writable, number, required, write_failed)
-from nas.io import atomic_write_bytes
+from nas.io import atomic_write_bytes, printable
 from nas.run.limits import FRACTION, numbers, side_range
 from nas.train.labels import labels_from_logits
 from nas.train.trainer import resolve_device
@@ -236,7 +236,8 @@ def _predict_all(args: argparse.Namespace, inputs: list[Path], info, predictor, 
             if args.overlay:  # the middle slice
                 atomic_write_bytes(output / f"{volume_stem(path)}_overlay.png",
                                    overlay_png(volume[len(labels) // 2], labels[len(labels) // 2], colours))
-            print(f"{path.name}: {'x'.join(map(str, reversed(labels.shape)))}, {_shares(labels, classes)}", flush=True)
+            print(f"{printable(path.name)}: {'x'.join(map(str, reversed(labels.shape)))}, {_shares(labels, classes)}",
+                  flush=True)
             continue
         image = _read_image(path)  # (H, W, C) float32 in [0, 1]
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))  # (C, H, W)
@@ -246,8 +247,8 @@ def _predict_all(args: argparse.Namespace, inputs: list[Path], info, predictor, 
         atomic_write_bytes(output / f"{path.stem}.png", png_bytes(labels.astype(np.uint8) * scale))
         if args.overlay:
             atomic_write_bytes(output / f"{path.stem}_overlay.png", overlay_png(image, labels, colours))
-        print(f"{path.name}: {image.shape[1]}x{image.shape[0]}, {_shares(labels, classes)}", flush=True)
-    print(f"wrote {len(inputs)} {'mask' if classes == 2 else 'label map'}(s) to {output} (patch "
+        print(f"{printable(path.name)}: {image.shape[1]}x{image.shape[0]}, {_shares(labels, classes)}", flush=True)
+    print(f"wrote {len(inputs)} {'mask' if classes == 2 else 'label map'}(s) to {printable(output)} (patch "
           f"{'x'.join(map(str, patch))}, overlap {args.overlap}, {'onnxruntime' if args.onnx else 'PyTorch ' + str(device)})")
 
 

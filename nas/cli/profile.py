@@ -62,16 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_spec_file(path: str) -> dict[str, Any]:
-    """The JSON object at ``path`` (a folder means its ``spec.json``)."""
+    """The JSON object at ``path`` (a folder means its ``spec.json``), size- and depth-bounded."""
+    from nas.io import JsonError, read_json
+
     file = Path(path)
     if file.is_dir():
         file = file / "spec.json"
     try:
-        data = json.loads(file.read_text())
+        data = read_json(file)
+    except JsonError as error:
+        raise ValueError(f"--spec {error}") from None
     except OSError as error:
         raise ValueError(f"--spec {path}: cannot read it ({error.strerror or error})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"--spec {path}: not valid JSON ({error})") from None
     if not isinstance(data, dict):
         raise ValueError(f"--spec {path}: expected a JSON object, got {type(data).__name__}")
     return data
@@ -95,19 +97,41 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     in_channels = 1
     space_name = args.space or "resunet"
     if "spec" in data and "space" in data:  # a checkpoint's spec.json
+        from nas.deploy.checkpoint_checks import channels
+
         space_name = args.space or data["space"]
-        in_channels = data.get("in_channels", 1)
+        try:
+            in_channels = channels({"in_channels": data.get("in_channels", 1)}, "in_channels")
+        except ValueError as error:
+            raise ValueError(f"--spec {args.spec}: {error}") from None
         data = data["spec"]
     try:
         space = get_space(space_name)
-    except ValueError as error:
+    except (TypeError, ValueError) as error:
         raise ValueError(f"--space: {error}") from None
     try:
         spec = space.spec_from_dict(data)
     except (TypeError, ValueError) as error:
         raise ValueError(f"--spec {args.spec}: {error}") from None
+    in_channels = args.in_channels or in_channels
+    _check_size(args.spec, space, spec, in_channels)
     return {"name": f"spec {args.spec}", "space": space, "spec": spec,
-            "in_channels": args.in_channels or in_channels, "description": ""}
+            "in_channels": in_channels, "description": ""}
+
+
+def _check_size(path: str, space: Any, spec: Any, in_channels: int) -> None:
+    """Its weights counted on the meta device: refused before anything is allocated when the model,
+    its gradients and Adam's two moments (the training step profiled) would not fit."""
+    from nas.costs.footprint import footprint_problem, spec_footprint
+    from nas.deploy.checkpoint_checks import first_line
+
+    try:
+        footprint = spec_footprint(space, spec, in_channels, getattr(spec, "out_channels", 1))
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ValueError(f"--spec {path}: the architecture cannot be built ({first_line(error)})") from None
+    problem = footprint_problem(footprint, copies=4)
+    if problem:
+        raise ValueError(f"--spec {path}: {problem}")
 
 
 def profile(space: Any, spec: Any, *, in_channels: int, input_size: int, batch: int, device: str,

@@ -15,7 +15,6 @@ background, and the dataset has K = ``num_classes`` classes, background included
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -26,8 +25,10 @@ import torch
 from nas.data.checks import mask_alpha_problem
 from nas.data.errors import DataError
 from nas.data.volumes import read_volume_labels, volume_suffix
+from nas.io import JsonError, printable, read_json
 
 CLASSES_FILE = "classes.json"
+MAX_NAME = 200  # characters of a class name (nas.deploy.checkpoint_checks reads no longer ones)
 MAX_INFERRED_CLASSES = 32  # without a declaration, a mask with a larger value is a soft/JPEG mask, not labels
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 BINARY_NAMES = ("background", "foreground")
@@ -68,8 +69,10 @@ def read_classes_file(folder: Path) -> Classes | None:
     if path is None:
         return None
     try:
-        entries = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        entries = read_json(path)  # size- and depth-bounded
+    except JsonError as error:
+        raise DataError(f"cannot read {error}") from None
+    except OSError as error:
         raise DataError(f"cannot read {path}: {' '.join(str(error).split())}") from None
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
         raise DataError(f"{path} must be a list of {{\"name\", \"value\", \"colour\"}} objects")
@@ -78,8 +81,10 @@ def read_classes_file(folder: Path) -> Classes | None:
         value, name, colour = entry.get("value"), entry.get("name"), entry.get("colour", entry.get("color"))
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
             raise DataError(f"{path}: entry {index} needs an integer \"value\" in 0..255, got {value!r}")
-        if not isinstance(name, str) or not name.strip() or ":" in name or "," in name:
-            raise DataError(f"{path}: entry {index} needs a \"name\" (text without ':' or ','), got {name!r}")
+        if (not isinstance(name, str) or not name.strip() or ":" in name or "," in name or len(name) > MAX_NAME
+                or printable(name) != name):
+            raise DataError(f"{path}: entry {index} needs a \"name\" (text of at most {MAX_NAME} characters, without "
+                            f"':', ',' or control characters), got {printable(repr(name))}")
         if value in by_value:
             raise DataError(f"{path}: value {value} is declared twice ({by_value[value][0]!r} and {name!r})")
         if colour is not None and not (isinstance(colour, list) and len(colour) == 3 and all(

@@ -35,7 +35,7 @@ from torch import nn
 from search_spaces import get_space
 
 from nas.deploy.checkpoint import (METRICS_FILE, WEIGHTS_FILE, CheckpointError, file_sha256, load_checkpoint,
-                                   read_checkpoint_info)
+                                   read_checkpoint_info, verify_weights)
 from nas.io import atomic_write, atomic_write_json
 from nas.train.labels import labels_from_logits
 
@@ -265,11 +265,17 @@ def checked_onnx(folder: str | os.PathLike) -> Path:
     again = f"re-export it: nas-export --checkpoint {folder} --format onnx"
     if not path.is_file():
         raise CheckpointError(f"{path}: missing (run nas-export --checkpoint {folder} --format onnx)")
-    metrics = read_checkpoint_info(folder).metrics
+    info = read_checkpoint_info(folder)
+    verify_weights(folder, info)  # the threshold and normalization it is used with are the weights' own
+    metrics = info.metrics
     record = metrics.get(ONNX_RECORD)
     if not isinstance(record, dict) or not record.get("sha256"):
         raise CheckpointError(f"{path}: metrics.json records no hash for it (exported by an older version or "
                               f"copied in), so it may be another model; {again}")
+    most = 2 * (info.footprint.state_bytes if info.footprint else 0) + (16 << 20)
+    if path.stat().st_size > most:  # checked before hashing it
+        raise CheckpointError(f"{path}: {path.stat().st_size:,} bytes, far more than this architecture's weights "
+                              f"({most:,} at most): another model; {again}")
     if file_sha256(path) != record["sha256"]:
         raise CheckpointError(f"{path}: content hash does not match metrics.json (swapped or changed since "
                               f"its export); {again}")

@@ -3,12 +3,16 @@
 The card is what someone who receives only the folder reads: what the model is, what it costs,
 how well it did, how to load it and how to run it on their images. Every number comes from
 ``spec.json`` / ``metrics.json`` (or is counted from the rebuilt model when metrics.json lacks it).
+Every text from those files or the folder (names, devices, notes) goes through ``nas.io.markdown``,
+so a class name with ``|`` or a newline cannot break a table and ``<script>`` stays text; the code
+blocks quote the folder name as a Python string and a shell word.
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
+import shlex
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,7 +23,7 @@ from nas.deploy.checkpoint import METRICS_FILE, SPEC_FILE, WEIGHTS_FILE, load_ch
 from nas.deploy.export import (DEFAULT_FILES, ONNX_RECORD, ExportError, ExportResult, checkpoint_spatial_dims,
                                default_input_size, export_onnx)
 from nas.deploy.overlays import class_palette, model_classes
-from nas.io import atomic_write_text
+from nas.io import atomic_write_text, markdown, printable
 from nas.train.threshold import logit
 
 CARD_FILE = "README.md"
@@ -37,8 +41,8 @@ def _value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, (list, tuple, dict)):
-        return f"`{json.dumps(value)}`"
-    return f"`{value}`" if isinstance(value, str) else str(value)
+        return markdown(json.dumps(value))
+    return markdown(value)
 
 
 def _count(value: Any) -> str:
@@ -82,7 +86,7 @@ def _class_lines(metrics: dict[str, Any], count: int) -> list[str]:
         block = per_class.get(name) if isinstance(per_class.get(name), dict) else {}
         scores = [f"{block[k]:.4f}" if isinstance(block.get(k), (int, float)) else ("-" if value == 0 else "n/a")
                   for k in ("dice", "iou")]
-        lines.append(f"| {value} | {name} | {', '.join(map(str, colour))} | {scores[0]} | {scores[1]} |")
+        lines.append(f"| {value} | {markdown(name)} | {', '.join(map(str, colour))} | {scores[0]} | {scores[1]} |")
     miou = metrics.get("miou")
     lines += ["", f"Mean IoU over the foreground classes (validation, argmax): "
                   f"{f'{miou:.4f}' if isinstance(miou, (int, float)) else 'not recorded'}. Background (0) is not "
@@ -98,9 +102,9 @@ def _finalized_lines(metrics: dict[str, Any]) -> list[str]:
     ci = final.get("dice_ci") or [None, None]
     spread = (f"{final['dice_mean']:.4f} +- {final.get('dice_std') or 0:.4f}, 95 % CI [{ci[0]:.4f}, {ci[1]:.4f}]"
               if isinstance(final.get("dice_mean"), (int, float)) and None not in ci else "not computed")
-    return ["", f"Finalised: retrained for {final.get('epochs')} epochs with {final.get('seeds')} seeds; "
-                f"{final.get('split', 'test')} Dice over the seeds {spread}. These are the weights of seed "
-                f"{final.get('seed')}: {final.get('why')}."]
+    return ["", f"Finalised: retrained for {markdown(final.get('epochs'))} epochs with {markdown(final.get('seeds'))} "
+                f"seeds; {markdown(final.get('split', 'test'))} Dice over the seeds {spread}. These are the weights "
+                f"of seed {markdown(final.get('seed'))}: {markdown(final.get('why'))}."]
 
 
 def _latency_rows(costs: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
@@ -109,13 +113,13 @@ def _latency_rows(costs: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
     again = metrics.get("latency_remeasured")
     if isinstance(again, dict) and isinstance(again.get("latency_ms"), (int, float)):
         noisy = "; **noisy**: re-measure on a quiet machine before trusting it" if again.get("noisy") else ""
-        rows = [f"| latency (median of {again.get('rounds')} interleaved rounds, batch 1) | "
-                f"{again['latency_ms']:.3g} ms on {again.get('device')} ({again.get('engine')}), "
+        rows = [f"| latency (median of {markdown(again.get('rounds'))} interleaved rounds, batch 1) | "
+                f"{again['latency_ms']:.3g} ms on {markdown(again.get('device'))} ({markdown(again.get('engine'))}), "
                 f"spread {100 * float(again.get('spread') or 0):.0f} %{noisy} |"]
         if isinstance(metrics.get("latency_ms_search"), (int, float)):
             rows.append(f"| latency measured during the search | {metrics['latency_ms_search']:.3g} ms |")
         return rows
-    latency = (f"{costs['latency_ms']:.3g} ms on {costs['latency_device']}"
+    latency = (f"{costs['latency_ms']:.3g} ms on {markdown(costs['latency_device'])}"
                if isinstance(costs["latency_ms"], (int, float)) else "not measured")
     return [f"| latency (median, batch 1) | {latency} |"]
 
@@ -130,7 +134,7 @@ def render_model_card(folder: str | os.PathLike, export: ExportResult | None = N
     summary = info.spec.summary() if hasattr(info.spec, "summary") else ""
     name = folder.name
     count = model_classes(info)
-    lines = [f"# {name}: {info.space} segmentation model", ""]
+    lines = [f"# {markdown(name)}: {info.space} segmentation model", ""]
     head = ("(foreground probability = sigmoid(logit))." if count == 2 else
             f"(one per class, {count} classes with the background; prediction = argmax over the channels).")
     lines += [f"A `{info.space}` network ({summary}) taking {info.in_channels}-channel images and "
@@ -157,7 +161,7 @@ def render_model_card(folder: str | os.PathLike, export: ExportResult | None = N
             if key in metrics:
                 lines.append(f"| {label} | {_value(metrics[key])} |")
         if "dice_definition" in metrics:
-            lines += ["", f"Dice: {metrics['dice_definition']}."]
+            lines += ["", f"Dice: {markdown(metrics['dice_definition'])}."]
         lines += _finalized_lines(metrics)
         lines += _class_lines(metrics, count) if count > 2 else []
     else:
@@ -171,12 +175,13 @@ def render_model_card(folder: str | os.PathLike, export: ExportResult | None = N
               "`nas-predict` applies it; a raw ONNX or TorchScript caller must apply it too."]
 
     has_onnx = (folder / DEFAULT_FILES["onnx"]).is_file()
+    quoted, word = repr(name), shlex.quote(printable(name))  # a Python string, a shell word: never out of the block
     lines += ["", "## Use", "", "```python", "import nas",
-              f'model, spec = nas.load_checkpoint("{name}")  # eval mode, weights hash-checked',
-              f'info = nas.read_checkpoint_info("{name}")',
+              f"model, spec = nas.load_checkpoint({quoted})  # eval mode, weights hash-checked",
+              f"info = nas.read_checkpoint_info({quoted})",
               "logits = model(info.normalization.apply(images))  # images: (B, C, H, W) in [0, 1], any H, W",
               "```", "", "Whole images of any size, with sliding-window inference (Gaussian-blended windows):", "",
-              "```bash", f"nas-predict --checkpoint {name} --input IMAGES/ --out MASKS/ --overlay"
+              "```bash", f"nas-predict --checkpoint {word} --input IMAGES/ --out MASKS/ --overlay"
               + ("  # add --onnx to run model.onnx" if has_onnx else ""), "```"]
     threshold = metrics.get("threshold") if isinstance(metrics.get("threshold"), (int, float)) else None
     why = ("the threshold chosen on the validation images, stored in metrics.json; `nas-predict` uses it"
@@ -191,22 +196,23 @@ def render_model_card(folder: str | os.PathLike, export: ExportResult | None = N
                       "`logits`."]
     record = metrics.get(ONNX_RECORD) if isinstance(metrics.get(ONNX_RECORD), dict) else None
     if export is not None:
-        lines += ["", f"`{export.path.name}` was checked against PyTorch with onnxruntime (batch dynamic, "
+        lines += ["", f"{markdown(export.path.name)} was checked against PyTorch with onnxruntime (batch dynamic, "
                       f"spatial size {export.spatial()}): {export.checks_text()}."]
     elif record is not None and has_onnx:
-        lines += ["", f"`{record.get('file')}` was checked against PyTorch with onnxruntime (batch dynamic, "
-                      f"spatial size {record.get('spatial')}): {record.get('checks')}."]
+        lines += ["", f"{markdown(record.get('file'))} was checked against PyTorch with onnxruntime (batch dynamic, "
+                      f"spatial size {markdown(record.get('spatial'))}): {markdown(record.get('checks'))}."]
     if record is not None and has_onnx:
         lines += ["", f"Its SHA-256 is recorded in metrics.json (`onnx.sha256`); `nas-predict --onnx` refuses "
                       "a `model.onnx` that does not match it."]
     if export_error is not None:
-        lines += ["", f"No ONNX export: {export_error}."]
+        lines += ["", f"No ONNX export: {markdown(export_error)}."]
 
     lines += ["", "## Files", "", "| file | what | bytes |", "|---|---|---|"]
     present = sorted({*(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), CARD_FILE})
     for file in present:
         size = "-" if file == CARD_FILE else f"{(folder / file).stat().st_size:,}"
-        lines.append(f"| `{file}` | {_FILE_ROLES.get(file, '')} | {size} |")
+        shown = f"`{file}`" if file in _FILE_ROLES else markdown(file)  # a name of ours, or text from the folder
+        lines.append(f"| {shown} | {_FILE_ROLES.get(file, '')} | {size} |")
 
     lines += ["", f"Written with torch {torch.__version__}, Python {platform.python_version()}."]
     return "\n".join(lines) + "\n"

@@ -10,7 +10,6 @@ An existing checkpoint is kept, so a rerun trains only the missing ones.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -20,6 +19,7 @@ from search_spaces.presets import get_preset
 from nas.data.loading import SegmentationData
 from nas.engine.family import FamilyMember
 from nas.engine.trial import TrialSettings, train_and_save
+from nas.io import read_json
 from nas.results.family import FAMILY_KEY
 from nas.results.outcome import TrialState
 from nas.results.records import TrialRecord
@@ -75,10 +75,13 @@ def baseline_records(run_dir: Path) -> list[TrialRecord]:
     folders = sorted(p.parent for p in (Path(run_dir) / BASELINES_DIR).glob("*/metrics.json"))
     for index, folder in enumerate(folders, start=1):
         try:
-            metrics: dict[str, Any] = json.loads((folder / "metrics.json").read_text())
-            spec = json.loads((folder / "spec.json").read_text()).get("spec")
+            metrics: dict[str, Any] = read_json(folder / "metrics.json")
+            header = read_json(folder / "spec.json")
         except (OSError, ValueError):
             continue  # a half-copied folder is not a baseline; the next run retrains it
+        if not isinstance(metrics, dict) or not isinstance(header, dict) or not isinstance(header.get("spec"), dict):
+            continue  # not a checkpoint this tool wrote
+        spec = header["spec"]
         key = FAMILY_KEY if metrics.get(FAMILY_KEY) else "preset"
         records.append(TrialRecord.from_metrics(
             -index, TrialState.COMPLETE, metrics, params={key: folder.name}, spec=spec,

@@ -11,7 +11,6 @@ in, files out; no Optuna.
 """
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass, replace
@@ -24,7 +23,7 @@ from nas.data.loading import SegmentationData
 from nas.deploy.checkpoint import METRICS_FILE
 from nas.engine.trial import TrialSettings, failure_reason, release_memory, train_and_save
 from nas.failpoints import failpoint
-from nas.io import atomic_write_json
+from nas.io import atomic_write_json, read_json
 from nas.results import finalists as stats
 from nas.results.family import FAMILY_KEY, family_name
 from nas.results.pareto import Objective
@@ -146,7 +145,7 @@ def other_recipes(items: Sequence[Entrant], run_dir: Path, seeds: Sequence[int],
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)  # size- and depth-bounded: the run may come from someone else
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -227,8 +226,22 @@ def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> Path:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """The run's ``finalists.json``, or None (no finalist stage ran, or the file is unreadable)."""
-    return _read_json(Path(run_dir) / FINALISTS_DIR / SUMMARY_FILE)
+    """The run's ``finalists.json``, or None (no finalist stage ran, or the file is unreadable or not
+    shaped as this tool writes it: the run may come from someone else, and the report reads it)."""
+    summary = _read_json(Path(run_dir) / FINALISTS_DIR / SUMMARY_FILE)
+    return summary if summary is not None and _well_formed(summary) else None
+
+
+def _well_formed(summary: Mapping[str, Any]) -> bool:
+    """Objects and lists where ``write_summary`` puts them (the report renders every other value as text)."""
+    def objects(items: Any) -> bool:
+        return isinstance(items, list) and all(isinstance(item, dict) for item in items)
+
+    entrants = summary.get("entrants") or []
+    return (all(isinstance(summary.get(k) or {}, dict) for k in ("settings", "tau", "trivial"))
+            and objects(summary.get("verdicts") or []) and objects(entrants)
+            and all(isinstance(e.get(k) or {}, dict) for e in entrants for k in ("metrics", "costs", "failed", "chosen"))
+            and all(objects(e.get("seeds") or []) and isinstance(e.get("ci") or [], list) for e in entrants))
 
 
 def finalized(run_dir: Path, checkpoint: str | None) -> tuple[Path, dict[str, Any]] | None:
@@ -241,10 +254,11 @@ def finalized(run_dir: Path, checkpoint: str | None) -> tuple[Path, dict[str, An
     for entry in summary.get("entrants") or []:
         chosen = entry.get("chosen")
         if entry.get("key") == key and entry.get("trial") is not None and chosen:  # a study trial, family or not
-            folder = Path(run_dir) / chosen["folder"]
+            folder = Path(run_dir) / str(chosen.get("folder"))
             settings = summary.get("settings") or {}
-            if (folder / METRICS_FILE).is_file():
-                return folder, {"seed": chosen["seed"], "why": chosen["why"], "seeds": len(entry.get("seeds") or []),
+            inside = folder.resolve().is_relative_to((Path(run_dir) / FINALISTS_DIR).resolve())  # never ../elsewhere
+            if inside and (folder / METRICS_FILE).is_file():
+                return folder, {"seed": chosen.get("seed"), "why": chosen.get("why"), "seeds": len(entry.get("seeds") or []),
                                 "dice_mean": entry.get("dice"), "dice_std": entry.get("std"),
                                 "dice_ci": entry.get("ci"), "split": settings.get("split"),
                                 "epochs": settings.get("final_epochs")}

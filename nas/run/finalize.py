@@ -100,6 +100,9 @@ def finalize_run(run_dir: Path, records: Sequence[TrialRecord], settings: Mappin
     family = [r for r in family_records(records) if r.finished]
     items = entrants(front, baseline_records(run_dir), options.finalists, str(settings.get("space", "resunet")),
                      family, quality=run_objectives(settings)[0])  # k = 1: the best by the run's quality objective
+    problem = entrant_problem(items, data.in_channels)
+    if problem:
+        raise FinalizeError(problem)
     final = final_recipe(settings, options)
     seeds = [final.train.seed + i for i in range(options.final_seeds)]
     split = "test" if data.test_images else "val"
@@ -130,3 +133,26 @@ def finalize_run(run_dir: Path, records: Sequence[TrialRecord], settings: Mappin
     if tau["value"] is not None:
         log(f"search vs final Dice: Kendall tau {tau['value']:+.2f} over {tau['n']} entrants")
     return summary
+
+
+def entrant_problem(items: Sequence[Any], in_channels: int) -> str | None:
+    """Why an entrant's architecture (a spec from the study or a baseline's ``spec.json``: input from
+    whoever made the run) cannot be trained here, counted on the meta device before anything is
+    allocated: a spec that does not parse, or weights, gradients and Adam's moments that would not fit."""
+    from search_spaces import get_space
+
+    from nas.costs.footprint import footprint_problem, spec_footprint
+    from nas.deploy.checkpoint_checks import first_line
+    from nas.io import printable
+
+    for entrant in items:
+        try:
+            space = get_space(entrant.space)
+            spec = space.spec_from_dict(dict(entrant.spec))
+            footprint = spec_footprint(space, spec, in_channels, getattr(spec, "out_channels", 1))
+        except (TypeError, ValueError, RuntimeError) as error:
+            return f"{printable(entrant.label)}: its architecture cannot be read ({first_line(error)})"
+        problem = footprint_problem(footprint, copies=4)
+        if problem:
+            return f"{printable(entrant.label)}: {problem}; nothing was trained"
+    return None

@@ -16,11 +16,10 @@ for the table, the fronts, ``best/`` and the report; ``nas-report`` reuses the f
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from nas.io import atomic_write_json
+from nas.io import atomic_write_json, read_json
 from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, Objective, pareto_front
 from nas.results.records import TrialRecord
 from nas.results.trial_result import RecordKind
@@ -35,7 +34,7 @@ MAX_PASSES = 2
 def read_latency(run_dir: Path) -> dict[str, Any]:
     """``latency.json`` of a run, or ``{}`` when there is none (or it cannot be read)."""
     try:
-        data = json.loads((Path(run_dir) / LATENCY_FILE).read_text(encoding="utf-8"))
+        data = read_json(Path(run_dir) / LATENCY_FILE)  # size- and depth-bounded
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) and data.get("format") == FORMAT else {}

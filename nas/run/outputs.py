@@ -10,7 +10,6 @@ folder was deleted is copied back first (``nas.run.run_files``), never dropped.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import platform
 import shutil
 import sys
@@ -24,7 +23,7 @@ from nas.engine.baselines import baseline_records
 from nas.engine.finalize import finalized, mark_finalized, read_summary
 from nas.deploy.checkpoint import replace_folder
 from nas.failpoints import failpoint
-from nas.io import staging_dir
+from nas.io import read_json, staging_dir
 from nas.results.records import TrialRecord
 from nas.results.table import write_trials_csv
 from nas.run.latency_pass import latency_note, remeasure_latency, with_remeasured_latency
@@ -47,7 +46,8 @@ def _already_deployed(previous: Path, source: Path) -> bool:
     """``best/trial_N`` from an earlier call holds the same weights and its deployment files."""
     def weights_hash(folder: Path) -> Any:
         try:
-            return json.loads((folder / "metrics.json").read_text()).get("weights_sha256")
+            metrics = read_json(folder / "metrics.json")
+            return metrics.get("weights_sha256") if isinstance(metrics, dict) else None
         except (OSError, ValueError):
             return None
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from nas.deploy.checkpoint import METRICS_FILE, WEIGHTS_FILE, replace_folder
-from nas.io import atomic_write_json, staging_dir
+from nas.io import atomic_write_json, read_json, staging_dir
 
 _TRIAL = re.compile(r"^trial_(\d+)$")
 CHECKPOINT_DIRS = ("trials", "best")
@@ -111,10 +111,15 @@ def precision_notes(variants: Iterable[dict[str, Any]]) -> list[str]:
 def read_trivial(run_dir: Path) -> dict[str, Any] | None:
     """The run's ``trivial.json``, or None (an older run, or an unreadable file): never computed here."""
     try:
-        trivial = json.loads((Path(run_dir) / TRIVIAL_FILE).read_text(encoding="utf-8"))
+        trivial = read_json(Path(run_dir) / TRIVIAL_FILE)  # size- and depth-bounded
     except (OSError, ValueError):
         return None
-    return trivial if isinstance(trivial, dict) and isinstance(trivial.get("splits"), dict) else None
+    if not isinstance(trivial, dict) or not isinstance(trivial.get("splits"), dict):
+        return None
+    blocks = trivial["splits"].values()  # the report computes with each split's Dice and constants
+    numbers = all(isinstance(b, dict) and isinstance(b.get("constants") or {}, dict)
+                  and all(isinstance(v, (int, float)) for v in (b.get("constants") or {}).values()) for b in blocks)
+    return trivial if numbers else None
 
 
 def ensure_trivial(run_dir: Path, data: Any) -> dict[str, Any]:
