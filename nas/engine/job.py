@@ -19,7 +19,7 @@ from nas.costs.constraints import Constraints
 from nas.data.loading import SegmentationData
 from nas.engine.early_stop import RungPolicy
 from nas.io import atomic_write_text
-from nas.engine.trial import TrialSettings
+from nas.engine.trial import TrainFunction, TrialSettings, train_and_save
 from nas.engine.objectives import Objectives
 from nas.results.outcome import StopReason, TrialState
 from nas.results.records import TrialRecord
@@ -54,7 +54,14 @@ class SearchJob:
     max_failures: int = 5
     max_pruned_in_a_row: int = 25
     timeout: float | None = None  # wall-clock seconds
-    warm_start_until: float | None = None  # time.time() after which no family warm-start member starts
+    warm_start_until: float | None = None  # clock() after which no family warm-start member starts
+    # What trains a trial and what tells the time: a live search trains (``train_and_save``) on the wall
+    # clock; a replay (``nas.bench.replay``) hands in the recorded curves and a simulated clock instead.
+    train: TrainFunction = train_and_save
+    clock: Callable[[], float] | None = None  # None: the wall clock (time.time; --timeout by time.monotonic)
+
+    def now(self) -> float:
+        return (self.clock or time.time)()
 
     @property
     def image_size(self) -> int:

@@ -20,7 +20,7 @@ from search_spaces.overrides import RestrictedSuggest, RestrictionConflict
 from nas.costs.constraints import Verdict, check_model
 from nas.engine.early_stop import EarlyStopped, RungPoint, rung_verdict
 from nas.engine.job import SearchJob
-from nas.engine.trial import fit_spec, onnxruntime_latency, train_and_save
+from nas.engine.trial import fit_spec, onnxruntime_latency
 from nas.results.outcome import StopReason
 from nas.train.trainer import resolve_device
 
@@ -159,7 +159,7 @@ def run_policy(job: SearchJob, port: TrialPort, log: Log = _log,
     """
     started = time.perf_counter()
     family = getattr(port, "family", None)
-    if family and job.warm_start_until is not None and time.time() >= job.warm_start_until:
+    if family and job.warm_start_until is not None and job.now() >= job.warm_start_until:
         log(f"trial {port.number:>3}  -> skipped: {family}: {WARM_START_PAST}")
         raise TrialStopped(StopReason.BUDGET, f"{WARM_START_PAST}: {family} not run")
     suggest = RestrictedSuggest(port.suggest, job.restriction) if job.restriction else port.suggest
@@ -181,7 +181,7 @@ def run_policy(job: SearchJob, port: TrialPort, log: Log = _log,
         raise TrialStopped(StopReason.DUPLICATE, f"duplicate of trial {original}")
     progress = _Progress(job, port, log)
     try:
-        metrics = train_and_save(
+        metrics = job.train(
             spec, job.space, job.data, job.settings, job.out / port.checkpoint, extra=port.extra,
             on_epoch=progress, on_costs=lambda costs: progress.on_costs({**measured, **costs}))
     except EarlyStopped as stop:

@@ -30,6 +30,8 @@ from nas.train.trainer import (TrainConfig, TrainingError, TrainResult, evaluate
                                train_model)
 
 CostsCallback = Callable[[dict[str, Any]], None]
+TrainFunction = Callable[..., dict[str, Any]]  # ``train_and_save``'s signature: (spec, space, data, settings, folder, *,
+# extra, on_epoch, on_costs) -> metrics; the trial policy calls ``SearchJob.train``
 
 
 @dataclass(frozen=True)

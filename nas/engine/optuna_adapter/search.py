@@ -92,4 +92,4 @@ def search(job: SearchJob, study: optuna.Study, live: LiveView | None = None) ->
 
     return run_study(study, job.trials, make_trial_function(job, study), max_failures=job.max_failures,
                      max_pruned_in_a_row=job.max_pruned_in_a_row, objectives=job.objectives,
-                     timeout=job.timeout, on_trial_done=on_trial_done)
+                     timeout=job.timeout, on_trial_done=on_trial_done, clock=job.clock)

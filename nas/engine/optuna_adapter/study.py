@@ -29,6 +29,7 @@ CONFIG_ATTR = "search_config"
 DATA_FINGERPRINT_ATTR = "data_fingerprint"  # nas.data.checks.data_fingerprint of the data the study was made on
 HEARTBEAT_SECONDS, GRACE_SECONDS = 20, 60
 JOURNAL_SCHEME = "journal:///"
+MEMORY_STORAGE = ":memory:"  # a study in this process only (the benchmark's replays: nas.bench.replay)
 WORKER_ATTR = "worker"  # {"host", "pid", "started"} of the process running the trial
 INTERRUPTED = "interrupted"  # fail_reason prefix of a trial cut short by Ctrl-C: retried on resume
 STALE = "stale"  # fail_reason prefix of a trial whose process died (kill -9, power loss): retried
@@ -61,6 +62,8 @@ def run_storage(run: Path) -> str | None:
 def make_storage(url: str) -> optuna.storages.BaseStorage:
     """RDB storages get a heartbeat, so a trial of a killed process on another machine is marked
     failed and retried once; ``journal:///path`` is Optuna's journal file storage."""
+    if url == MEMORY_STORAGE:
+        return optuna.storages.InMemoryStorage()
     if url.startswith(JOURNAL_SCHEME):
         from optuna.storages.journal import JournalFileBackend
 
@@ -256,7 +259,8 @@ def _start_trial(trial: optuna.Trial) -> None:
 def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
               max_failures: int = 5, max_pruned_in_a_row: int = MAX_DUPLICATES_IN_A_ROW,
               objectives: Objectives = Objectives(), timeout: float | None = None,
-              on_trial_done: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> str | None:
+              on_trial_done: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+              clock: Callable[[], float] | None = None) -> str | None:
     """Run trials until ``n_finished`` have completed (resume-aware) or ``max_failures`` fail.
 
     ``max_pruned_in_a_row`` pruned trials in a row mean the sampler keeps proposing what was
@@ -266,7 +270,8 @@ def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
 
     ``run_trial(trial)`` returns the attributes to store (``metrics`` holds the objectives); an
     exception, a NaN loss or running out of memory marks the trial failed with its reason, frees
-    memory, and the search goes on. ``timeout`` (seconds) ends the search after the running trial.
+    memory, and the search goes on. ``timeout`` (seconds) ends the search after the running trial, by
+    ``clock`` when given (a replay's simulated seconds), else by the wall clock.
 
     Returns why the search stopped early (``"failures"``, ``"pruned_in_a_row"``, ``"timeout"``), or None.
     """
@@ -274,7 +279,8 @@ def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
         return None
     failures = pruned_in_a_row = 0
     stopped: str | None = None
-    started = time.monotonic()
+    now = clock or time.monotonic
+    started = now()
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
         _start_trial(trial)
@@ -320,14 +326,14 @@ def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
         if failures >= max_failures or pruned_in_a_row >= max_pruned_in_a_row:
             stopped = "failures" if failures >= max_failures else "pruned_in_a_row"
             study.stop()
-        elif timeout is not None and time.monotonic() - started >= timeout:
+        elif timeout is not None and now() - started >= timeout:
             stopped = "timeout"
             study.stop()
 
     study.optimize(
-        objective, n_trials=None, timeout=timeout,
+        objective, n_trials=None, timeout=timeout if clock is None else None,
         callbacks=[MaxTrialsCallback(n_finished, states=(TrialState.COMPLETE,)), stop_when_done],
-        catch=(Exception,), gc_after_trial=True,
+        catch=(Exception,), gc_after_trial=clock is None,  # a simulated clock trains nothing: nothing to free
     )
     if stopped is None and timeout is not None and count_finished(study) < n_finished:
         stopped = "timeout"

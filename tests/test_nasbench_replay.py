@@ -1,0 +1,95 @@
+"""The replay runs the engine's own code: on the curves a live search recorded, it takes the same decisions."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import nas
+from nas.bench.replay import Arm, Curve, Event, SimClock, front_hypervolume, reach_time, replay
+from nas.bench.table import spec_key
+from nas.run.search_plan import prepare
+
+pytestmark = pytest.mark.slow
+
+from conftest import TINY_FIX
+
+# The tiny corner of the space (plain blocks: trials train in a second) with the family's members where
+# they fit it; 3 epochs so the default rung (epoch 1) decides.
+LIVE = dict(epochs=3, image_size=32, seed=3, device="cpu", patches_per_epoch=8, family_rungs=1,
+            fix={k: v for k, v in TINY_FIX.items() if k not in ("block", "base_width", "width_growth")})
+
+
+def _recorded(out):
+    """spec key -> the Curve the live search recorded for it (partial curves of stopped trials padded)."""
+    import optuna
+
+    study = optuna.load_study(study_name="resunet", storage=f"sqlite:///{out}/study.db")
+    curves = {}
+    for trial in study.get_trials():
+        attrs = trial.user_attrs
+        if not attrs.get("spec"):
+            continue
+        metrics = attrs.get("metrics") or {}
+        dice = list(attrs.get("epoch_dice") or metrics.get("epoch_dice") or [])
+        dice += [math.nan] * (LIVE["epochs"] - len(dice))
+        costs = {key: metrics[key] for key in ("macs", "flops", "params", "latency_ms") if key in metrics}
+        test = ((metrics.get("quality") or {}).get("test") or {}).get("dice", math.nan)
+        curves[spec_key(attrs["spec"])] = Curve(val_dice=tuple(dice), epoch_s=(1.0,) * len(dice), costs=costs,
+                                                final_test_dice=test)
+    return curves
+
+
+def _decisions(records):
+    return [(r.number, r.state, dict(r.params), str(r.stop_reason or ""), r.stopped_at_epoch) for r in records]
+
+
+def test_a_replay_on_the_recorded_curves_takes_the_live_search_decisions(tmp_path):
+    out = tmp_path / "live"
+    live = nas.run_search(nas.SearchConfig(trials=9, out=out, **LIVE))
+    assert live.status == "completed"
+    from nas.engine.optuna_adapter.study import study_records
+    import optuna
+
+    live_records = study_records(optuna.load_study(study_name="resunet", storage=f"sqlite:///{out}/study.db"))
+    curves = _recorded(out)
+    plan = prepare(nas.SearchConfig(trials=9, out=tmp_path / "replay", **LIVE))
+    result = replay(plan, lambda spec: curves[spec_key(spec)], Arm("engine"), seed=LIVE["seed"], budget_s=None,
+                    max_trials=9, keep_records=True)
+    assert _decisions(result.records) == _decisions(live_records)
+    kinds = {r.stop_reason for r in live_records if r.stop_reason is not None}
+    assert any(r.params for r in live_records)  # sampled trials, not only the warm start
+    assert sum(e.family is not None for e in result.events) >= 1, "the family warm start was replayed"
+    assert kinds or True  # stop reasons present or not, they must match (checked above)
+
+
+def test_the_simulated_clock_drives_the_timeout_and_the_warm_start_share(tmp_path):
+    plan = prepare(nas.SearchConfig(trials=50, out=tmp_path / "r", **LIVE))
+
+    def source(spec):  # every trial costs 10 simulated seconds per epoch
+        return Curve(val_dice=(0.5, 0.6, 0.7), epoch_s=(10.0, 10.0, 10.0), costs={"macs": 10**6, "flops": 2 * 10**6,
+                     "params": 100, "latency_ms": 1.0}, final_test_dice=0.6)
+
+    result = replay(plan, source, Arm("engine"), seed=0, budget_s=100.0, keep_records=True)
+    assert result.stopped == "timeout"
+    ends = [e.end for e in result.events]
+    assert ends == sorted(ends) and ends[-1] >= 100.0 and ends[-2] < 100.0  # the running trial finishes
+    skipped = [r for r in result.records if str(r.stop_reason) .endswith("budget")]
+    family = [e for e in result.events if e.family]
+    assert len(family) == 1 and skipped, "30 s per member: the second starts past 25 s (a quarter) and is skipped"
+
+
+def test_front_hypervolume_selects_on_validation_and_scores_on_test():
+    events = [Event(0, "a", 0, 10, True, 10**6, 0.8, 0.5), Event(1, "b", 10, 20, True, 10**7, 0.7, 0.9),
+              Event(2, "c", 20, 30, False, 10**5, None, None)]
+    # b is dominated on validation (worse Dice, more MACs): its better test Dice must not count
+    assert front_hypervolume(events, 30) == pytest.approx(0.5 * (10 - 6))
+    assert front_hypervolume(events, 5) == 0.0
+    assert reach_time(events, 2.0) == 10 and reach_time(events, 3.0) is None
+
+
+def test_sim_clock_never_runs_backwards():
+    clock = SimClock()
+    clock.advance(3)
+    clock.advance(-1)
+    assert clock() == 3
