@@ -1,9 +1,12 @@
-"""What the six commands share: one way to refuse, checked numbers, the same flag for the same idea.
+"""What the seven commands share: one way to refuse, checked numbers, the same flag for the same idea.
 
-Every refusal is ``<prog>: error: <one line>`` on stderr and exit code 2 (argparse's usage block may
-precede it); a write that fails midway is one line and exit code 1. Numeric flags are parsed by
-``number(Range)``, so NaN, infinity and out-of-range values are refused while parsing, before
-anything is written. Old spellings of renamed flags keep working and print a one-line note.
+Every refusal is ``<prog>: error: <one line>`` on stderr and exit code 2, with no usage block: an
+unknown flag, a missing or malformed value ends with ``(see --help)``; a write that fails midway is
+one line and exit code 1. Every command takes ``--version`` (``<prog> <version>``). Numeric flags are
+parsed by ``number(Range)``, so NaN, infinity and out-of-range values are refused while parsing,
+before anything is written; an empty path (``--out ''``) is refused too, never read as a default.
+Old spellings of renamed flags keep working and print a one-line note. ``check_output`` keeps an
+output off the command's inputs and out of folders other commands manage (``nas.run.places``).
 """
 from __future__ import annotations
 
@@ -35,12 +38,41 @@ def write_failed(prog: str, error: BaseException) -> int:
     return 1
 
 
+HINT = " (see --help)"
+PATH_FLAGS = frozenset({"out", "run", "checkpoint", "input", "data", "spec", "space_config", "storage"})
+
+
 class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are always exactly one line after the usage block."""
+    """An ``ArgumentParser`` whose errors are exactly one line (no usage block) and that takes ``--version``.
+
+    Errors while the command line is read (an unknown flag, a missing value, an invalid choice) end
+    with ``(see --help)``; the checks a command makes afterwards (``parser.error``) are one line as
+    they are. A path flag given as an empty string is refused after parsing.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._reading = False
+        super().__init__(*args, **kwargs)
+        from nas import __version__
+
+        self.add_argument("--version", action="version", version=f"{self.prog} {__version__}",
+                          help="print the command's name and version and exit")
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        self._reading = True
+        try:
+            parsed = super().parse_args(args, namespace)
+        finally:
+            self._reading = False
+        for action in self._actions:
+            value = getattr(parsed, action.dest, None)
+            if action.dest in PATH_FLAGS and isinstance(value, str) and not value.strip():
+                self.error(f"argument {action.option_strings[0]}: '' is empty: it names no file or folder")
+        return parsed
 
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        die(self.prog, message)
+        die(self.prog, message + (HINT if self._reading else ""))
 
 
 def number(limits: Range) -> Callable[[str], int | float]:
@@ -121,7 +153,7 @@ def add_checkpoint(container: Any) -> argparse.Action:
 def required(parser: argparse.ArgumentParser, args: argparse.Namespace, dest: str, flag: str) -> Any:
     value = getattr(args, dest, None)
     if value is None:
-        parser.error(f"the following arguments are required: {flag}")
+        parser.error(f"the following arguments are required: {flag}{HINT}")
     return value
 
 
@@ -147,5 +179,18 @@ def check_writable(parser: argparse.ArgumentParser, what: str, path: str | Path,
 def check_pixels(parser: argparse.ArgumentParser, sides: Sequence[int], batch: int = 1,
                  what: str = "--image-size") -> None:
     problem = pixel_budget_problem(sides, batch, what=what)
+    if problem:
+        parser.error(problem)
+
+
+def check_output(parser: argparse.ArgumentParser, flag: str, output: str | Path, *,
+                 inputs: Sequence[tuple[str, str | Path]] = (), mine: Sequence[str] = (),
+                 managed: bool = True) -> None:
+    """``flag``'s ``output`` off every input (both ways) and out of the folders other commands manage
+    (``nas.run.places``; ``mine``: run folders this command owns), else one line and exit code 2."""
+    from nas.run.places import managed_folders, overlap_problem
+
+    others = managed_folders(output, mine=mine) if managed and str(output).strip() else []
+    problem = overlap_problem(flag, output, inputs, others)
     if problem:
         parser.error(problem)

@@ -5,7 +5,8 @@
 ``<FOLDER>/../../compressed``, the run's ``compressed/`` for a ``best/`` or
 ``trials/`` checkpoint, unless ``--out``). The data split is rebuilt from the run's study
 (``search_config``: data, image size, seed) unless ``--data`` is given. Bad input ends with one line
-and exit code 2 before anything is written.
+and exit code 2 before anything is written; so does an ``--out`` on or around a checkpoint or the data
+folder, or inside a run's ``best/`` or ``trials/`` (``nas.run.places``).
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from compress.prune import IMPORTANCES, RATIO_OF
-from nas.cli.common import (Parser, add_batch_size, add_image_size, add_out, add_seed, check_pixels, check_writable,
-                            number, write_failed)
+from nas.cli.common import (Parser, add_batch_size, add_image_size, add_out, add_seed, check_output, check_pixels,
+                            check_writable, number, write_failed)
 from nas.run.limits import integers, numbers, side_range
 
 PROG = "nas-compress"
@@ -117,6 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = args.data or config.get("data")
     if source is None:
         parser.error("no data source: the run has no readable study (study.db or study.journal); pass --data")
+    out = Path(args.out) if args.out is not None else run / "compressed"
+    inputs = [(f"the checkpoint folder {folder}", folder) for folder in folders]
+    if not str(source).startswith("synthetic"):
+        inputs.append((f"the data folder {source}", Path(str(source))))
+    check_output(parser, "--out", args.out if args.out is not None else out, inputs=inputs, mine=("compressed",))
     image_size = args.image_size or int(config.get("image_size") or 64)
     seed = args.seed if args.seed is not None else int(config.get("seed") or 0)
     dims = max(checkpoint_spatial_dims(read_checkpoint_info(folder).space) for folder in folders)
@@ -140,7 +146,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if checkpoint_spatial_dims(info.space) != data.spatial_dims:
             parser.error(f"--data {source}: {data.spatial_dims}D data, but {folder} is a "
                          f"{checkpoint_spatial_dims(info.space)}D model")
-    out = Path(args.out) if args.out else run / "compressed"
     check_writable(parser, "--out", out, folder=True)
     options = CompressOptions(
         ratios=args.ratios, importances=importances, ratio_of=args.ratio_of, global_pruning=args.global_pruning,

@@ -1,8 +1,9 @@
 """``nas-export``: write a checkpoint as ONNX, TorchScript or safetensors, checked against PyTorch.
 
-Bad input (not a checkpoint folder, corrupt files, a bad size, an unwritable --out) ends with one
-line and exit code 2; an export that does not match PyTorch, or a write that fails (disk full), is not
-written and ends with one line and exit code 1 (the previous file, if any, stays as it was).
+Bad input (not a checkpoint folder, corrupt files, a bad size, an unwritable --out, an --out over a
+checkpoint's own files or inside a folder another command manages) ends with one line and exit code
+2; an export that does not match PyTorch, or a write that fails (disk full), is not written and ends
+with one line and exit code 1 (the previous file, if any, stays as it was).
 """
 from __future__ import annotations
 
@@ -11,13 +12,19 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from nas.cli.common import Parser, add_checkpoint, add_image_size, add_out, check_pixels, check_writable, write_failed
+from nas.cli.common import (Parser, add_checkpoint, add_image_size, add_out, check_output, check_pixels, check_writable,
+                            write_failed)
 from nas.deploy.checkpoint import METRICS_FILE, SPEC_FILE, WEIGHTS_FILE, load_checkpoint, read_checkpoint_info
 from nas.deploy.export import DEFAULT_FILES, FORMATS, ExportError, checkpoint_spatial_dims, export_checkpoint
+from nas.deploy.model_card import CARD_FILE
 from nas.deploy.overlays import class_palette
 from nas.run.limits import side_range
+from nas.run.places import is_checkpoint_folder
 
 PROG = "nas-export"
+ONNX_FILE = DEFAULT_FILES["onnx"]
+# what a checkpoint's metrics.json vouches for (weights, ONNX) or describes (spec, card): never an export's target
+VERIFIED = (SPEC_FILE, WEIGHTS_FILE, METRICS_FILE, ONNX_FILE, CARD_FILE)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +38,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "costs were measured at, else 64")
     add_out(parser, old=("--output",), help="file to write (default: inside the checkpoint folder)")
     return parser
+
+
+def _check_output(parser: argparse.ArgumentParser, args: argparse.Namespace, output: Path) -> None:
+    """Never over a checkpoint's verified files (its own or another's), never into a folder another
+    command manages; the folder's own ``model.onnx`` (ONNX) and its weights onto themselves (a no-op
+    for ``safetensors``) are what an export may write there."""
+    own = Path(args.checkpoint).resolve()
+    inputs = []
+    for folder in dict.fromkeys((own, output.resolve().parent)):
+        if folder != own and not is_checkpoint_folder(folder):
+            continue
+        allowed = {"onnx": ONNX_FILE, "safetensors": WEIGHTS_FILE}.get(args.format) if folder == own else None
+        what = "a file of the checkpoint itself" if folder == own else f"a file of the checkpoint {folder}"
+        inputs += [(f"{what} ({name})", folder / name) for name in VERIFIED if name != allowed]
+    inside_own = output.resolve().is_relative_to(own)  # its own folder is where exports go by default
+    check_output(parser, "--out", args.out if args.out is not None else output, inputs=inputs,
+                 managed=not inside_own)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,11 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if size is not None:
         check_pixels(parser, size * dims if len(size) == 1 else size)
         size = size[0] if len(size) == 1 else tuple(size)
-    output = Path(args.out) if args.out else Path(args.checkpoint) / DEFAULT_FILES[args.format]
+    output = Path(args.out) if args.out is not None else Path(args.checkpoint) / DEFAULT_FILES[args.format]
+    _check_output(parser, args, output)
     check_writable(parser, "cannot write", output, folder=False)
-    sources = {(Path(args.checkpoint) / name).resolve() for name in (SPEC_FILE, WEIGHTS_FILE, METRICS_FILE)}
-    if output.resolve() in sources and args.format != "safetensors":  # the weights onto themselves are a no-op
-        parser.error(f"--out {output} is a file of the checkpoint itself: the export would overwrite it")
     try:
         result = export_checkpoint(args.checkpoint, args.format, output=output, input_size=size)
     except ValueError as error:  # --image-size sides that do not fit the model

@@ -1,10 +1,11 @@
 """``nas-predict``: segment images of any size with a checkpoint (PyTorch or its ONNX file).
 
 Every input is read and checked before anything is written: a missing input, an empty folder, an
-unreadable image, a channel count the model does not take, an unwritable --out, or an --out where
+unreadable image, a channel count the model does not take, an unwritable --out, an --out where
 a mask would replace an input image (the input folder itself, a symlink to it, two outputs with one
-name) ends with one line and exit code 2; a write that fails midway (disk full) ends with one line
-and exit code 1.
+name), or an --out on, in or around the input folder, the checkpoint, a data folder or a run's
+``best/`` (``nas.run.places``) ends with one line and exit code 2; a write that fails midway (disk
+full) ends with one line and exit code 1.
 Masks are PNG with the input's stem: 0/255 for a binary model (its stored threshold), label maps
 (value = class index, argmax) for a K-class one (docs/multiclass.md); overlays (``<stem>_overlay.png``)
 tint the mask red, or each class in its colour. ``--threshold`` is for binary models only: with a
@@ -33,8 +34,8 @@ from nas.deploy.export import INPUT_NAME, checked_onnx, checkpoint_spatial_dims,
 from nas.deploy.overlays import class_palette, model_classes
 from nas.deploy.volume_predict import list_volumes, mask_name, segment_volume, volume_stem, write_volume_mask
 from nas.train.inference import MAX_OVERLAP, Predictor, sliding_window_logits
-from nas.cli.common import (Parser, add_batch_size, add_checkpoint, add_device, add_image_size, add_out, check_pixels,
-                            check_writable, number, required, write_failed)
+from nas.cli.common import (Parser, add_batch_size, add_checkpoint, add_device, add_image_size, add_out, check_output,
+                            check_pixels, check_writable, number, required, write_failed)
 from nas.io import atomic_write_bytes, printable
 from nas.run.limits import FRACTION, numbers, side_range
 from nas.train.labels import labels_from_logits
@@ -181,6 +182,10 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[l
     problem = overwrite_problem(Path(args.input), inputs, output, args.overlay)
     if problem:
         parser.error(problem)
+    source = Path(args.input)
+    check_output(parser, "--out", args.out, inputs=[
+        (f"the input {'folder' if source.is_dir() else 'image'} {source}", source),
+        (f"the checkpoint folder {args.checkpoint}", Path(args.checkpoint))])
     return inputs, info
 
 

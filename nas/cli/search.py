@@ -219,7 +219,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         result = run_search(config)
     except SearchError as error:
-        parser.print_usage(sys.stderr)
         die(PROG, error)
     except OSError as error:  # disk full, folder made read-only meanwhile: one line, the study intact
         return write_failed(PROG, error)

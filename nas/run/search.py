@@ -80,16 +80,10 @@ def run_search(config: SearchConfig) -> SearchResult:
             lock.close()
 
 
-def _storage_file(url: str) -> Path | None:
-    """The file of a SQLite or journal storage URL (None for a server)."""
-    for scheme, keep in (("sqlite:///", 0), ("journal:///", 1)):
-        if url.startswith(scheme):
-            return Path(url[len(scheme) - keep:])
-    return None
-
-
 def _storage_file_exists(url: str) -> bool:
-    path = _storage_file(url)
+    from nas.run.places import storage_file
+
+    path = storage_file(url)
     return path is None or path.exists()
 
 
@@ -97,12 +91,13 @@ def _refuse_orphans(plan: Plan, study: Any, storage_existed: bool) -> None:
     """Checkpoints the study does not know (its study.db deleted or replaced) would be overwritten by a
     study that numbers its trials from 0 again: refuse, and remove the study this call just created."""
     from nas.engine.optuna_adapter.study import study_records
+    from nas.run.places import storage_file
     from nas.run.run_files import orphan_checkpoints
 
     orphans = orphan_checkpoints(plan.out, (record.number for record in study_records(study)))
     if not orphans:
         return
-    created = _storage_file(plan.storage)
+    created = storage_file(plan.storage)
     if not storage_existed and created is not None:
         for path in (created, created.with_name(created.name + ".lock")):
             path.unlink(missing_ok=True)

@@ -60,6 +60,7 @@ def _check_settings(config: SearchConfig, out: Path) -> None:
     from nas.engine.objectives import Objectives
     from nas.engine.optuna_adapter.reading import storage_problem
     from nas.io import unwritable
+    from nas.run.places import managed_folders, overlap_problem, storage_file
     from nas.train.trainer import resolve_device
 
     try:
@@ -67,6 +68,14 @@ def _check_settings(config: SearchConfig, out: Path) -> None:
         resolve_device(config.device)
     except ValueError as error:  # DataError too
         raise SearchError(str(error)) from None
+    synthetic = config.data == "synthetic" or config.data.startswith("synthetic:")
+    inputs = [] if synthetic else [(f"the data folder {config.data}", Path(config.data))]
+    problem = overlap_problem("--out", config.out or out, inputs, managed_folders(out))
+    study_file = storage_file(config.storage) if config.storage else None
+    if not problem and study_file is not None:  # the study is written too: not into the data, not into best/
+        problem = overlap_problem("--storage", study_file, inputs, managed_folders(study_file))
+    if problem:  # a run inside its data, around it, or in another run's best/ or trials/
+        raise SearchError(problem)
     try:
         Objectives.parse(config.objectives)
     except ValueError as error:
@@ -115,6 +124,10 @@ def prepare(config: SearchConfig) -> Plan:
     from nas.engine.objectives import Objectives
     from nas.run.limits import pixel_budget_problem
 
+    for name in ("out", "data", "storage"):  # "" from Python: refused, never read as the default
+        value = getattr(config, name)
+        if value is not None and not str(value).strip():
+            raise SearchError(f"{flag(name)} '' is empty: it names no file or folder (leave it out for the default)")
     space, restriction, constraints = resolve_space(config)
     out = Path(config.out or Path("runs") / f"{space.name}-{data_name(config.data)}").resolve()
     _check_settings(config, out)
