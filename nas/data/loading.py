@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from nas.data.dataset import SegmentationData  # noqa: F401 (re-exported: its historic home)
 from nas.data.checks import (mask_alpha_problem, require_finite, require_foreground, require_min_side,
@@ -251,7 +251,10 @@ def _read_pairs(pairs: list[Pair], channels: list[tuple[Path, int]]):
 def _check_shape(image_shape, mask_shape, image_path: Path, mask_path: Path, what: str) -> None:
     if tuple(image_shape) != tuple(mask_shape):
         shown = ("x".join(map(str, reversed(s))) for s in (mask_shape, image_shape))
-        raise DataError(f"{what} {mask_path} is {next(shown)} but image {image_path} is {next(shown)}")
+        turned = len(image_shape) == 2 and tuple(image_shape) == tuple(mask_shape)[::-1]
+        hint = (" (turned by 90 degrees: is one of them saved with an EXIF orientation and the other not? both "
+                "are read as a viewer shows them)") if turned else ""
+        raise DataError(f"{what} {mask_path} is {next(shown)} but image {image_path} is {next(shown)}{hint}")
 
 
 def _load_synthetic(source: str, kind: str, image_size: int, seed: int, n_train: int,
@@ -291,10 +294,12 @@ def _open(path: Path, what: str) -> Image.Image:
         with Image.open(path) as handle:
             require_single_frame(handle, path, what)
             handle.load()
-            return handle.copy()
+            # EXIF orientation applied, to images and masks alike (every reader comes here): the
+            # pixels are the ones a viewer shows, so a rotated photo never meets an unrotated mask
+            return ImageOps.exif_transpose(handle)
     except DataError:  # a stack or an animation: its own message
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError, Image.DecompressionBombError) as exc:
         reason = " ".join(str(exc).replace(f"'{path}'", "").replace(str(path), "").split())
         reason = reason.rstrip(" :") or type(exc).__name__
         raise DataError(f"cannot read {what} {path}: {reason}") from exc
