@@ -60,3 +60,51 @@ def test_nas_predict_reads_its_inputs_the_same_way(tmp_path):
     shown_image, _ = _exif_data(tmp_path / "data")
     array = _read_image(tmp_path / "data" / "images" / "im0.png")  # nas-predict's reader
     np.testing.assert_allclose(array[..., 0], shown_image, atol=1e-6)
+
+
+def _profile(capsys, *args):
+    from nas.cli import profile
+
+    try:
+        code = profile.main([str(a) for a in args])
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_nas_profile_skips_the_real_forward_that_would_not_fit(capsys, monkeypatch):
+    import nas.costs.inference_memory as counting
+    import nas.costs.measure as measure
+
+    monkeypatch.setattr(counting, "available_memory", lambda device="cpu": 2**20)  # 1 MiB free
+    monkeypatch.setattr(measure, "measure_costs", lambda *a, **k: pytest.fail("the real forward ran"))
+    code, out, err = _profile(capsys, "--preset", "unet-16", "--image-size", "64")
+    assert code == 0 and err == ""
+    latency = [line for line in out.splitlines() if line.startswith("latency:")]
+    assert len(latency) == 1 and "not measured: the inference forward needs about" in latency[0]
+    assert "GiB available on cpu" in latency[0]
+    assert "inference memory:" in out and "MACs:     188,350,464" in out and "training-step memory:" in out
+    code, out, _ = _profile(capsys, "--preset", "unet-16", "--image-size", "64", "--json")
+    import json
+
+    result = json.loads(out)
+    assert code == 0 and result["latency_ms"] is None and result["latency_skipped"].startswith("not measured")
+    assert result["inference_memory_mb"] > 0 and result["macs"] == 188_350_464
+
+
+def test_nas_profile_runs_the_real_forward_when_it_fits(capsys):
+    code, out, _ = _profile(capsys, "--preset", "unet-16", "--image-size", "32", "--repeats", "1", "--warmup", "0")
+    assert code == 0 and " ms  (median of 1 forwards" in out and "inference memory:" in out
+
+
+def test_inference_memory_is_counted_without_allocating_and_scales_with_the_pixels():
+    from nas.costs.inference_memory import inference_memory
+    from search_spaces import get_space, presets
+
+    preset = presets.get_preset("unet-16")
+    model = get_space(preset.space).build_model(preset.spec, 1, 1)
+    small = inference_memory(model, (1, 1, 64, 64))["inference_activation_bytes"]
+    huge = inference_memory(model, (1, 1, 8192, 8192))["inference_activation_bytes"]  # 28 GiB, counted on meta
+    assert small >= 2 * 64 * 64 * 4  # at least the input and the output
+    assert huge == pytest.approx(small * (8192 // 64) ** 2, rel=0.01)

@@ -1,7 +1,9 @@
-"""``nas-profile``: what one architecture costs (params, MACs, FLOPs, latency, training-step memory).
+"""``nas-profile``: what one architecture costs (params, MACs, FLOPs, latency, inference and training-step memory).
 
 Profiles a named preset or any spec (a bare spec JSON or a checkpoint's ``spec.json``) with the
 same counting as the search (``nas.costs.measure.measure_costs``), so its figures compare with a run's.
+Memory is counted on the meta device first; the real latency forward is skipped, with one line where
+the latency would be, when its counted memory would not fit what the machine has available.
 It writes nothing; bad input ends with one line on stderr and exit code 2.
 """
 from __future__ import annotations
@@ -138,17 +140,39 @@ def profile(space: Any, spec: Any, *, in_channels: int, input_size: int, batch: 
             warmup: int = 3, repeats: int = 10) -> dict[str, Any]:
     """Costs (``nas.costs.measure``) and training-step memory (``nas.costs.constraints``) at ``(batch, C, S, S[, S])``."""
     from nas.costs.constraints import training_step_memory
-    from nas.costs.measure import measure_costs
+    from nas.costs.inference_memory import inference_memory
+    from nas.costs.measure import count_macs, count_params, describe_device, measure_costs
     from nas.train.trainer import resolve_device
 
     dims = getattr(spec, "spatial_dims", 2)
     shape = (batch, in_channels, *([input_size] * dims))
     model = space.build_model(spec, in_channels, 1)
     target = resolve_device(device)
-    costs = measure_costs(model.to(target), shape, target, warmup=warmup, repeats=repeats)
+    counted = inference_memory(model, shape)  # on the meta device, before any real forward
+    skipped = _latency_skipped(counted["inference_memory_mb"] * 2**20, target)
+    if skipped:
+        macs = count_macs(model, shape)
+        costs = {"params": count_params(model), "macs": macs, "flops": 2 * macs, "latency_ms": None,
+                 "latency_device": describe_device(target), "input_shape": list(shape)}
+    else:
+        costs = measure_costs(model.to(target), shape, target, warmup=warmup, repeats=repeats).to_dict()
     memory = training_step_memory(model, shape)
-    return {**costs.to_dict(), **memory, "latency_warmup": warmup, "latency_repeats": repeats,
-            "space": space.name, "spec": spec.to_dict(), "in_channels": in_channels}
+    return {**costs, **memory, **counted, "latency_skipped": skipped, "latency_warmup": warmup,
+            "latency_repeats": repeats, "space": space.name, "spec": spec.to_dict(), "in_channels": in_channels}
+
+
+def _latency_skipped(needed: float, device: Any) -> str | None:
+    """Why the real latency forward is not run (None: it is): its counted memory, with ``MARGIN``,
+    is more than ``device`` has available now."""
+    from nas.costs.inference_memory import MARGIN, available_memory
+    from nas.costs.measure import describe_device
+
+    free = available_memory(device)
+    if free is None or needed * MARGIN <= free:
+        return None
+    gib = 2**30
+    return (f"not measured: the inference forward needs about {needed / gib:.2f} GiB (counted on the meta device; "
+            f"x{MARGIN} for workspaces), more than the {free / gib:.2f} GiB available on {describe_device(device)}")
 
 
 def format_profile(name: str, summary: str, result: dict[str, Any]) -> str:
@@ -162,6 +186,10 @@ def format_profile(name: str, summary: str, result: dict[str, Any]) -> str:
         f"MACs:     {macs:,}  ({macs / 1e9:.3g} GMAC: multiply-accumulates of conv/linear layers, "
         f"one forward of the whole batch)",
         f"FLOPs:    {flops:,}  ({flops / 1e9:.3g} GFLOP = 2 x MACs)",
+        f"inference memory: {result['inference_memory_mb']:.1f} MB = "
+        f"{result['inference_activation_bytes'] / mb:.1f} MB peak of live tensors (input and output included) + "
+        "weights (counted on the meta device; workspaces not counted)",
+        f"latency:  {result['latency_skipped']}" if result.get("latency_skipped") else
         f"latency:  {result['latency_ms']:.2f} ms  (median of {result['latency_repeats']} forwards after "
         f"{result['latency_warmup']} warm-up, inference mode, {result['latency_device']})",
         f"training-step memory: {result['train_memory_mb']:.1f} MB = "
