@@ -137,10 +137,11 @@ def confusion_table(record: TrialRecord) -> str:
 
 
 def reproduce_command(config: Mapping[str, Any]) -> str:
-    """The ``nas-search`` command line that re-runs the search this model came from."""
-    flags = (("space", "--space"), ("data", "--data"), ("trials", "--trials"), ("epochs", "--epochs"),
-             ("image_size", "--image-size"), ("batch_size", "--batch-size"), ("seed", "--seed"),
-             ("device", "--device"))
+    """The ``nas-search`` command line that re-runs the search this model came from, with its budget
+    (``--trials`` and, when it had one, ``--timeout``: a search cut short by it is not reproduced without)."""
+    flags = (("space", "--space"), ("data", "--data"), ("trials", "--trials"), ("timeout", "--timeout"),
+             ("epochs", "--epochs"), ("image_size", "--image-size"), ("batch_size", "--batch-size"),
+             ("seed", "--seed"), ("device", "--device"))
     parts = ["nas-search"] + [f"{flag} {shlex.quote(str(config[key]))}" for key, flag in flags if config.get(key) is not None]
     return " ".join(parts)
 

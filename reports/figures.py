@@ -77,11 +77,15 @@ def figure_pareto(front: ParetoFront, x: str, y: str | None = None, *, title: st
     directions = {o.name: o.direction for o in front.objectives}
     fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.add_subplot()
+    level = trivial_level(trivial, y)
+    # models no better than the trivial predictor: drawn apart on the axis' floor, never stretching it
+    floor = level[1] if level and y == "dice" else None
+    below = [(r, _point(r, x)) for r in front.finished if floor is not None and r.dice is not None and r.dice <= floor]
     groups = []
     for records in (front.front, front.dominated):
-        pts = [(r, _point(r, x), _point(r, y)) for r in records]
+        pts = [(r, _point(r, x), _point(r, y)) for r in records if floor is None or r.dice is None or r.dice > floor]
         groups.append([p for p in pts if p[1] is not None and p[2] is not None])
-    xs_all = [p[1] for g in groups for p in g]
+    xs_all = [p[1] for g in groups for p in g] + [p[1] for p in below if p[1] is not None]
     xlabel, divisor = axis_label(x, xs_all)
     ylabel, ydiv = axis_label(y, [p[2] for g in groups for p in g])
     ax.set_title(title or f"{axis_info(y)[0]} vs {axis_info(x)[0]}", fontsize=10)
@@ -123,12 +127,23 @@ def figure_pareto(front: ParetoFront, x: str, y: str | None = None, *, title: st
         ax.plot([p[0] / divisor for p in family], [p[1] / ydiv for p in family], color=FAMILY_COLOR, lw=1.2,
                 ls="--", marker="s", markersize=4, markerfacecolor="none", zorder=4,
                 label=f"{FAMILY_LABEL} ({len(family)})")
-    level = trivial_level(trivial, y)
+    if below:
+        _draw_below(ax, below, divisor, [p[2] / ydiv for p in groups[0] + groups[1]] + [floor / ydiv])
     if level:
         ax.axhline(level[1] / ydiv, color=TRIVIAL_COLOR, lw=1, ls="--", zorder=1, label=f"{level[0]} {level[1]:.3f}")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return fig
+
+
+def _draw_below(ax: Any, below: list[tuple[TrialRecord, float | None]], divisor: float, shown: list[float]) -> None:
+    """Grey triangles on the floor of a Dice axis that spans only the models above the trivial level."""
+    low, high = min(shown), max(shown)
+    pad = max(0.01, 0.08 * (high - low))
+    ax.set_ylim(low - 2 * pad, min(1.0 + pad, high + pad))
+    xs = [p[1] / divisor for p in below if p[1] is not None]
+    ax.scatter(xs, [low - 1.5 * pad] * len(xs), s=24, color="#7f7f7f", marker="v", zorder=3, edgecolors="none",
+               label=f"no better than trivial ({len(below)})")
 
 
 def family_line(front: ParetoFront, x: str, y: str = "dice") -> list[tuple[float, float, int]]:

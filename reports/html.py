@@ -24,7 +24,7 @@ from reports.hypervolume import REFERENCE, hypervolume_over_compute
 from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, Objective, pareto_front
 from reports.plots import curves_plot, front_plots, hover_text, hypervolume_plot
 from reports.templates import CSS, SCRIPT, json_script, plotly_js
-from reports.trivial import split_block, trivial_summary
+from reports.trivial import below_trivial_note, ending_note, split_block, trivial_summary
 
 AXIS_NAMES = {"dice": "Dice", "macs": "MACs", "latency_ms": "latency", "param_count": "params",
               "train_memory_mb": "training memory", "miou": "mIoU", "dice_small": "small-object Dice",
@@ -126,7 +126,8 @@ def render_report(records: list[TrialRecord], path, *, title: str, config: dict,
                   overlays: Mapping[int, Mapping[str, Any]] | None = None,
                   environment: Mapping[str, Any] | None = None,
                   exported: Mapping[int, str] | None = None,
-                  finalists: Mapping[str, Any] | None = None, trivial: Mapping[str, Any] | None = None) -> Path:
+                  finalists: Mapping[str, Any] | None = None, trivial: Mapping[str, Any] | None = None,
+                  ending: Mapping[str, Any] | None = None) -> Path:
     """Write the study page to ``path`` atomically and return it; works for empty studies too.
 
     ``importance``: ``{"evaluator", "n_trials", "targets": {target: {param: share}}, "note"}`` (see
@@ -134,6 +135,7 @@ def render_report(records: list[TrialRecord], path, *, title: str, config: dict,
     ``{"error": text}``. ``exported``: trial number -> its ``best/`` folder (default: front checkpoints).
     ``finalists``: the finalist stage's summary (``finalists/finalists.json``), or None without one.
     ``trivial``: the constant predictors' Dice (``trivial.json``), or None (a run made before it).
+    ``ending``: how ``nas-search`` ended (``search_end.json``: ``stopped``, ``timeout``, ``finished``, ``trials``).
     """
     records = sorted(records, key=lambda r: r.number)
     conventions = dict(conventions or {})
@@ -152,6 +154,7 @@ def render_report(records: list[TrialRecord], path, *, title: str, config: dict,
     finished = bool(macs.finished)
     sections = [
         f"<h1>{esc(title)}</h1>", "<h2>Run configuration</h2>", kv_table(config), _state_counts(records),
+        ending_note(ending), below_trivial_note(records, trivial),
         trivial_summary(trivial, max((r.dice for r in macs.finished if r.kind == RecordKind.SEARCH
                                       and r.dice is not None), default=None)),
         _conventions(records, config, conventions), "<h2>Pareto fronts</h2>",

@@ -63,11 +63,14 @@ def front_plot(front: ParetoFront, x: str, *, log_x: bool, trivial: Mapping[str,
     front's quality objective (Dice, or e.g. ``dice_small``, ``hd95``, ``dice:<class>``). ``trivial``
     (the validation block of ``trivial.json``) adds the constant predictor's Dice as a dashed line."""
     y = next(o.name for o in front.objectives if o.name != x)
+    level = trivial_level(trivial, y)
+    # models no better than the trivial predictor: drawn apart, below the axis they would stretch
+    below = {r.number for r in front.finished if y == "dice" and level and r.dice is not None and r.dice <= level[1]}
     traces = []
     for group, color, opacity, size, label in ((front.dominated, DOMINATED_COLOR, 0.45, 7, "dominated"),
                                                (front.front, FRONT_COLOR, 1.0, 10, "Pareto front")):
         for name, (kind_label, symbol, _) in KINDS.items():
-            sub = [r for r in group if r.kind == name]
+            sub = [r for r in group if r.kind == name and r.number not in below]
             if not sub:
                 continue
             traces.append({
@@ -84,14 +87,13 @@ def front_plot(front: ParetoFront, x: str, *, log_x: bool, trivial: Mapping[str,
                        "line": {"color": FAMILY_COLOR, "width": 1.5, "dash": "dash"},
                        "marker": {"symbol": "square-open", "size": 11, "color": FAMILY_COLOR},
                        "hovertemplate": HOVER})
-    level = trivial_level(trivial, y)
     xs = sorted(v for r in front.finished if _finite(v := r.measure(x)))
     if level and xs:
         traces.append({"type": "scatter", "mode": "lines", "name": f"{level[0]} {level[1]:.3f}",
                        "x": [xs[0], xs[-1]], "y": [level[1], level[1]],
                        "line": {"color": TRIVIAL_COLOR, "width": 1.2, "dash": "dash"},
                        "hovertemplate": f"{esc(level[0])}: {level[1]:.3f}<extra></extra>"})
-    line = sorted((r.measure(x), r.measure(y)) for r in front.front)
+    line = sorted((r.measure(x), r.measure(y)) for r in front.front if r.number not in below)
     if line:
         traces.insert(0, {"type": "scatter", "mode": "lines", "name": "front", "showlegend": False,
                           "x": [p[0] for p in line], "y": [p[1] for p in line], "hoverinfo": "skip",
@@ -99,8 +101,24 @@ def front_plot(front: ParetoFront, x: str, *, log_x: bool, trivial: Mapping[str,
     label, unit, _ = axis_info(x)
     quality = axis_info(y)[0]
     title = f"Dice vs {label}" if y == "dice" else f"{quality} vs {label} (the search's objectives)"
-    return {"traces": traces, "layout": _layout(f"{label} ({unit})" if unit and not log_x else label,
-                                                quality, log_x=log_x, title=title)}
+    layout = _layout(f"{label} ({unit})" if unit and not log_x else label, quality, log_x=log_x, title=title)
+    if below and level:
+        _draw_below(traces, layout, [r for r in front.finished if r.number in below],
+                    [r.dice for r in front.finished if r.number not in below and _finite(r.dice)] + [level[1]], x)
+    return {"traces": traces, "layout": layout}
+
+
+def _draw_below(traces: list[dict[str, Any]], layout: dict[str, Any], below: list[TrialRecord],
+                shown: list[float], x: str) -> None:
+    """The Dice axis spans the models above the trivial level (and the level); the ones at or below it
+    are grey triangles on the axis' floor, their own Dice in the hover text."""
+    low, high = min(shown), max(shown)
+    pad = max(0.01, 0.08 * (high - low))
+    layout["yaxis"]["range"] = [low - 2 * pad, min(1.0 + pad, high + pad)]
+    traces.append({"type": "scatter", "mode": "markers", "name": f"no better than trivial ({len(below)})",
+                   "x": [r.measure(x) for r in below], "y": [low - 1.5 * pad] * len(below),
+                   "customdata": [r.number for r in below], "hovertemplate": HOVER,
+                   "marker": {"color": PRUNED_COLOR, "symbol": "triangle-down", "size": 9, "line": {"width": 0}}})
 
 
 def front_plots(records: list[TrialRecord], objectives: tuple = (),

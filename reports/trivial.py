@@ -6,8 +6,9 @@ function here then returns nothing, and the page shows nothing about it.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
+from nas.results.records import TrialRecord
 from nas.results.trial_result import CLASS_PREFIX
 
 from reports.fmt import esc
@@ -64,3 +65,35 @@ def trivial_summary(trivial: Mapping[str, Any] | None, best_dice: float | None) 
     return (f"<p><b>Trivial predictors on validation:</b> {esc(_scores(block, 3))}. What predicting one label "
             "everywhere scores with the same Dice code on the same images, drawn as the dashed line on the Dice "
             f"plots: a model is only worth its distance above it.{margin}{also}</p>")
+
+
+def below_trivial(records: Iterable[TrialRecord], trivial: Mapping[str, Any] | None) -> list[TrialRecord]:
+    """The finished records whose validation Dice is not above the best trivial predictor's (none without
+    ``trivial.json``): not deployed, drawn apart, counted on the page."""
+    block = split_block(trivial, "val")
+    if block is None:
+        return []
+    return [r for r in records if r.finished and r.dice is not None and r.dice <= float(block["dice"])]
+
+
+def below_trivial_note(records: Iterable[TrialRecord], trivial: Mapping[str, Any] | None) -> str:
+    """The page's line about the models no better than a trivial predictor ("" when there is none)."""
+    below = below_trivial(records, trivial)
+    block = split_block(trivial, "val")
+    if not below or block is None:
+        return ""
+    numbers = ", ".join(str(r.number) for r in sorted(below, key=lambda r: r.number))
+    return (f'<p class="note"><b>{len(below)} trained model(s) no better than a trivial predictor</b> '
+            f"({esc(block['best'])}, validation Dice {float(block['dice']):.3f}): trial(s) {numbers}. They are "
+            "not deployed to best/ and are drawn as grey triangles at the bottom of the Dice plots, outside "
+            "their scale.</p>")
+
+
+def ending_note(ending: Mapping[str, Any] | None) -> str:
+    """The page's line when the search ended on its time budget (``--timeout``); "" otherwise."""
+    if not ending or ending.get("stopped") != "timeout" or not isinstance(ending.get("timeout"), (int, float)):
+        return ""
+    counts = (f" with {int(ending['finished'])}/{int(ending['trials'])} trials finished"
+              if isinstance(ending.get("finished"), int) and isinstance(ending.get("trials"), int) else "")
+    return (f'<p class="note"><b>The search ended on its time budget:</b> --timeout {float(ending["timeout"]):g} s '
+            f"reached{counts}; the same command resumes it.</p>")

@@ -81,3 +81,18 @@ def make_study(run: Path, spec: dict, checkpoint: str = "trials/trial_0000") -> 
         params={"depth": 3}, distributions={"depth": optuna.distributions.IntDistribution(3, 6)},
         values=[0.5, 1000.0], user_attrs={"metrics": metrics, "spec": spec, "checkpoint": checkpoint}))
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A real trained run, made once per session: 2 trials x 1 epoch of ``TINY_FIX`` at 32 px on the
+    synthetic data, seed 0, no family, the end-of-search latency pass included (about a minute on 2
+    cores). Read it, or copy it before changing it."""
+    import nas
+
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    result = nas.run_search(nas.SearchConfig(trials=2, epochs=1, image_size=32, seed=0, device="cpu",
+                                             early_stop="none", fix=TINY_FIX, baselines=(), warm_start="none",
+                                             out=out))
+    assert result.ok and result.finished == 2, result
+    return out

@@ -29,9 +29,17 @@ class Normalization:
     def from_dict(cls, d: dict[str, Any]) -> Normalization:
         return cls(mean=tuple(d["mean"]), std=tuple(d["std"]))
 
-    def apply(self, images: torch.Tensor, spatial_dims: int = 2) -> torch.Tensor:
+    def apply(self, images: Any, spatial_dims: int = 2) -> torch.Tensor:
         """``(B, C, *S)`` (or ``(C, *S)``) in [0, 1] -> zero mean, unit std per channel; S has
-        ``spatial_dims`` axes (3 for volumes)."""
+        ``spatial_dims`` axes (3 for volumes). ``images`` is a tensor (its float dtype and device kept)
+        or a numpy array (read as float32, as the models' weights are); the result is a tensor."""
+        if not isinstance(images, torch.Tensor):
+            images = torch.as_tensor(images, dtype=torch.float32)
+        elif not images.is_floating_point():
+            images = images.to(torch.float32)
+        if images.dim() < 1 + spatial_dims:
+            raise ValueError(f"images of shape {tuple(images.shape)}: expected (B, C, *S) or (C, *S) with "
+                             f"{spatial_dims} spatial axes")
         channels = images.shape[-1 - spatial_dims]
         if channels != len(self.mean):
             raise ValueError(f"images have {channels} channel(s), normalization has {len(self.mean)}")

@@ -56,6 +56,15 @@ class CheckpointInfo:
     metrics: dict[str, Any]
     footprint: Footprint | None = None  # the architecture's weights, counted on the meta device
 
+    @property
+    def threshold(self) -> float | None:
+        """The probability above which a binary model's pixel is foreground (chosen on validation and
+        stored in ``metrics.json``; 0.5 when none was stored); None for a K-class model (argmax)."""
+        if self.out_channels != 1:
+            return None
+        value = self.metrics.get("threshold")
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.5
+
 
 def file_sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()

@@ -69,15 +69,67 @@ def open_run(run_dir: str | Path, storage: str | None = None, study_name: str | 
     return OpenedRun(run_dir=run, study_name=name, storage=url, config=config, records=records)
 
 
+# the defaults study_settings leaves out of the study (it stores only what differs from them)
+_DEFAULTS = {"objectives": "dice,macs", "sampler": "tpe", "early_stop": "on", "latency_engine": "torch",
+             "family_rungs": 3, "restriction": {}, "constraints": {}}
+
+
+def effective_settings(config: dict[str, Any], run_dir: str | Path | None = None) -> dict[str, Any]:
+    """The study's stored settings with every default filled in: ``objectives``, ``sampler``,
+    ``early_stop`` (and its rungs), the full ``recipe``, and the ``budget`` (``trials``, ``timeout``
+    and why the search stopped, from ``search_end.json``; None where the run has no such file)."""
+    from nas.run.run_files import search_end
+    from nas.run.search_config import DEFAULT_VAL_FRACTION, RECIPE_FIELDS, SearchConfig
+
+    defaults = SearchConfig()
+    settings = {**_DEFAULTS, **config}
+    settings["recipe"] = {**{name: getattr(defaults, name) for name in RECIPE_FIELDS},
+                          "val_fraction": DEFAULT_VAL_FRACTION, **dict(config.get("recipe") or {})}
+    if "early_stop_rungs" not in settings and settings["early_stop"] != "off":
+        try:
+            from nas.engine.early_stop import early_stop_policy
+
+            rule = "halving" if settings["early_stop"] == "on" else str(settings["early_stop"])
+            policy = early_stop_policy(rule, int(config.get("epochs", defaults.epochs)), ())
+            settings["early_stop_rungs"] = list(policy.rungs) if policy is not None else []
+        except (TypeError, ValueError, AttributeError):
+            pass
+    end = search_end(run_dir) if run_dir is not None else {}
+    settings["budget"] = {"trials": end.get("trials", config.get("trials")), "timeout": end.get("timeout"),
+                          "stopped": end.get("stopped")}
+    return settings
+
+
+def point_kind(record: TrialRecord) -> str:
+    """``search``, ``family``, ``preset`` or ``compressed``: what the report draws the point as."""
+    from nas.results.family import family_name
+
+    return "family" if family_name(record) is not None else str(record.kind)
+
+
 def load_run(run_dir: str | Path, storage: str | None = None, study_name: str | None = None):
     """The run's trials as a pandas DataFrame: one row per trial, typed columns, the spec as JSON.
 
-    The same frame ``trials.csv`` is written from (``nas.results.table.trials_frame``); the search
-    settings are in ``frame.attrs["config"]``, the study in ``frame.attrs["study"]``.
+    The numbers ``trials.csv`` and the report show: the latency is the end-of-search re-measurement
+    where the run has one (``latency.json``), ``on_front`` marks the members of the front of the
+    search's own objectives (the models ``best/`` is chosen from), ``point`` is ``search``,
+    ``family``, ``preset`` or ``compressed``. ``frame.attrs["config"]`` holds the full effective
+    settings (``effective_settings``: defaults filled in, recipe, budget), ``attrs["study"]`` the study.
     """
+    import pandas
+
+    from nas.results.pareto import pareto_front
     from nas.results.table import trials_frame
+    from nas.run.latency_pass import with_remeasured_latency
+    from nas.run.outputs import run_objectives
 
     opened = open_run(run_dir, storage=storage, study_name=study_name)
-    frame = trials_frame(opened.records)
-    frame.attrs.update(config=dict(opened.config), study=opened.study_name, storage=opened.storage)
+    records = with_remeasured_latency(opened.records, opened.run_dir)
+    frame = trials_frame(records)
+    front = pareto_front(records, run_objectives(opened.config)).numbers
+    by_number = {r.number: r for r in records}
+    frame["on_front"] = pandas.array([int(n) in front for n in frame["number"]], dtype="boolean")
+    frame["point"] = pandas.array([point_kind(by_number[int(n)]) for n in frame["number"]], dtype="string")
+    frame.attrs.update(config=effective_settings(dict(opened.config), opened.run_dir), study=opened.study_name,
+                       storage=opened.storage)
     return frame

@@ -4,8 +4,9 @@ The report's extras (parameter importance, prediction overlays) are computed her
 can reach (its study storage, its ``best/`` checkpoints); a failure in an extra becomes a note on
 the page, never a failed search. After a search, the front members and baselines are re-timed in
 one latency pass (``nas.run.latency_pass``) before the fronts, ``best/`` and the report use them;
-``best/`` follows the front of the search's own objectives, and a ``best/`` copy whose trial
-folder was deleted is copied back first (``nas.run.run_files``), never dropped.
+``best/`` follows the front of the search's own objectives, less the models whose validation Dice is
+not above the best trivial predictor's (``trivial.json``: not ready to deploy), and a ``best/`` copy
+whose trial folder was deleted is copied back first (``nas.run.run_files``), never dropped.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from nas.io import read_json, staging_dir
 from nas.results.records import TrialRecord
 from nas.results.table import write_trials_csv
 from nas.run.latency_pass import latency_note, remeasure_latency, with_remeasured_latency
-from nas.run.run_files import annotate_best, precision_notes, read_trivial, restore_lost_checkpoints
+from nas.run.run_files import (annotate_best, below_trivial, precision_notes, read_trivial, restore_lost_checkpoints,
+                                search_end)
 
 OBJECTIVES = (Objective("dice", "maximize"), Objective("macs", "minimize"))
 
@@ -64,8 +66,10 @@ def _already_deployed(previous: Path, source: Path) -> bool:
             and vouched(previous))
 
 
-def export_best(front: ParetoFront, run_dir: Path, *, deploy: bool = True) -> list[Path]:
-    """Copy each Pareto-optimal checkpoint into ``best/`` with ``model.onnx`` and a model card.
+def export_best(front: ParetoFront, run_dir: Path, *, deploy: bool = True,
+                skip: frozenset[int] | set[int] = frozenset()) -> list[Path]:
+    """Copy each Pareto-optimal checkpoint into ``best/`` with ``model.onnx`` and a model card; the
+    trial numbers in ``skip`` (no better than a trivial predictor) are left out.
 
     The new ``best/`` is assembled beside the old one and swapped in as a whole; folders whose
     weights did not change since the last call are reused instead of exported again.
@@ -79,7 +83,7 @@ def export_best(front: ParetoFront, run_dir: Path, *, deploy: bool = True) -> li
     try:
         exported = []
         for record in front.front:
-            if record.checkpoint and (run_dir / record.checkpoint).is_dir():
+            if record.number not in skip and record.checkpoint and (run_dir / record.checkpoint).is_dir():
                 final = finalized(run_dir, record.checkpoint)  # the finalist stage's weights, when it ran
                 source = final[0] if final else run_dir / record.checkpoint
                 target = staging / Path(record.checkpoint).name
@@ -159,13 +163,17 @@ def write_run_outputs(records: list[TrialRecord], run_dir: Path, *, title: str, 
     ``export=False`` keeps ``best/`` as it is (``nas-report`` rebuilds the page without touching models).
     """
     run_dir = Path(run_dir)
+    ending = search_end(run_dir)  # nas-search's budget and why it stopped: the report states both
+    budget = {key: ending[key] for key in ("trials", "timeout") if ending.get(key) is not None}
+    config = {**budget, **config} if budget else config  # the Reproduce commands carry the budget
     remeasured = _latency_pass(records, run_dir, config) if export and config.get("latency_pass", True) else {}
     records = with_remeasured_latency(records, run_dir)
     write_trials_csv(records, run_dir / "trials.csv")
     failpoint("report")
     front = pareto_front(records, run_objectives(config))
+    trivial = read_trivial(run_dir)  # the constant predictors' Dice; None for runs made before trivial.json
     if export:
-        export_best(front, run_dir)
+        export_best(front, run_dir, skip=below_trivial(records, trivial))
         annotate_best(run_dir, remeasured)
     from compress.index import compressed_records
 
@@ -173,7 +181,6 @@ def write_run_outputs(records: list[TrialRecord], run_dir: Path, *, title: str, 
     # compressed variants and baselines are drawn (own markers) but never exported to best/
     shown = (records + compressed_records(run_dir, first_number=first)
              + with_remeasured_latency(baseline_records(run_dir), run_dir))
-    trivial = read_trivial(run_dir)  # the constant predictors' Dice; None for runs made before trivial.json
     save_static_figures(shown, run_dir, objectives=run_objectives(config),  # + pareto_objectives when not Dice
                         trivial=trivial)
     extras = report_extras(run_dir, config, records, study=study, overlays=overlays,
@@ -181,7 +188,8 @@ def write_run_outputs(records: list[TrialRecord], run_dir: Path, *, title: str, 
     best = {int(p.name.rsplit("_", 1)[-1]): f"best/{p.name}" for p in sorted((run_dir / "best").glob("trial_*"))
             if p.name.rsplit("_", 1)[-1].isdigit()}
     render_report(shown, run_dir / "report.html", title=title, config=config, exported=best,
-                  conventions=_notes(run_dir), front_objectives=run_objectives(config), trivial=trivial, **extras)
+                  conventions=_notes(run_dir), front_objectives=run_objectives(config), trivial=trivial,
+                  ending=ending, **extras)
     return front
 
 

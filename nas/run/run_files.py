@@ -12,6 +12,8 @@
 * ``trivial.json`` (``ensure_trivial`` / ``read_trivial``): the Dice of the constant predictors on the
   run's validation and test splits (``nas.train.trivial``), computed where the data is loaded (a
   search, the finalist stage); a run without it (made before it existed) shows nothing.
+* ``below_trivial``: the finished trials whose validation Dice is not above the best trivial
+  predictor's: never deployed to ``best/``, drawn apart in the report, counted by the search.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from nas.io import atomic_write_json, read_json, staging_dir
 _TRIAL = re.compile(r"^trial_(\d+)$")
 CHECKPOINT_DIRS = ("trials", "best")
 TRIVIAL_FILE = "trivial.json"
+SEARCH_END_FILE = "search_end.json"  # written by nas-search: its budget and how it ended (nas.run.search)
 
 
 def _numbered(folder: Path) -> dict[int, Path]:
@@ -131,3 +134,39 @@ def ensure_trivial(run_dir: Path, data: Any) -> dict[str, Any]:
     if read_trivial(run_dir) != json.loads(json.dumps(trivial)):
         atomic_write_json(Path(run_dir) / TRIVIAL_FILE, trivial)
     return trivial
+
+
+def trivial_floor(trivial: dict[str, Any] | None) -> tuple[str, float] | None:
+    """(name, validation Dice) of the best trivial predictor of ``trivial.json``, or None without one."""
+    block = ((trivial or {}).get("splits") or {}).get("val")
+    if not isinstance(block, dict) or not isinstance(block.get("dice"), (int, float)):
+        return None
+    return str(block.get("best")), float(block["dice"])
+
+
+def below_trivial(records: Iterable[Any], trivial: dict[str, Any] | None) -> set[int]:
+    """Numbers of the finished trials whose validation Dice is not above the best trivial predictor's."""
+    floor = trivial_floor(trivial)
+    if floor is None:
+        return set()
+    return {r.number for r in records if r.finished and r.dice is not None and r.dice <= floor[1]}
+
+
+def search_end(run_dir: str | Path) -> dict[str, Any]:
+    """``search_end.json`` of a run, its fields checked (a file from someone else is input): ``trials``
+    and ``finished`` / ``below_trivial`` counts, ``timeout`` (finite seconds > 0), ``stopped`` (why the
+    search stopped early, a word); a missing, unreadable or wrong field is left out, so ``{}`` at worst."""
+    try:
+        data = read_json(Path(run_dir) / SEARCH_END_FILE)  # size- and depth-bounded
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**12
+
+    checks = {"trials": count, "finished": count, "below_trivial": count,
+              "timeout": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e12,
+              "stopped": lambda v: isinstance(v, str) and v.isidentifier() and len(v) <= 40}
+    return {key: data[key] for key, ok in checks.items() if key in data and (data[key] is None or ok(data[key]))}

@@ -259,9 +259,12 @@ def _write_outputs(plan: Plan, study: Any, live: Any, stopped: str | None, inter
     settings = {**study_settings(plan), "objectives": str(plan.objectives), "trials": config.trials,
                 "study": plan.study_name, "storage": plan.storage, "device": str(resolve_device(config.device)),
                 "torch_threads": torch.get_num_threads()}
+    finished = sum(r.finished for r in records)
+    below = _record_ending(out, config, records, finished, stopped)
     front = write_run_outputs(records, out, title=f"nas-search: {plan.space.name} on {plan.data.name}",
                               config=settings)
-    finished = sum(r.finished for r in records)
+    if below:
+        _say(below)
     _say(f"\n{finished} finished trial(s); Pareto front ({' vs '.join(plan.objectives.names)}):")
     for record in front.front:
         _say(f"  trial {record.number:>3}  dice {record.dice:.3f}  {record.macs / 1e6:.1f} MMAC  "
@@ -271,10 +274,42 @@ def _write_outputs(plan: Plan, study: Any, live: Any, stopped: str | None, inter
     return SearchResult(status, out, tuple(front.front), finished, message)
 
 
+def _record_ending(out: Path, config: SearchConfig, records: list[TrialRecord], finished: int,
+                   stopped: str | None) -> str:
+    """Write ``search_end.json`` (the budget, why the search stopped, how many trained models are no
+    better than a trivial predictor) and add the count to ``status.json``; returns the console line
+    about those models ("" when there is none)."""
+    from nas.io import atomic_write_json, read_json
+    from nas.run.run_files import SEARCH_END_FILE, below_trivial, read_trivial, trivial_floor
+
+    trivial = read_trivial(out)
+    below = below_trivial(records, trivial)
+    end = {"trials": config.trials, "timeout": config.timeout, "stopped": stopped, "finished": finished,
+           "below_trivial": len(below)}
+    try:
+        atomic_write_json(out / SEARCH_END_FILE, end)
+        status = read_json(out / "status.json") if (out / "status.json").is_file() else {}
+        if isinstance(status, dict):
+            atomic_write_json(out / "status.json", {**status, "below_trivial": len(below), "stopped": stopped})
+    except (OSError, ValueError):
+        pass  # conveniences beside the study: the search's outputs come first
+    floor = trivial_floor(trivial)
+    if not below or floor is None:
+        return ""
+    return (f"{len(below)} of {finished} trained model(s) no better than the trivial predictor ({floor[0]}, "
+            f"validation Dice {floor[1]:.3f}): trial(s) {', '.join(map(str, sorted(below)))}; not deployed to best/")
+
+
 def _deployed(out: Path, record: TrialRecord) -> str:
     """Where a front model was deployed; never a path that does not exist."""
     folder = out / "best" / Path(record.checkpoint or "").name
-    return str(folder) if record.checkpoint and folder.is_dir() else f"no checkpoint ({record.checkpoint} is missing)"
+    if record.checkpoint and folder.is_dir():
+        return str(folder)
+    from nas.run.run_files import below_trivial, read_trivial
+
+    if record.number in below_trivial([record], read_trivial(out)):
+        return "not deployed: validation Dice not above the trivial predictor's"
+    return f"no checkpoint ({record.checkpoint} is missing)"
 
 
 def _ending(config: SearchConfig, records: list[TrialRecord], finished: int, stopped: str | None,
