@@ -108,3 +108,127 @@ def test_inference_memory_is_counted_without_allocating_and_scales_with_the_pixe
     huge = inference_memory(model, (1, 1, 8192, 8192))["inference_activation_bytes"]  # 28 GiB, counted on meta
     assert small >= 2 * 64 * 64 * 4  # at least the input and the output
     assert huge == pytest.approx(small * (8192 // 64) ** 2, rel=0.01)
+
+
+# --- a storage that fails mid-run -------------------------------------------------------------------
+from conftest import NO_FAMILY, TINY_FIX, fix_flags  # noqa: E402
+
+SEARCH = ["--epochs", "1", "--image-size", "32", "--seed", "1", "--device", "cpu", "--patches-per-epoch", "16",
+          "--sampler", "random", *NO_FAMILY, *fix_flags(TINY_FIX)]
+
+
+def _search(capsys, *args):
+    from nas.cli import search
+
+    try:
+        code = search.main([str(a) for a in args])
+    except SystemExit as exit_:
+        code = exit_.code
+    return (code, *capsys.readouterr())
+
+
+def _full_on(monkeypatch, trial_number: int, key: str = "metrics", wrapped: bool = True):
+    """The study's storage refuses ``key`` of trial ``trial_number``, as SQLite on a full disk does."""
+    import sqlite3
+
+    import optuna
+    import sqlalchemy.exc
+
+    original = optuna.storages.RDBStorage.set_trial_user_attr
+
+    def set_trial_user_attr(self, trial_id, key_=None, value=None, **named):
+        name, value = named.get("key", key_), named.get("value", value)
+        if name == key and self.get_trial_number_from_id(trial_id) == trial_number:
+            full = sqlite3.OperationalError("database or disk is full")
+            if not wrapped:
+                raise full
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from \
+                sqlalchemy.exc.OperationalError("UPDATE trial_user_attributes ...", {}, full)
+        return original(self, trial_id, name, value)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "set_trial_user_attr", set_trial_user_attr)
+
+
+def _states(run: Path) -> dict[int, str]:
+    import optuna
+
+    study = optuna.load_study(study_name="resunet", storage=f"sqlite:///{run / 'study.db'}")
+    return {t.number: t.state.name for t in study.get_trials()}
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["optuna-wrapped", "raw-sqlite3"])
+def test_a_storage_full_after_a_trial_trained_ends_the_search_with_one_line(tmp_path, capsys, monkeypatch, wrapped):
+    import csv
+
+    run = tmp_path / "run"
+    _full_on(monkeypatch, 1, wrapped=wrapped)
+    code, out, err = _search(capsys, "--trials", "2", *SEARCH, "--out", run)
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in out + err and len(lines) == 1, err
+    assert lines[0].startswith("nas-search: stopped: the study's storage refused a write (")
+    assert "database or disk is full" in lines[0] and "trial 1 trained, kept in" in lines[0]
+    assert "run the same command to resume" in lines[0]
+    assert _states(run) == {0: "COMPLETE", 1: "RUNNING"}  # trained: never recorded as failed
+    assert (run / "trials" / "trial_0000" / "model.safetensors").is_file()
+    assert (run / "trials" / "trial_0001" / "model.safetensors").is_file()  # its checkpoint was written
+    with open(run / "trials.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["state"] for row in rows if row["number"] == "0"] == ["COMPLETE"]
+    assert (run / "report.html").is_file() and (run / "logs" / "unstored_trial_0001.json").is_file()
+    if not wrapped:
+        return
+    monkeypatch.undo()  # the disk has room again: the same command completes trial 1 from logs/, no retraining
+    code, out, err = _search(capsys, "--trials", "2", *SEARCH, "--out", run)
+    assert code == 0, err
+    assert "trial 1 had trained when the storage failed: completed from what logs/ kept" in out
+    assert _states(run) == {0: "COMPLETE", 1: "COMPLETE"} and "epoch 1/1" not in out
+    assert not (run / "logs" / "unstored_trial_0001.json").exists()
+
+
+def test_a_disk_that_fills_while_a_checkpoint_is_written_ends_the_search(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import nas.deploy.checkpoint as checkpoint
+    from nas.io import WriteError
+
+    real = checkpoint.save_checkpoint
+    calls = []
+
+    def save_checkpoint(folder, *args, **kwargs):
+        calls.append(folder)
+        if len(calls) == 2:
+            raise WriteError(folder, OSError(errno.ENOSPC, "No space left on device"))
+        return real(folder, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_checkpoint)
+    for module in ("nas.engine.trial", "nas.engine.policy"):
+        if hasattr(__import__(module, fromlist=["x"]), "save_checkpoint"):
+            monkeypatch.setattr(f"{module}.save_checkpoint", save_checkpoint)
+    run = tmp_path / "run"
+    code, out, err = _search(capsys, "--trials", "3", *SEARCH, "--out", run)
+    assert code == 1 and "Traceback" not in out + err, err
+    assert len(err.strip().splitlines()) == 1 and "No space left on device" in err and "-> failed" not in out
+    assert _states(run) == {0: "COMPLETE", 1: "RUNNING"}  # queued again on resume, not counted a failure
+    assert (run / "trials.csv").is_file()
+
+
+def test_trials_csv_not_written_on_a_full_disk_is_named_in_the_same_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import nas.run.outputs as outputs
+    from nas.io import WriteError
+
+    def full(*args, **kwargs):
+        raise WriteError(run / "trials.csv", OSError(errno.ENOSPC, "No space left on device"))
+
+    run = tmp_path / "run"
+    _full_on(monkeypatch, 0)
+    monkeypatch.setattr(outputs, "write_run_outputs", full)
+    monkeypatch.setattr("nas.run.search.write_run_outputs", full, raising=False)
+    code, out, err = _search(capsys, "--trials", "2", *SEARCH, "--out", run)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "Traceback" not in out + err, err
+    assert "database or disk is full" in lines[0]
+    assert f"trials.csv and the report not written (cannot write {run / 'trials.csv'}: No space left on device)" in lines[0]
+    assert _states(run) == {0: "RUNNING"}

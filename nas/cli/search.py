@@ -22,7 +22,7 @@ from nas.run.search_config import LIMITS, RECIPE_FIELDS, SWITCHES, SearchConfig,
 PROG = "nas-search"
 D = SearchConfig()  # the defaults
 EXIT_CODES = {"completed": 0, "timeout": 0, "exhausted": 0, "failures": 1, "infeasible": 1,
-              "interrupted": 130, "terminated": 143}
+              "interrupted": 130, "terminated": 143, "storage": 1}  # storage: disk full or read-only mid-run
 RECIPE_HELP = {
     "lr": "peak learning rate (Adam; linear warm-up, then cosine decay)",
     "warmup_fraction": "share of the steps spent warming up",

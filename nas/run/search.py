@@ -28,7 +28,8 @@ __all__ = ["SearchConfig", "SearchError", "SearchResult", "Terminated", "run_sea
 STATUSES = {"completed": "the wanted trials finished", "timeout": "--timeout reached (the same call resumes)",
             "exhausted": "the restricted space looks exhausted", "failures": "--max-failures trials failed",
             "infeasible": "no sampled architecture meets the constraints",
-            "interrupted": "Ctrl-C (KeyboardInterrupt)", "terminated": "SIGTERM"}
+            "interrupted": "Ctrl-C (KeyboardInterrupt)", "terminated": "SIGTERM",
+            "storage": "the study's storage or the run folder stopped taking writes (disk full, read-only)"}
 INTERRUPTED_LINE = "\ninterrupted: writing the report of the finished trials"
 
 
@@ -131,6 +132,7 @@ def _run(plan: Plan, study: Any) -> SearchResult:
     from nas.engine.optuna_adapter.search import search
     from nas.engine.run_log import run_log
     from nas.engine.optuna_adapter.study import count_finished, recover_lost_trials
+    from nas.engine.optuna_adapter.storage_fault import complete_unstored, outputs_after_failure
     from nas.data.patches import describe_epoch, describe_foreground
     from nas.engine.trial import TrialSettings
     from nas.run.family import warm_start_until
@@ -143,6 +145,8 @@ def _run(plan: Plan, study: Any) -> SearchResult:
         own_storage = plan.storage.endswith((str(out / "study.db"), str(out / "study.journal")))
         for path in clean_stale_writes(out):
             _say(f"cleaned up after an interrupted write: {path.relative_to(out)}")
+        for number in complete_unstored(study, out / "logs", plan.objectives.values):
+            _say(f"trial {number} had trained when the storage failed: completed from what logs/ kept")
         for number in recover_lost_trials(study, local=own_storage):
             _say(f"trial {number} was lost (killed or interrupted): queued again")
     settings = TrialSettings(image_size=config.image_size, train=config.recipe(),
@@ -158,10 +162,12 @@ def _run(plan: Plan, study: Any) -> SearchResult:
         _say(f"nas-search worker {config.worker_id} (pid {os.getpid()}): storage {plan.storage}")
         with run_log(out), sigterm_as_interrupt():
             try:
-                search(job, study)
+                stopped = search(job, study)
             except KeyboardInterrupt as error:
                 return SearchResult(_interruption(error), out)
-        return SearchResult("completed", out)
+        if str(stopped).startswith("storage: "):  # the parent sees exit code 1 and this line in the worker's log
+            _say(f"nas-search: stopped: {stopped.removeprefix('storage: ')}", error=True)
+        return SearchResult("storage" if str(stopped).startswith("storage: ") else "completed", out)
     data = plan.data
     rungs = "" if job.early_stop is None else f" at epochs {','.join(map(str, job.early_stop.rungs)) or '(none)'}"
     _say(f"nas-search: space {plan.space.name}, data {data.name} ({len(data.train_images)} train / "
@@ -181,6 +187,9 @@ def _run(plan: Plan, study: Any) -> SearchResult:
     with run_log(out), sigterm_as_interrupt():  # failed trials: one line here, tracebacks in logs/search.log
         stopped, interrupted = _search(plan, job, study, live, search, family)
     with sigterm_deferred() as late:  # the outputs are finished first; SIGTERM then ends the process
+        if str(stopped).startswith("storage: "):  # disk full, read-only: outputs as far as the disk allows
+            return SearchResult("storage", out, *outputs_after_failure(
+                lambda: _write_outputs(plan, study, live, None, None), stopped, lambda line: _say(line, error=True)))
         result = _write_outputs(plan, study, live, stopped, interrupted)
     if late and result.status not in ("interrupted", "terminated"):
         return SearchResult("terminated", out, result.front, result.finished, result.message)
@@ -217,6 +226,8 @@ def _search(plan: Plan, job: Any, study: Any, live: Any, search: Any,
     except KeyboardInterrupt as error:
         interrupted = _interruption(error)
         _say(INTERRUPTED_LINE, error=True)
+    if str(stopped).startswith("storage: "):  # no baselines or finalists on a storage that refuses writes
+        return stopped, None
     if config.baselines and interrupted is None:
         from nas.engine.baselines import train_baselines
         from nas.run.family import train_family_baselines

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from nas.costs.constraints import Verdict
 from nas.engine.early_stop import RungPoint, rung_dice
 from nas.engine.job import LiveView, SearchJob
+from nas.engine.optuna_adapter.storage_fault import StorageFailed
 from nas.engine.optuna_adapter.study import (FAMILY_ATTR, count_finished, duplicate_of, record_fixed_params,
                                              record_violations, run_study, study_records)
 from nas.engine.policy import run_policy
@@ -85,11 +86,16 @@ def make_trial_function(job: SearchJob, study: optuna.Study,
 
 
 def search(job: SearchJob, study: optuna.Study, live: LiveView | None = None) -> str | None:
-    """Run trials of ``job`` in this process until the study holds ``job.trials`` finished ones."""
+    """Run trials of ``job`` in this process until the study holds ``job.trials`` finished ones; a storage
+    that stops taking writes ends it with ``"storage: <one line>"``."""
     def on_trial_done(study: optuna.Study, trial: Any) -> None:
         if live is not None:
             live.update(study_records(study))
 
-    return run_study(study, job.trials, make_trial_function(job, study), max_failures=job.max_failures,
-                     max_pruned_in_a_row=job.max_pruned_in_a_row, objectives=job.objectives,
-                     timeout=job.timeout, on_trial_done=on_trial_done, clock=job.clock)
+    try:
+        return run_study(study, job.trials, make_trial_function(job, study), max_failures=job.max_failures,
+                         max_pruned_in_a_row=job.max_pruned_in_a_row, objectives=job.objectives,
+                         timeout=job.timeout, on_trial_done=on_trial_done, clock=job.clock,
+                         unstored=job.out / "logs" if job.clock is None else None)
+    except StorageFailed as error:  # disk full, read-only: the search ends here, with this one line
+        return f"storage: {error}"

@@ -17,6 +17,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.engine.policy import TrialStopped
+from nas.engine.optuna_adapter.storage_fault import StorageFailed, save_unstored, storage_failure
 from nas.engine.run_log import LOG_FILE, trial_log
 from nas.engine.trial import failure_kind, failure_reason, release_memory
 from nas.results.outcome import (FAILURE_KIND_ATTR, STOP_REASON_ATTR, FailureKind, StopReason, TrialState as State,
@@ -260,7 +261,7 @@ def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
               max_failures: int = 5, max_pruned_in_a_row: int = MAX_DUPLICATES_IN_A_ROW,
               objectives: Objectives = Objectives(), timeout: float | None = None,
               on_trial_done: Callable[[optuna.Study, FrozenTrial], None] | None = None,
-              clock: Callable[[], float] | None = None) -> str | None:
+              clock: Callable[[], float] | None = None, unstored: Path | None = None) -> str | None:
     """Run trials until ``n_finished`` have completed (resume-aware) or ``max_failures`` fail.
 
     ``max_pruned_in_a_row`` pruned trials in a row mean the sampler keeps proposing what was
@@ -274,6 +275,8 @@ def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
     ``clock`` when given (a replay's simulated seconds), else by the wall clock.
 
     Returns why the search stopped early (``"failures"``, ``"pruned_in_a_row"``, ``"timeout"``), or None.
+    A full or read-only storage (``storage_fault``) raises ``StorageFailed`` at once, the running trial
+    left RUNNING, never FAIL; a trained one's attributes kept in ``unstored`` (a folder) if the disk allows.
     """
     if count_finished(study) >= n_finished:
         return None
@@ -300,6 +303,8 @@ def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
             trial.set_user_attr(FAILURE_KIND_ATTR, FailureKind.INTERRUPTED.value)
             raise
         except Exception as error:
+            if storage_failure(error):
+                raise StorageFailed(storage_failure(error)) from error
             reason = failure_reason(error)[:500]  # one line on the console; the traceback goes to the run's log
             trial_log().error("trial %d failed: %s", trial.number, reason, exc_info=True)
             print(f"    -> failed: {reason} (traceback in {LOG_FILE})", flush=True)
@@ -308,9 +313,8 @@ def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
             release_memory()
             raise
         finally:
-            trial.set_user_attr("device_seconds", time.perf_counter() - clock)
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+            _store(trial, {"device_seconds": time.perf_counter() - clock})
+        _store(trial, attrs, unstored)
         return objectives.values(attrs["metrics"])
 
     def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -330,14 +334,32 @@ def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
             stopped = "timeout"
             study.stop()
 
-    study.optimize(
-        objective, n_trials=None, timeout=timeout if clock is None else None,
-        callbacks=[MaxTrialsCallback(n_finished, states=(TrialState.COMPLETE,)), stop_when_done],
-        catch=(Exception,), gc_after_trial=clock is None,  # a simulated clock trains nothing: nothing to free
-    )
+    try:
+        study.optimize(
+            objective, n_trials=None, timeout=timeout if clock is None else None,
+            callbacks=[MaxTrialsCallback(n_finished, states=(TrialState.COMPLETE,)), stop_when_done],
+            catch=(Exception,), gc_after_trial=clock is None,  # a simulated clock trains nothing: nothing to free
+        )
+    except Exception as error:  # a new trial or a callback's write refused by the storage
+        if storage_failure(error):
+            raise StorageFailed(storage_failure(error)) from error
+        raise
     if stopped is None and timeout is not None and count_finished(study) < n_finished:
         stopped = "timeout"
     return stopped
+
+
+def _store(trial: optuna.Trial, attrs: dict[str, Any], unstored: Path | None = None) -> None:
+    """``attrs`` into the study; a storage that refuses them ends the search (``StorageFailed``)."""
+    try:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+    except Exception as error:
+        if not storage_failure(error):
+            raise
+        kept = save_unstored(unstored, trial.number, attrs) if "metrics" in attrs else None
+        raise StorageFailed(f"{storage_failure(error)}; trial {trial.number} trained" +
+                            (f", kept in {kept} for the resume" if kept else "")) from error
 
 
 def _finite(value: Any) -> Any:
