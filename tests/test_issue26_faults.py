@@ -232,3 +232,33 @@ def test_trials_csv_not_written_on_a_full_disk_is_named_in_the_same_line(tmp_pat
     assert "database or disk is full" in lines[0]
     assert f"trials.csv and the report not written (cannot write {run / 'trials.csv'}: No space left on device)" in lines[0]
     assert _states(run) == {0: "RUNNING"}
+
+
+def test_which_errors_are_a_storage_failure():
+    import errno
+    import sqlite3
+
+    import optuna
+    import sqlalchemy.exc
+
+    from nas.engine.optuna_adapter.storage_fault import storage_failure
+    from nas.io import WriteError
+
+    def wrapped(inner):
+        try:
+            try:
+                raise sqlalchemy.exc.OperationalError("UPDATE ...", {}, inner)
+            except sqlalchemy.exc.OperationalError as error:
+                raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from error
+        except optuna.exceptions.StorageInternalError as error:
+            return error
+
+    readonly = storage_failure(wrapped(sqlite3.OperationalError("attempt to write a readonly database")))
+    assert readonly.startswith("the study's storage refused a write") and "readonly database" in readonly
+    assert "\n" not in readonly
+    assert storage_failure(WriteError("/r/trials.csv", OSError(errno.EROFS, "Read-only file system"))) == \
+        "cannot write /r/trials.csv: Read-only file system"
+    assert storage_failure(OSError(errno.ENOSPC, "No space left on device")) is not None
+    assert storage_failure(RuntimeError("CUDA out of memory")) is None  # the trial's own failure
+    assert storage_failure(wrapped(sqlite3.OperationalError("no such table: trials"))) is None
+    assert storage_failure(FileNotFoundError(errno.ENOENT, "gone")) is None
