@@ -119,3 +119,14 @@ def test_point_kind_names_family_members():
     from nas.run.open import point_kind
 
     assert point_kind(TrialRecord.from_metrics(0, "COMPLETE", {"family": "family-unet-m0"})) == "family"
+
+
+def test_the_model_card_use_block_runs(tiny_run, monkeypatch):
+    folder = sorted((tiny_run / "best").glob("trial_*"))[0]
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    block = re.findall(r"^```python\n(.*?)^```", card, flags=re.S | re.M)[0]
+    assert "torch.inference_mode()" in block and "info.threshold" in block
+    monkeypatch.chdir(folder.parent)  # the card names its own folder
+    namespace = {"images": np.random.rand(1, 1, 48, 40)}
+    exec(compile(block, str(folder / "README.md"), "exec"), namespace)  # noqa: S102: the card's own example
+    assert namespace["masks"].shape == (1, 1, 48, 40) and namespace["masks"].dtype == torch.bool

@@ -176,10 +176,13 @@ def render_model_card(folder: str | os.PathLike, export: ExportResult | None = N
 
     has_onnx = (folder / DEFAULT_FILES["onnx"]).is_file()
     quoted, word = repr(name), shlex.quote(printable(name))  # a Python string, a shell word: never out of the block
-    lines += ["", "## Use", "", "```python", "import nas",
+    decide = ("labels = logits.argmax(1, keepdim=True)  # the class index per pixel" if count > 2
+              else "masks = logits.sigmoid() > info.threshold  # the threshold chosen on validation")
+    lines += ["", "## Use", "", "```python", "import torch", "", "import nas", "",
               f"model, spec = nas.load_checkpoint({quoted})  # eval mode, weights hash-checked",
               f"info = nas.read_checkpoint_info({quoted})",
-              "logits = model(info.normalization.apply(images))  # images: (B, C, H, W) in [0, 1], any H, W",
+              "x = info.normalization.apply(images)  # numpy or tensor, (B, C, H, W) in [0, 1], any H, W",
+              "with torch.inference_mode():", "    logits = model(x)", decide,
               "```", "", "Whole images of any size, with sliding-window inference (Gaussian-blended windows):", "",
               "```bash", f"nas-predict --checkpoint {word} --input IMAGES/ --out MASKS/ --overlay"
               + ("  # add --onnx to run model.onnx" if has_onnx else ""), "```"]
