@@ -5,7 +5,7 @@ TORCH  ?= 2.13.0
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-$(TORCH)
 
-.PHONY: venv search test gpu-check clean
+.PHONY: venv search test gpu-check bench-table bench-replay clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,14 @@ test: venv
 # Every CUDA path measured in one run (--budget-s 420); docs/gpu_check.md (also: on the lent GPU machine)
 gpu-check: venv
 	$(PY) benchmarks/gpu_check.py --out runs/gpu_check
+
+# The tabulated benchmark (docs/benchmark.md): train what the table lacks on both cores (resumable; a kill
+# loses only the two trainings in flight), then replay 8 search arms x 30 seeds on it.
+bench-table: venv
+	$(PY) benchmarks/nasbench.py build --task synthetic --count 500 --workers 2
+
+bench-replay: venv
+	$(PY) benchmarks/nasbench_replay.py --seeds 30 --workers 2
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -127,3 +127,13 @@ def test_cross_validate_reports_finite_scores(frame):
     noise = report["noise_floor"]
     assert noise["n_architectures"] == 3 and noise["seeds_compared"] == 2
     assert all(math.isfinite(noise[t]["kendall_tau"]) for t in targets)
+
+
+def test_predict_one_is_predict_for_one_architecture(frame):
+    """The replay's one-row fast path gives the frame path's numbers (the random forest's trees called directly)."""
+    surrogate = fit_surrogate(frame, "rf")
+    row = frame.iloc[3]
+    one = surrogate.predict_one(row["spec"], row["macs"], row["param_count"])
+    many = surrogate.predict(frame.iloc[[3]]).iloc[0]
+    assert one["final_test_dice"] == pytest.approx(many["final_test_dice"], abs=1e-9)
+    assert np.allclose(one["val_dice"], many["val_dice"]) and np.allclose(one["epoch_cpu_s"], many["epoch_cpu_s"])

@@ -85,22 +85,27 @@ def raw_fields(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([spec_fields(spec) for spec in frame["spec"]], index=frame.index)
 
 
+def encode_row(spec: Any, macs: float, params: float) -> dict[str, float]:
+    """One architecture's features (the columns of ``encode_params``, in its order), without pandas: a
+    replay encodes every proposal alone, and a one-row frame costs a hundred times more."""
+    raw = spec_fields(spec)
+    out = {name: float(raw[name]) for name in (*INTS, "bridge_dilation", "dropout")}
+    out.update({flag: float(raw[flag]) for flag in FLAGS})
+    for name, levels in CATEGORIES.items():
+        if raw[name] not in levels:
+            raise ValueError(f"encode_params: {name} value(s) {[raw[name]]} not among {list(levels)}")
+        out.update({f"{name}={level}": float(raw[name] == level) for level in levels})
+    out["log10_macs"] = float(np.log10(max(float(macs), 1.0)))
+    out["log10_params"] = float(np.log10(max(float(params), 1.0)))
+    return out
+
+
 def encode_params(frame: pd.DataFrame) -> pd.DataFrame:
     """Numeric features for models: ints and flags as numbers, categoricals one-hot (fixed levels),
     log10 of MACs and parameters. Works for any spec since it reads the spec, not the space's params."""
-    raw = raw_fields(frame)
-    out = raw[[*INTS, "bridge_dilation", "dropout"]].astype(float)
-    for flag in FLAGS:
-        out[flag] = raw[flag].astype(float)
-    for name, levels in CATEGORIES.items():
-        unknown = set(raw[name]) - set(levels)
-        if unknown:
-            raise ValueError(f"encode_params: {name} value(s) {sorted(unknown)} not among {list(levels)}")
-        for level in levels:
-            out[f"{name}={level}"] = (raw[name] == level).astype(float)
-    out["log10_macs"] = np.log10(frame["macs"].astype(float).clip(lower=1.0))
-    out["log10_params"] = np.log10(frame["param_count"].astype(float).clip(lower=1.0))
-    return out
+    rows = [encode_row(spec, macs, params) for spec, macs, params in
+            zip(frame["spec"], frame["macs"], frame["param_count"])]
+    return pd.DataFrame(rows, index=frame.index)
 
 
 def _domain(values: Iterable[Any], allowed: Sequence[Any] | None = None) -> Any:

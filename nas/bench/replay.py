@@ -23,7 +23,8 @@ from nas.bench.table import spec_key
 from nas.engine.early_stop import early_stop_policy
 from nas.engine.job import SearchJob
 from nas.engine.optuna_adapter.search import search
-from nas.engine.optuna_adapter.study import MEMORY_STORAGE, open_study, study_records
+from nas.engine.optuna_adapter.study import MEMORY_STORAGE, open_study, run_study, study_records
+from nas.engine.policy import run_policy
 from nas.engine.optuna_adapter.warm_start import family_plan, store_family_plan
 from nas.engine.trial import TrialSettings
 from nas.run.family import start_family, warm_start_until
@@ -150,9 +151,11 @@ _FAMILY_PLANS: dict[Any, list[dict[str, Any]]] = {}
 
 
 def replay(plan: Plan, source: Source, arm: Arm, seed: int, budget_s: float | None, *, max_trials: int = 10_000,
-           keep_records: bool = False) -> Replay:
+           keep_records: bool = False, port: Callable[[Any, Any], Any] | None = None) -> Replay:
     """One search of ``arm`` with seed ``seed`` (the sampler's; the data and training stay the table's) and
-    ``--timeout budget_s`` in simulated seconds (None: ``--trials max_trials`` is the budget)."""
+    ``--timeout budget_s`` in simulated seconds (None: ``--trials max_trials`` is the budget). ``port(study,
+    trial)``: the policy's port for each trial instead of the engine's own (an outside stopping rule, as
+    Syne Tune's MOASHA in benchmarks/nasbench.py)."""
     config = replace(plan.config, seed=seed, sampler=arm.sampler, early_stop=arm.early_stop,
                      warm_start=arm.warm_start, baselines=("family",) if arm.warm_start == "family" else (),
                      timeout=budget_s, trials=max_trials)
@@ -174,7 +177,12 @@ def replay(plan: Plan, source: Source, arm: Arm, seed: int, budget_s: float | No
                         max_failures=config.max_failures, max_pruned_in_a_row=config.max_pruned_in_a_row,
                         timeout=budget_s, warm_start_until=warm_start_until(config, now=clock()),
                         train=trainer, clock=clock)
-        stopped = search(job, study)
+        if port is None:
+            stopped = search(job, study)
+        else:
+            stopped = run_study(study, job.trials, lambda trial: run_policy(job, port(study, trial)).attrs(),
+                                max_failures=job.max_failures, max_pruned_in_a_row=job.max_pruned_in_a_row,
+                                objectives=job.objectives, timeout=job.timeout, clock=clock)
     records = tuple(study_records(study)) if keep_records else ()
     return Replay(arm.name, seed, budget_s, tuple(trainer.events), stopped, records)
 

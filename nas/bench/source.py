@@ -6,7 +6,6 @@ set-up and scoring seconds are the table's medians per MAC.
 """
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Callable
 
@@ -33,17 +32,19 @@ def curve_from_row(row: Any) -> Curve:
 
 
 class TableSource:
-    """``spec -> Curve``: the seed-``seed`` row of the spec when the table has it, else ``predict(spec)``.
+    """``spec -> Curve``: the seed-``seed`` row of the spec when the table has it, else the surrogate's.
 
-    ``predict`` takes a one-row frame with ``spec`` (JSON), ``macs`` and ``param_count`` and returns the
-    surrogate's frame (``final_test_dice``, ``val_dice``, ``epoch_cpu_s`` per row); None: an architecture
-    the table lacks is an error (a tabular-only replay)."""
+    ``predict(spec, macs, params)`` returns ``final_test_dice``, ``val_dice`` and ``epoch_cpu_s`` (lists per
+    epoch), as ``nas.bench.surrogate.Surrogate.predict_one``; None: an architecture the table lacks is an
+    error (a tabular-only replay)."""
 
     def __init__(self, frame: pd.DataFrame, space: Any, in_channels: int, image_size: int, seed: int = 0,
-                 predict: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> None:
+                 predict: Callable[[Any, int, int], dict[str, Any]] | None = None,
+                 costs: Callable[[Any], tuple[int, int]] | None = None) -> None:
         rows = frame[frame["seed"] == seed]
         self.rows = {key: curve_from_row(row) for key, (_, row) in zip(rows["spec_key"], rows.iterrows())}
         self.space, self.in_channels, self.image_size, self.predict = space, in_channels, image_size, predict
+        self.costs = costs or self._counted  # (macs, params) of an unseen spec: nas.bench.costs predicts them fast
         per_mac = [(c.setup_s / c.costs["macs"], c.finish_s / c.costs["macs"]) for c in self.rows.values()]
         self.setup_per_mac = _median([p[0] for p in per_mac])
         self.finish_per_mac = _median([p[1] for p in per_mac])
@@ -62,13 +63,14 @@ class TableSource:
             self.predicted[key] = self._predicted(spec, key)
         return self.predicted[key]
 
-    def _predicted(self, spec: Any, key: str) -> Curve:
+    def _counted(self, spec: Any) -> tuple[int, int]:
         model = self.space.build_model(spec, self.in_channels, 1)
         shape = (1, self.in_channels, *(self.image_size,) * getattr(spec, "spatial_dims", 2))
-        macs, params = count_macs(model, shape), count_params(model)
-        frame = pd.DataFrame([{"spec": json.dumps(spec.to_dict()), "spec_key": key, "macs": macs,
-                               "param_count": params}])
-        out = self.predict(frame).iloc[0]
+        return count_macs(model, shape), count_params(model)
+
+    def _predicted(self, spec: Any, key: str) -> Curve:
+        macs, params = self.costs(spec)
+        out = self.predict(spec, macs, params)
         costs = {"macs": macs, "flops": 2 * macs, "params": params,
                  "latency_ms": float(out["latency_ms"]) if "latency_ms" in out else math.nan}
         return Curve(val_dice=tuple(float(v) for v in out["val_dice"]),

@@ -29,7 +29,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from nas.bench.load import encode_params, spec_dict
+from nas.bench.load import encode_params, encode_row, spec_dict
 
 MODELS = ("gb", "hgb", "rf", "knn", "ridge")
 RUNGS = (1, 3, 9)  # the default early-stopping rungs (epochs)
@@ -127,12 +127,35 @@ class Surrogate:
         features = encode_params(frame).reindex(columns=self.columns, fill_value=0.0)
         with threadpool_limits(THREADS):
             y = self.estimator.predict(features.to_numpy())
+        return self._frame(y, frame.index)
+
+    def predict_one(self, spec: Any, macs: float, params: float) -> dict[str, Any]:
+        """``predict`` of one architecture, without building frames (a replay asks one at a time)."""
+        row = encode_row(spec, macs, params)
+        x = np.array([[row.get(column, 0.0) for column in self.columns]])
+        y = self._predict_row(x)
+        e = self.epochs
+        dice = np.clip(y[:2 + e], 0.0, 1.0)
+        return {"final_val_dice": float(dice[0]), "final_test_dice": float(dice[1]), "val_dice": list(dice[2:]),
+                "epoch_cpu_s": list(10.0 ** y[2 + e:])}
+
+    def _predict_row(self, x: np.ndarray) -> np.ndarray:
+        """A random forest's trees called directly: sklearn's per-call checks and joblib dispatch cost a
+        hundred times the trees themselves for one row (the same numbers: tests/test_nasbench_load.py)."""
+        forest = getattr(self.estimator, "regressor_", None)
+        if not isinstance(forest, RandomForestRegressor):
+            return self.estimator.predict(x)[0]
+        xf = np.ascontiguousarray(x, dtype=np.float32)
+        z = np.mean([tree.tree_.predict(xf) for tree in forest.estimators_], axis=0).reshape(1, -1)
+        return self.estimator.transformer_.inverse_transform(z)[0]
+
+    def _frame(self, y: np.ndarray, index: Any) -> pd.DataFrame:
         e = self.epochs
         dice = np.clip(y[:, :2 + e], 0.0, 1.0)
         seconds = 10.0 ** y[:, 2 + e:]
         return pd.DataFrame({"final_val_dice": dice[:, 0], "final_test_dice": dice[:, 1],
                              "val_dice": [list(r) for r in dice[:, 2:]],
-                             "epoch_cpu_s": [list(r) for r in seconds]}, index=frame.index)
+                             "epoch_cpu_s": [list(r) for r in seconds]}, index=index)
 
 
 def spec_frame(specs: Iterable[Any], image_size: int = IMAGE_SIZE, in_channels: int = IN_CHANNELS) -> pd.DataFrame:

@@ -1,0 +1,165 @@
+"""Arms x seeds replayed on the benchmark, and what they show: hypervolume against simulated compute.
+
+Compute is counted in default-trial equivalents: the mean single-thread CPU seconds of one uniformly
+sampled architecture's full training at the table's fidelity (set-up, every epoch, scoring). Each
+(arm, seed) is replayed once with ``--timeout`` at the largest budget and read at every smaller one (the
+anytime curve); the engine's warm start is therefore sized to the largest budget. Per budget: the median
+hypervolume over seeds with a 95 % bootstrap interval, and the paired Wilcoxon signed-rank test of the
+default engine against every other arm; per arm, the compute to reach the family's hypervolume.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from nas.bench.replay import REFERENCE, Arm, Event, Replay, front_hypervolume, reach_time, replay
+from nas.bench.table import FAMILY, SAMPLE
+
+BUDGETS = (2, 5, 10, 20, 40, 80)  # default-trial equivalents
+ARMS: dict[str, Arm] = {arm.name: arm for arm in (
+    Arm("engine"),  # the default: TPE, cost-aware halving, family warm start
+    Arm("engine-nowarm", warm_start="none"),
+    Arm("engine-nostop", early_stop="none"),
+    Arm("engine-moasha-rule", early_stop="moasha"),
+    Arm("nsga2", sampler="nsga2"),
+    Arm("random", sampler="random", early_stop="none", warm_start="none"),  # plain random search
+    Arm("random-halving", sampler="random", warm_start="none"),
+    Arm("gp", sampler="gp"),
+)}
+
+
+def trial_equivalent(frame: pd.DataFrame) -> float:
+    """Mean CPU seconds of one sampled architecture's full training (seed 0), set-up and scoring included."""
+    rows = frame[(frame["kind"] == SAMPLE) & (frame["seed"] == 0)]
+    totals = rows["setup_cpu_s"] + rows["epoch_cpu_s"].map(sum) + rows["finish_cpu_s"]
+    return float(totals.mean())
+
+
+def family_hypervolume(frame: pd.DataFrame, reference: Sequence[float] = REFERENCE) -> float:
+    """The family's own front (the members a warm start trains, selected on validation, scored on test)."""
+    rows = frame[(frame["kind"] == FAMILY) & (frame["seed"] == 0) & ~frame["arch_id"].str.endswith("-planned")]
+    events = [Event(None, key, 0.0, 0.0, True, int(macs), float(val), float(test)) for key, macs, val, test in
+              zip(rows["spec_key"], rows["macs"], rows["final_val_dice"], rows["final_test_dice"])]
+    return front_hypervolume(events, 0.0, reference)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What every worker needs to build its source once (the table, the models) and replay."""
+
+    unit_s: float
+    budgets: tuple[int, ...] = BUDGETS
+
+
+_STATE: dict[str, Any] = {}
+
+
+def run_arms(make_state: Callable[[], dict[str, Any]], arms: Sequence[str], seeds: Sequence[int], setting: Setting,
+             workers: int = 2, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Replay every (arm, seed) in ``workers`` processes; ``make_state()`` (run once per worker) returns
+    ``plan``, ``source`` and ``arms`` (name -> Arm, or a callable(plan, source, seed, budget) -> Replay)."""
+    jobs = [(arm, seed) for seed in seeds for arm in arms]
+    with ProcessPoolExecutor(workers, initializer=_init, initargs=(make_state,)) as pool:
+        results = []
+        for done in pool.map(_one, jobs, [setting] * len(jobs)):
+            results.append(done)
+            log(f"  {done['arm']} seed {done['seed']}: {done['trials']} trials, {done['finished']} finished, "
+                f"hypervolume at {setting.budgets[-1]} = {done['hypervolume'][-1]:.3f} ({done['wall_s']:.1f} s)")
+    return results
+
+
+def _init(make_state: Callable[[], dict[str, Any]]) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _STATE.update(make_state())
+
+
+def _one(job: tuple[str, int], setting: Setting) -> dict[str, Any]:
+    import time
+
+    name, seed = job
+    started = time.perf_counter()
+    arm = _STATE["arms"][name]
+    budget = setting.budgets[-1] * setting.unit_s
+    result: Replay = arm(_STATE["plan"], _STATE["source"], seed, budget) if callable(arm) and not isinstance(arm, Arm) \
+        else replay(_STATE["plan"], _STATE["source"], arm, seed, budget)
+    return summarise(result, setting, _STATE["family_hv"]) | {"wall_s": time.perf_counter() - started}
+
+
+def summarise(result: Replay, setting: Setting, family_hv: float) -> dict[str, Any]:
+    events = result.events
+    reach = reach_time(events, family_hv)
+    return {"arm": result.arm, "seed": result.seed, "trials": len(events),
+            "finished": sum(e.finished for e in events), "surrogate": sum(e.source == "surrogate" for e in events),
+            "hypervolume": [front_hypervolume(events, b * setting.unit_s) for b in setting.budgets],
+            "reach_family": None if reach is None else reach / setting.unit_s}
+
+
+def bootstrap_median(values: Sequence[float], seed: int = 0, resamples: int = 2000) -> tuple[float, float, float]:
+    """(median, 2.5 %, 97.5 %) of the median, by bootstrap over seeds."""
+    data = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    medians = np.median(rng.choice(data, size=(resamples, len(data)), replace=True), axis=1)
+    return float(np.median(data)), float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
+def compare(results: Sequence[dict[str, Any]], budgets: Sequence[int], baseline: str = "engine") -> dict[str, Any]:
+    """Per arm and budget: median with its interval; the paired Wilcoxon test of ``baseline`` against each arm
+    (seeds paired); the median compute to reach the family's hypervolume (None: most seeds never do)."""
+    from scipy.stats import wilcoxon
+
+    by_arm: dict[str, dict[int, list[float]]] = {}
+    for row in results:
+        by_arm.setdefault(row["arm"], {})[row["seed"]] = row
+    out: dict[str, Any] = {}
+    for arm, rows in by_arm.items():
+        seeds = sorted(rows)
+        entry: dict[str, Any] = {"seeds": len(seeds), "budgets": {}}
+        for index, budget in enumerate(budgets):
+            values = [rows[s]["hypervolume"][index] for s in seeds]
+            median, low, high = bootstrap_median(values)
+            cell = {"median": median, "low": low, "high": high}
+            if arm != baseline and baseline in by_arm:
+                paired = [(by_arm[baseline][s]["hypervolume"][index], rows[s]["hypervolume"][index])
+                          for s in seeds if s in by_arm[baseline]]
+                diffs = [a - b for a, b in paired]
+                cell["engine_minus_arm_median"] = float(np.median(diffs)) if diffs else math.nan
+                cell["p"] = float(wilcoxon(diffs).pvalue) if any(d != 0 for d in diffs) and len(diffs) >= 5 else math.nan
+            entry["budgets"][budget] = cell
+        reach = [rows[s]["reach_family"] for s in seeds]
+        reached = sorted(r for r in reach if r is not None)
+        entry["reach_family_median"] = statistics.median(reach_key(r) for r in reach) if reach else None
+        entry["reached_family"] = f"{len(reached)}/{len(reach)}"
+        entry["surrogate_share"] = float(np.mean([rows[s]["surrogate"] / max(rows[s]["trials"], 1) for s in seeds]))
+        out[arm] = entry
+    return out
+
+
+def reach_key(value: float | None) -> float:
+    return math.inf if value is None else float(value)
+
+
+def markdown(summary: dict[str, Any], budgets: Sequence[int], baseline: str = "engine") -> str:
+    """One row per arm: median hypervolume [95 % interval] at each budget, Wilcoxon p against the engine."""
+    head = "| arm | " + " | ".join(f"{b} trials" for b in budgets) + " | reach family (median) | surrogate share |"
+    lines = [head, "|" + "---|" * (len(budgets) + 3)]
+    for arm, entry in summary.items():
+        cells = []
+        for budget in budgets:
+            cell = entry["budgets"][budget]
+            text = f"{cell['median']:.3f} [{cell['low']:.3f}, {cell['high']:.3f}]"
+            if "p" in cell and not math.isnan(cell["p"]):
+                text += f" p={cell['p']:.3f}"
+            cells.append(text)
+        reach = entry["reach_family_median"]
+        reach_text = "never" if reach is None or math.isinf(reach) else f"{reach:.1f}"
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {reach_text} ({entry['reached_family']}) | "
+                     f"{entry['surrogate_share']:.0%} |")
+    return "\n".join(lines)
