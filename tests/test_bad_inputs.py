@@ -504,19 +504,20 @@ def test_report_overlay_images_zero(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_report_with_a_pickled_best_checkpoint_warns_and_never_unpickles(ckpt, tmp_path, capsys):
-    """nas-report rebuilds the page anyway (the study is fine): the bad model is named, never run."""
+def test_report_with_a_pickled_best_checkpoint_refuses_and_never_unpickles(ckpt, tmp_path, capsys):
+    """A hostile best/ model is someone else's input (issue 26): one line, exit 2, nothing written, never
+    unpickled; --no-overlays loads no model and rebuilds the page."""
     from nas.cli.report import main
 
     run = make_study(ckpt.parent.parent, SPEC.to_dict())
     marker = tmp_path / "marker"
     set_weights(ckpt, pickle.dumps({"head.weight": Exploit(marker)}), rehash=True)
+    before = snapshot(run)
     code, out, err = call(capsys, main, "--run", run, "--overlay-images", "1")
-    assert code == 0, err
-    warnings = [line for line in err.splitlines() if line.startswith("nas-report: warning:")]
-    assert len(warnings) == 1 and "model.safetensors: not a readable safetensors file" in warnings[0]
-    assert not marker.exists()
-    assert "not a readable safetensors file" in (run / "report.html").read_text()
+    assert_refused(code, err, "nas-report", "model.safetensors: not a readable safetensors file", "--no-overlays")
+    assert not marker.exists() and snapshot(run) == before
+    code, out, err = call(capsys, main, "--run", run, "--no-overlays")
+    assert code == 0 and (run / "report.html").exists() and not marker.exists(), err
 
 
 def test_compress_data_the_checkpoint_cannot_take(ckpt, tmp_path, capsys):

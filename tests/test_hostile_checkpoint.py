@@ -246,17 +246,16 @@ def test_finalize_refuses_a_run_whose_study_holds_a_spec_too_wide_to_train(tmp_p
     assert not (run / "finalists").exists()
 
 
-def test_report_names_a_hostile_best_checkpoint_in_one_warning_line(ckpt, capsys):
-    """nas-report rebuilds the page from the study: a bad best/ model only loses its overlay (row 37)."""
+def test_report_refuses_a_hostile_best_checkpoint_in_one_line(ckpt, capsys):
+    """nas-report loads best/ models for the overlays: an edited one is one line, exit 2 (row 37)."""
     from nas.cli.report import main
 
     run = ckpt.parent.parent
     make_study(run, SPEC.to_dict(), checkpoint="trials/trial_0000")
     edit_json(ckpt / "metrics.json", lambda m: m.update(threshold=0.6))
     code, out, err = call(capsys, main, "--run", run, "--overlay-images", "1")
-    assert code == 0 and "Traceback" not in err, err
-    warnings = [line for line in err.splitlines() if line.startswith("nas-report: warning:")]
-    assert len(warnings) == 1 and "threshold 0.6, but the weights were saved with 0.35" in warnings[0]
+    assert_one_line(code, err, "nas-report", "threshold 0.6, but the weights were saved with 0.35")
+    assert not (run / "report.html").exists()
 
 
 def test_report_reads_a_run_s_hostile_json_files_as_absent(tmp_path, capsys):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
@@ -26,7 +25,7 @@ from search_spaces.presets import get_preset, list_presets
 from nas.costs.latency import measure_latencies
 from nas.data.checks import data_fingerprint
 from nas.engine.family import plan_family
-from nas.engine.trial import TrialSettings, evaluate_spec, fit_spec
+from nas.engine.trial import TrialSettings, device_name, evaluate_spec, fit_spec
 from nas.run.search_config import SearchConfig
 from nas.run.search_plan import Plan, prepare
 from nas.train.trainer import evaluate_dice, foreground_mean, resolve_device
@@ -211,7 +210,7 @@ def train_entry(plan: Plan, settings: TrialSettings, entry: Entry) -> dict[str, 
         "total_wall_s": time.perf_counter() - started_wall, "total_cpu_s": time.process_time() - started_cpu,
         "train_wall_s": train_wall, "train_cpu_s": train_cpu, "setup_wall_s": setup[0], "setup_cpu_s": setup[1],
         "finish_wall_s": finish[0], "finish_cpu_s": finish[1],
-        "torch_threads": torch.get_num_threads(), "machine": _machine(), "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(), "machine": device_name("cpu"), "torch": torch.__version__,
         "data_fingerprint": data_fingerprint(plan.data), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -221,12 +220,3 @@ def task_plan(task: Task) -> tuple[Plan, TrialSettings]:
     config = task.config()
     plan = prepare(config)
     return plan, TrialSettings(image_size=config.image_size, train=config.recipe(), measure_train_memory=True)
-
-
-def _machine() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
-    except OSError:
-        model = ""
-    return model or platform.processor() or "CPU"

@@ -4,8 +4,9 @@ Reads the run through ``nas.run.open.open_run`` only (never trains, never change
 input (including a run directory it cannot write) ends with one line on stderr and exit code 2,
 before anything is written. A write that fails midway (disk full) ends with one line and exit
 code 1; every file is written atomically, so each one is the new or the previous version, and the
-study is only read. A ``best/`` checkpoint that cannot be loaded (corrupt, a pickle) is named in a
-warning; its overlay is skipped.
+study is only read. A ``best/`` checkpoint that cannot be loaded (corrupt, a pickle, edited) is
+someone else's hostile input like any other: one line, exit 2, nothing written (``--no-overlays`` loads
+no model and rebuilds the page without it).
 """
 from __future__ import annotations
 
@@ -35,15 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _warn_unloadable(run: Path) -> None:
-    """One warning line per ``best/`` checkpoint the overlays cannot load (the page says why too)."""
+def _unloadable(run: Path) -> str | None:
+    """Why the first ``best/`` checkpoint the overlays would load cannot be loaded, or None."""
     from nas.deploy.checkpoint import CheckpointError, load_checkpoint
 
     for folder in sorted((run / "best").glob("trial_*")):
         try:
             load_checkpoint(folder)  # safetensors only: a pickle is refused, never unpickled
         except (CheckpointError, OSError) as error:
-            print(f"{PROG}: warning: {error} (its overlay is skipped)", file=sys.stderr, flush=True)
+            return f"{error} (move it aside, or rebuild the page without overlays: --no-overlays)"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,8 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))
     config = {**opened.config, "study": opened.study_name, "storage": opened.storage}
     overlays = not args.no_overlays and bool(opened.config)
-    if overlays:
-        _warn_unloadable(run)
+    problem = _unloadable(run) if overlays else None
+    if problem:
+        parser.error(problem)
     try:
         write_run_outputs(opened.records, run, title=opened.title, config=config, overlays=overlays,
                           overlay_images=args.overlay_images, export=False)
