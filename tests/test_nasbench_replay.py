@@ -93,3 +93,46 @@ def test_sim_clock_never_runs_backwards():
     clock.advance(3)
     clock.advance(-1)
     assert clock() == 3
+
+
+def test_compare_pairs_seeds_and_reports_intervals_reach_and_wilcoxon():
+    from nas.bench.experiment import compare, markdown
+
+    budgets = [2, 5]
+    results = []
+    for seed in range(8):
+        results.append({"arm": "engine", "seed": seed, "trials": 10, "surrogate": 5,
+                        "hypervolume": [1.0 + seed * 0.01, 2.0 + seed * 0.01], "reach_family": 3.0,
+                        "reach_family_searched": None})
+        results.append({"arm": "random", "seed": seed, "trials": 10, "surrogate": 10,
+                        "hypervolume": [0.9 + seed * 0.01, 2.0 + seed * 0.01], "reach_family": None,
+                        "reach_family_searched": None})
+    summary = compare(results, budgets)
+    engine, random = summary["engine"], summary["random"]
+    assert engine["budgets"][2]["low"] <= engine["budgets"][2]["median"] <= engine["budgets"][2]["high"]
+    assert random["budgets"][2]["engine_minus_arm_median"] == pytest.approx(0.1)
+    assert random["budgets"][2]["p"] < 0.05  # 8 of 8 paired seeds ahead
+    assert math.isnan(random["budgets"][5]["p"])  # identical in every seed: no test
+    assert engine["reach_family_median"] == 3.0 and math.isinf(random["reach_family_median"])
+    assert engine["reach_family_count"] == "8/8" and random["surrogate_share"] == 1.0
+    table = markdown(summary, budgets)
+    assert "| random |" in table and "never (0/8)" in table and "p=0.0" in table
+
+
+def test_trial_equivalent_and_family_hypervolume_read_the_table():
+    import pandas as pd
+
+    from nas.bench.experiment import family_hypervolume, trial_equivalent
+
+    frame = pd.DataFrame([
+        dict(kind="sample", seed=0, arch_id="s0000", setup_cpu_s=1.0, epoch_cpu_s=[2.0, 2.0], finish_cpu_s=1.0,
+             spec_key="a", macs=10**6, final_val_dice=0.5, final_test_dice=0.4),
+        dict(kind="sample", seed=1, arch_id="s0000", setup_cpu_s=9.0, epoch_cpu_s=[9.0, 9.0], finish_cpu_s=9.0,
+             spec_key="a", macs=10**6, final_val_dice=0.5, final_test_dice=0.4),
+        dict(kind="family", seed=0, arch_id="family-unet-m0", setup_cpu_s=1.0, epoch_cpu_s=[1.0], finish_cpu_s=1.0,
+             spec_key="f", macs=10**7, final_val_dice=0.8, final_test_dice=0.7),
+        dict(kind="family", seed=0, arch_id="family-unet-m0-planned", setup_cpu_s=1.0, epoch_cpu_s=[1.0],
+             finish_cpu_s=1.0, spec_key="g", macs=10**5, final_val_dice=0.9, final_test_dice=0.9),
+    ])
+    assert trial_equivalent(frame) == 6.0  # seed-0 samples only
+    assert family_hypervolume(frame) == pytest.approx(0.7 * (10 - 7))  # the planned spec is not trained by a warm start

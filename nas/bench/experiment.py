@@ -96,10 +96,12 @@ def _one(job: tuple[str, int], setting: Setting) -> dict[str, Any]:
 def summarise(result: Replay, setting: Setting, family_hv: float) -> dict[str, Any]:
     events = result.events
     reach = reach_time(events, family_hv)
+    searched = reach_time(events, family_hv, searched_only=True)  # the warm start's own members left out
     return {"arm": result.arm, "seed": result.seed, "trials": len(events),
             "finished": sum(e.finished for e in events), "surrogate": sum(e.source == "surrogate" for e in events),
             "hypervolume": [front_hypervolume(events, b * setting.unit_s) for b in setting.budgets],
-            "reach_family": None if reach is None else reach / setting.unit_s}
+            "reach_family": None if reach is None else reach / setting.unit_s,
+            "reach_family_searched": None if searched is None else searched / setting.unit_s}
 
 
 def bootstrap_median(values: Sequence[float], seed: int = 0, resamples: int = 2000) -> tuple[float, float, float]:
@@ -133,10 +135,10 @@ def compare(results: Sequence[dict[str, Any]], budgets: Sequence[int], baseline:
                 cell["engine_minus_arm_median"] = float(np.median(diffs)) if diffs else math.nan
                 cell["p"] = float(wilcoxon(diffs).pvalue) if any(d != 0 for d in diffs) and len(diffs) >= 5 else math.nan
             entry["budgets"][budget] = cell
-        reach = [rows[s]["reach_family"] for s in seeds]
-        reached = sorted(r for r in reach if r is not None)
-        entry["reach_family_median"] = statistics.median(reach_key(r) for r in reach) if reach else None
-        entry["reached_family"] = f"{len(reached)}/{len(reach)}"
+        for key in ("reach_family", "reach_family_searched"):
+            reach = [rows[s][key] for s in seeds]
+            entry[f"{key}_median"] = statistics.median(reach_key(r) for r in reach) if reach else None
+            entry[f"{key}_count"] = f"{sum(r is not None for r in reach)}/{len(reach)}"
         entry["surrogate_share"] = float(np.mean([rows[s]["surrogate"] / max(rows[s]["trials"], 1) for s in seeds]))
         out[arm] = entry
     return out
@@ -148,8 +150,9 @@ def reach_key(value: float | None) -> float:
 
 def markdown(summary: dict[str, Any], budgets: Sequence[int], baseline: str = "engine") -> str:
     """One row per arm: median hypervolume [95 % interval] at each budget, Wilcoxon p against the engine."""
-    head = "| arm | " + " | ".join(f"{b} trials" for b in budgets) + " | reach family (median) | surrogate share |"
-    lines = [head, "|" + "---|" * (len(budgets) + 3)]
+    head = "| arm | " + " | ".join(f"{b} trials" for b in budgets) + \
+        " | reach family (median) | searched models alone | surrogate share |"
+    lines = [head, "|" + "---|" * (len(budgets) + 4)]
     for arm, entry in summary.items():
         cells = []
         for budget in budgets:
@@ -158,8 +161,12 @@ def markdown(summary: dict[str, Any], budgets: Sequence[int], baseline: str = "e
             if "p" in cell and not math.isnan(cell["p"]):
                 text += f" p={cell['p']:.3f}"
             cells.append(text)
-        reach = entry["reach_family_median"]
-        reach_text = "never" if reach is None or math.isinf(reach) else f"{reach:.1f}"
-        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {reach_text} ({entry['reached_family']}) | "
-                     f"{entry['surrogate_share']:.0%} |")
+        reach = [_reach_text(entry, key) for key in ("reach_family", "reach_family_searched")]
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {reach[0]} | {reach[1]} | {entry['surrogate_share']:.0%} |")
     return "\n".join(lines)
+
+
+def _reach_text(entry: dict[str, Any], key: str) -> str:
+    median = entry[f"{key}_median"]
+    text = "never" if median is None or math.isinf(median) else f"{median:.1f}"
+    return f"{text} ({entry[f'{key}_count']})"
