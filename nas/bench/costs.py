@@ -75,15 +75,19 @@ class CostModel:
 def _regressor(seed: int = 0) -> Any:
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    return HistGradientBoostingRegressor(max_iter=400, learning_rate=0.08, min_samples_leaf=5, random_state=seed)
+    return HistGradientBoostingRegressor(max_iter=300, learning_rate=0.08, min_samples_leaf=5, random_state=seed)
 
 
 def fit_cost_model(frame: pd.DataFrame, seed: int = 0) -> CostModel:
-    """Fit on every architecture of ``frame`` (columns ``spec``, ``macs``, ``param_count``)."""
+    """Fit on every architecture of ``frame`` (columns ``spec``, ``macs``, ``param_count``); one OpenMP
+    thread, as the surrogate (two threads on a busy 2-core machine ran ten times slower)."""
+    from threadpoolctl import threadpool_limits
+
     rows = frame.drop_duplicates("spec_key") if "spec_key" in frame else frame
     x = features(rows)
-    macs = _regressor(seed).fit(x.to_numpy(), np.log10(rows["macs"].astype(float)))
-    params = _regressor(seed).fit(x.to_numpy(), np.log10(rows["param_count"].astype(float)))
+    with threadpool_limits(1):
+        macs = _regressor(seed).fit(x.to_numpy(), np.log10(rows["macs"].astype(float)))
+        params = _regressor(seed).fit(x.to_numpy(), np.log10(rows["param_count"].astype(float)))
     return CostModel(macs, params, list(x.columns))
 
 

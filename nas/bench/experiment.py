@@ -76,8 +76,10 @@ def run_arms(make_state: Callable[[], dict[str, Any]], arms: Sequence[str], seed
 
 def _init(make_state: Callable[[], dict[str, Any]]) -> None:
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
+    threadpool_limits(1)  # for the whole worker: OpenMP's thread start-up per one-row prediction costs more than it
     _STATE.update(make_state())
 
 
