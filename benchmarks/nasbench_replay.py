@@ -103,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or args.seeds < 1:
         parser.exit(2, f"nasbench_replay: unknown arm(s) {', '.join(unknown)}\n" if unknown else
                     "nasbench_replay: --seeds must be >= 1\n")
-    budgets = [int(b) for b in args.budgets.split(",")]
+    try:
+        budgets = [int(b) for b in args.budgets.split(",")]
+    except ValueError:
+        budgets = []
+    if not budgets or budgets != sorted(set(budgets)) or budgets[0] < 1:
+        parser.exit(2, f"nasbench_replay: --budgets must be increasing whole numbers >= 1, got {args.budgets!r}\n")
     _ARGS.update(task=args.task, surrogate=args.surrogate)
     from nas.bench.load import load_table
 
