@@ -47,10 +47,6 @@ class Curve:
     loss: tuple[float, ...] = ()
     source: str = "table"  # or "surrogate"
 
-    @property
-    def best_epoch(self) -> int:
-        return max(range(len(self.val_dice)), key=lambda i: (self.val_dice[i], -i)) + 1
-
 
 Source = Callable[[Any], Curve]  # spec -> its curve
 
@@ -116,8 +112,7 @@ class ReplayTrainer:
             self.events.append(Event(end=self.clock(), finished=False, val_dice=None, test_dice=None, **ended))
             raise
         self.clock.advance(curve.finish_s)
-        best = curve.best_epoch if epochs == len(curve.val_dice) else \
-            max(range(epochs), key=lambda i: (curve.val_dice[i], -i)) + 1
+        best = max(range(epochs), key=lambda i: (curve.val_dice[i], -i)) + 1  # the first best epoch, as the trainer
         dice = curve.val_dice[best - 1]
         self.events.append(Event(end=self.clock(), finished=True, val_dice=dice, test_dice=curve.final_test_dice,
                                  **ended))
