@@ -23,7 +23,7 @@ import time
 import torch
 
 from nas.data.loading import load_data
-from nas.engine.trial import json_safe
+from nas.io import json_safe
 from nas.train.trainer import TrainConfig, evaluate_quality, resolve_device, train_model
 from search_spaces import get_space
 from search_spaces.presets import get_preset

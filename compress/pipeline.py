@@ -20,8 +20,7 @@ import torch
 from nas.deploy.checkpoint import METRICS_FILE, load_checkpoint, read_checkpoint_info, save_checkpoint
 from nas.costs.measure import measure_costs
 from nas.data.loading import SegmentationData
-from nas.io import atomic_write_json
-from nas.engine.trial import json_safe
+from nas.io import atomic_write_json, json_safe
 from nas.data.patches import iterate_train_batches
 from nas.train.trainer import TrainConfig, dice_focal_loss, validation_dice
 

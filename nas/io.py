@@ -5,6 +5,8 @@ any failure (disk full, read-only folder) the temp file is removed and the previ
 OS failures surface as ``WriteError``: an ``OSError`` whose one-line message names the target
 (not the temp file) and the cause, so a CLI can print it as is.
 
+``json_safe`` makes measured values writable as JSON (NaN/inf -> None).
+
 The other direction, files that may come from someone else: ``read_json`` refuses a file over a few
 MB or nested deeper than 32 levels before parsing it (``JsonError``, a ``ValueError``). Text from a
 file, a class or a folder name is escaped for where it goes, one helper per format: ``printable``
@@ -14,6 +16,7 @@ cells; HTML is ``reports.fmt.esc``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -133,6 +136,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(value: Any) -> Any:
+    """A copy with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

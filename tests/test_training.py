@@ -223,7 +223,8 @@ def test_3d_training_step_and_metrics():
 def test_trial_metrics_carry_json_safe_quality_for_val_and_test(data):
     import json
 
-    from nas.engine.trial import TrialSettings, evaluate_spec, json_safe
+    from nas.engine.trial import TrialSettings, evaluate_spec
+    from nas.io import json_safe
     from search_spaces import get_space
 
     with_test = copy.copy(data)

@@ -6,7 +6,6 @@ that has the three ``suggest_*`` methods; everything here is plain PyTorch.
 from __future__ import annotations
 
 import gc
-import math
 import platform
 import time
 from dataclasses import dataclass, field, replace
@@ -19,6 +18,7 @@ from torch import nn
 from search_spaces import SearchSpace, Suggest
 
 from nas.deploy.checkpoint import save_checkpoint
+from nas.io import json_safe
 from nas.costs.measure import Costs, measure_costs
 from nas.data.loading import SegmentationData
 from nas.costs.constraints import training_step_memory
@@ -82,17 +82,6 @@ class TrialOutcome:
             "per_image_dice": self.per_image_dice,
             **self.classes,
         })
-
-
-def json_safe(value: Any) -> Any:
-    """A copy with every non-finite float replaced by None (JSON has no NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    return value
 
 
 def device_name(device: str | torch.device) -> str:
