@@ -1,7 +1,8 @@
-"""One trial without Optuna: ``Suggest`` -> spec -> costs -> trained model -> checkpoint + metrics.
+"""One architecture without Optuna: spec -> costs -> trained model -> checkpoint + metrics.
 
-The Optuna adapter (``nas.engine.optuna_adapter.study``) and any other driver call ``run_trial`` with something
-that has the three ``suggest_*`` methods; everything here is plain PyTorch.
+The trial policy (``nas.engine.policy``) samples the spec and reaches ``train_and_save`` through
+``SearchJob.train``; the finalist stage, the baselines and the benchmark table call it (or
+``evaluate_spec``) directly. Everything here is plain PyTorch.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from search_spaces import SearchSpace, Suggest
+from search_spaces import SearchSpace
 
 from nas.deploy.checkpoint import save_checkpoint
 from nas.io import json_safe
@@ -237,19 +238,3 @@ def train_and_save(spec: Any, space: SearchSpace, data: SegmentationData, settin
                     out_channels=getattr(spec, "out_channels", 1), normalization=data.normalization, metrics=metrics)
     return metrics
 
-
-def run_trial(suggest: Suggest, number: int, space: SearchSpace, data: SegmentationData,
-              settings: TrialSettings, run_dir: Path,
-              on_spec: Callable[[Any], None] | None = None,
-              on_epoch: Callable[[int, float, float], None] | None = None,
-              on_costs: CostsCallback | None = None) -> dict[str, Any]:
-    """Sample, evaluate and checkpoint trial ``number``; returns the attributes to store on it."""
-    started = time.perf_counter()
-    spec = fit_spec(space.sample_spec(suggest), data)
-    if on_spec is not None:
-        on_spec(spec)
-    checkpoint = Path("trials") / f"trial_{number:04d}"
-    metrics = train_and_save(spec, space, data, settings, run_dir / checkpoint, extra={"trial": number},
-                             on_epoch=on_epoch, on_costs=on_costs)
-    metrics["seconds"] = time.perf_counter() - started
-    return {"spec": spec.to_dict(), "metrics": metrics, "checkpoint": checkpoint.as_posix()}
