@@ -62,55 +62,71 @@ def _projection(layers: Layers, cin: int, cout: int, stride: int, kind: str) -> 
     return nn.Sequential(layers.conv(cin, cout, 1, stride=stride), layers.norm(cout))
 
 
-class BasicBlock(nn.Module):
+class _TwoConvBlock(nn.Module):
+    """The construction Basic, Plain and PreAct share: conv3x3 (stride, first dilation)-norm-act-
+    conv3x3 (second dilation), then norm-act after it (``post``: Basic, Plain) or ``pre`` before
+    the first conv (PreAct's norm-act), and the shortcut its kind asks for.
+
+    The attribute names (``pre``, ``conv1``, ``bn1``, ``act1``, ``conv2``, ``bn2``, ``act``,
+    ``shortcut``) and the order they are made in are the checkpoints' state_dict keys and the
+    seeded initialisation: keep both.
+    """
+
+    kind: str
+    spatial_convs = 2
+
+    def __init__(self, layers: Layers, cin: int, cout: int, hidden: int, stride: int,
+                 dilations: tuple[int, ...], shortcut: str | None, *, pre: nn.Module | None = None,
+                 post: bool = True) -> None:
+        super().__init__()
+        kind = shortcut_kind(self.kind, cin, cout, stride, shortcut)
+        if pre is not None:
+            self.pre = pre
+        self.conv1 = layers.conv(cin, hidden, stride=stride, dilation=dilations[0])
+        self.bn1 = layers.norm(hidden)
+        self.act1 = layers.act()
+        self.conv2 = layers.conv(hidden, cout, dilation=dilations[1])
+        if post:
+            self.bn2 = layers.norm(cout)
+            self.act = layers.act()
+        if kind != "none":
+            self.shortcut = _projection(layers, cin, cout, stride, kind)
+
+    def convs(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1-bn1-act1-conv2: (B, in, *S) -> (B, out, *S)."""
+        return self.conv2(self.act1(self.bn1(self.conv1(x))))
+
+
+class BasicBlock(_TwoConvBlock):
     """conv3x3-norm-act-conv3x3-norm + shortcut, act (He et al. 2016; the original ResUNet unit)."""
 
     kind = "basic"
-    spatial_convs = 2
 
     def __init__(self, layers: Layers, cin: int, cout: int, hidden: tuple[int, ...], stride: int = 1,
                  dilations: tuple[int, ...] = (1, 1), first: bool = False, shortcut: str | None = None) -> None:
-        super().__init__()
         (hidden,) = hidden
-        self.conv1 = layers.conv(cin, hidden, stride=stride, dilation=dilations[0])
-        self.bn1 = layers.norm(hidden)
-        self.act1 = layers.act()
-        self.conv2 = layers.conv(hidden, cout, dilation=dilations[1])
-        self.bn2 = layers.norm(cout)
-        self.act = layers.act()
-        self.shortcut = _projection(layers, cin, cout, stride, shortcut_kind(self.kind, cin, cout, stride, shortcut))
+        super().__init__(layers, cin, cout, hidden, stride, dilations, shortcut)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = self.shortcut(x)  # (B, out, *S)
-        y = self.act1(self.bn1(self.conv1(x)))  # (B, hidden, *S)
-        y = self.bn2(self.conv2(y))  # (B, out, *S)
-        return self.act(y + residual)
+        return self.act(self.bn2(self.convs(x)) + residual)
 
 
-class PlainBlock(nn.Module):
+class PlainBlock(_TwoConvBlock):
     """U-Net double conv: conv3x3-norm-act twice, no shortcut (Ronneberger et al. 2015)."""
 
     kind = "plain"
-    spatial_convs = 2
 
     def __init__(self, layers: Layers, cin: int, cout: int, hidden: tuple[int, ...], stride: int = 1,
                  dilations: tuple[int, ...] = (1, 1), first: bool = False, shortcut: str | None = None) -> None:
-        super().__init__()
-        shortcut_kind("plain", cin, cout, stride, shortcut)
         hidden, _ = hidden  # the second is this block's output, cout (kept for the spec's shape)
-        self.conv1 = layers.conv(cin, hidden, stride=stride, dilation=dilations[0])
-        self.bn1 = layers.norm(hidden)
-        self.act1 = layers.act()
-        self.conv2 = layers.conv(hidden, cout, dilation=dilations[1])
-        self.bn2 = layers.norm(cout)
-        self.act = layers.act()
+        super().__init__(layers, cin, cout, hidden, stride, dilations, shortcut)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.act1(self.bn1(self.conv1(x)))  # (B, hidden, *S)
-        return self.act(self.bn2(self.conv2(y)))  # (B, out, *S)
+        return self.act(self.bn2(self.convs(x)))  # (B, out, *S)
 
 
-class PreActBlock(nn.Module):
+class PreActBlock(_TwoConvBlock):
     """norm-act-conv3x3-norm-act-conv3x3 + shortcut (He et al. 2016b; Zhang et al. 2018 ResUNet).
 
     The network's very first block sees the raw image, so it skips the leading norm-act, exactly
@@ -118,23 +134,16 @@ class PreActBlock(nn.Module):
     """
 
     kind = "preact"
-    spatial_convs = 2
 
     def __init__(self, layers: Layers, cin: int, cout: int, hidden: tuple[int, ...], stride: int = 1,
                  dilations: tuple[int, ...] = (1, 1), first: bool = False, shortcut: str | None = None) -> None:
-        super().__init__()
         (hidden,) = hidden
-        self.pre = nn.Identity() if first else nn.Sequential(layers.norm(cin), layers.act())
-        self.conv1 = layers.conv(cin, hidden, stride=stride, dilation=dilations[0])
-        self.bn1 = layers.norm(hidden)
-        self.act1 = layers.act()
-        self.conv2 = layers.conv(hidden, cout, dilation=dilations[1])
-        self.shortcut = _projection(layers, cin, cout, stride, shortcut_kind(self.kind, cin, cout, stride, shortcut))
+        pre = nn.Identity() if first else nn.Sequential(layers.norm(cin), layers.act())
+        super().__init__(layers, cin, cout, hidden, stride, dilations, shortcut, pre=pre, post=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = self.shortcut(x)  # (B, out, *S)
-        y = self.conv1(self.pre(x))  # (B, hidden, *S)
-        return self.conv2(self.act1(self.bn1(y))) + residual  # (B, out, *S)
+        return self.convs(self.pre(x)) + residual  # (B, out, *S)
 
 
 class BottleneckBlock(nn.Module):
