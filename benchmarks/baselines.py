@@ -113,7 +113,7 @@ def main() -> None:
         rows = table(out, args.image_size)
         for row in rows:
             r = row["record"]
-            print(f"| {row['model']} | {r.dice:.3f} | {r.macs / 1e6:.1f} M | {r.param_count / 1e3:.0f} k | "
+            print(f"| {row['model']} | {r.dice:.3f} | {r.macs / 1e6:.1f} M | {r.measure('params') / 1e3:.0f} k | "
                   f"{row['latency_ms']:.2f} |")
         print()
         for line in verdict(rows):

@@ -158,7 +158,7 @@ def _costs(record: TrialRecord) -> dict[str, str]:
     shape = record.result.costs.input_shape
     at = f" at {'×'.join(map(str, shape))}" if shape else ""
     return {
-        "parameters": human(record.param_count),
+        "parameters": human(record.measure("params")),
         "MACs": human(record.macs, "MAC") + at,
         "FLOPs (2 × MACs)": human(record.flops, "FLOP"),
         "latency": _latency(record),

@@ -30,7 +30,7 @@ AXES = {
     "dice": ("Validation Dice", "", False),
     "macs": ("MACs", "MAC", True),
     "flops": ("FLOPs", "FLOP", True),
-    "param_count": ("Parameters", "", True),
+    "params": ("Parameters", "", True),
     "latency_ms": ("Latency", "ms", False),
     "seconds": ("Trial time", "s", False),
     # quality objectives (docs/multiclass.md), read with TrialRecord.measure
@@ -47,7 +47,7 @@ def axis_info(name: str) -> tuple[str, str, bool]:
     return AXES.get(name, (name, "", False))
 # file stem -> (objectives, x attribute)
 STATIC_FRONTS = {"pareto_macs": (DICE_MACS, "macs"), "pareto_latency": (DICE_LATENCY, "latency_ms"),
-                 "pareto_params": (DICE_PARAMS, "param_count")}
+                 "pareto_params": (DICE_PARAMS, "params")}
 
 
 def axis_label(name: str, values: list[float]) -> tuple[str, float]:

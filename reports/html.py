@@ -26,7 +26,7 @@ from reports.plots import curves_plot, front_plots, hover_text, hypervolume_plot
 from reports.templates import CSS, SCRIPT, json_script, plotly_js
 from reports.trivial import below_trivial_note, ending_note, split_block, trivial_summary
 
-AXIS_NAMES = {"dice": "Dice", "macs": "MACs", "latency_ms": "latency", "param_count": "params",
+AXIS_NAMES = {"dice": "Dice", "macs": "MACs", "latency_ms": "latency", "params": "params",
               "train_memory_mb": "training memory", "miou": "mIoU", "dice_small": "small-object Dice",
               "hd95": "HD95 (lower is better)"}
 STATE_ORDER = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED, TrialState.FAIL)
@@ -104,7 +104,7 @@ def _trial_table(records: list[TrialRecord], fronts: Mapping[str, frozenset[int]
             *(f'<td class="num">{fixed(r.measure(quality), 2 if quality == "hd95" else 3)}</td>' for _ in extra),
             f'<td class="num">{fixed(small_dice(r), 3)}</td>',
             f'<td class="num">{human(r.macs)}</td>', f'<td class="num">{human(r.flops)}</td>',
-            f'<td class="num">{human(r.param_count)}</td>', f'<td class="num">{fixed(r.latency_ms, 2)}</td>',
+            f'<td class="num">{human(r.measure("params"))}</td>', f'<td class="num">{fixed(r.latency_ms, 2)}</td>',
             f'<td class="num">{fixed(r.seconds, 1)}</td>', f'<td class="arch">{esc(arch_summary(r))}</td>',
             f'<td class="mark">{" ".join(marks)}</td>', f'<td class="fail">{esc(r.fail_reason or "")}</td>',
             f"<td>{_checkpoint_cell(r.checkpoint)}</td>",

@@ -22,7 +22,7 @@ from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, ParetoFront
 PRUNED_COLOR = "#7f7f7f"
 # plot id -> (objectives, x attribute, log x axis)
 FRONT_PLOTS = {"plot-macs": (DICE_MACS, "macs", True), "plot-latency": (DICE_LATENCY, "latency_ms", False),
-               "plot-params": (DICE_PARAMS, "param_count", True)}
+               "plot-params": (DICE_PARAMS, "params", True)}
 HOVER = "%{text}<extra></extra>"
 
 
@@ -36,7 +36,7 @@ def hover_text(record: TrialRecord) -> str:
         miou = record.measure("miou") if record.result.quality.num_classes not in (None, 2) else None
         lines.append(f"Dice {fixed(record.dice, 3)}" + (f" · mIoU {miou:.3f}" if miou is not None else "")
                      + (f" · small-object Dice {small:.3f}" if small is not None else ""))
-    lines.append(f"MACs {human(record.macs)} · FLOPs {human(record.flops)} · params {human(record.param_count)}")
+    lines.append(f"MACs {human(record.macs)} · FLOPs {human(record.flops)} · params {human(record.measure('params'))}")
     if record.latency_ms is not None:
         lines.append(f"latency {fixed(record.latency_ms, 2)} ms on {esc(record.latency_device or '?')}")
     if record.seconds is not None:

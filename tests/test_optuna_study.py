@@ -131,7 +131,7 @@ def test_infeasible_trials_are_pruned_with_reason_and_the_sampler_learns_from_th
         if width > 20:
             assert trial.state.name == "PRUNED"
             assert records[trial.number].fail_reason == f"infeasible: {width + 1} params > --max-params 21 params"
-            assert records[trial.number].param_count == width + 1  # the measured costs are kept
+            assert records[trial.number].measure("params") == width + 1  # the measured costs are kept
         elif trial.state.name == "COMPLETE":
             assert records[trial.number].fail_reason is None
     # After the 5 random start-up trials TPE proposes feasible widths far above the 21 % of chance.

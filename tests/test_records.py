@@ -106,7 +106,7 @@ def test_real_metrics_of_a_tiny_training_round_trip(tmp_path):
 def test_record_reads_the_names_reports_use():
     flat = fixture("search_trial.json")
     record = TrialRecord.from_metrics(7, "COMPLETE", flat, params={"depth": 2}, checkpoint="trials/trial_0007")
-    assert (record.dice, record.macs, record.flops, record.param_count) == (
+    assert (record.dice, record.macs, record.flops, record.measure("params")) == (
         flat["dice"], flat["macs"], flat["flops"], flat["params"])
     assert (record.latency_ms, record.latency_device, record.seconds, record.best_epoch) == (
         flat["latency_ms"], flat["latency_device"], flat["seconds"], flat["best_epoch"])
@@ -115,7 +115,7 @@ def test_record_reads_the_names_reports_use():
     assert record.params == {"depth": 2} and record.kind == RecordKind.SEARCH
     assert record.quality("val")["dice"] == flat["quality"]["val"]["dice"] and record.quality("test") == {}
     assert not hasattr(record, "metrics")
-    assert all(isinstance(getattr(record, name), (int, float)) for name in MEASURES)
+    assert all(isinstance(record.measure(name), (int, float)) for name in MEASURES)
 
 
 def test_one_line_constructor_keywords():

@@ -21,7 +21,7 @@ KNOWN = {
     "dice": ("dice", "dice", "maximize"),
     "macs": ("macs", "macs", "minimize"),
     "latency": ("latency_ms", "latency_ms", "minimize"),
-    "params": ("params", "param_count", "minimize"),
+    "params": ("params", "params", "minimize"),
     "memory": ("train_memory_mb", "train_memory_mb", "minimize"),
 }
 DEFAULT = ("dice", "macs")

@@ -22,7 +22,7 @@ class Objective:
     """One axis of the front: a numeric ``TrialRecord`` measure (``MEASURES`` or ``dice:<class name>``)
     and whether more is better."""
 
-    name: str  # e.g. "dice", "miou", "dice_small", "hd95", "dice:vessel", "macs", "latency_ms", "param_count"
+    name: str  # e.g. "dice", "miou", "dice_small", "hd95", "dice:vessel", "macs", "latency_ms", "params"
     direction: str  # "maximize" | "minimize"
 
     def __post_init__(self) -> None:
@@ -34,7 +34,7 @@ class Objective:
 
 DICE_MACS = (Objective("dice", "maximize"), Objective("macs", "minimize"))
 DICE_LATENCY = (Objective("dice", "maximize"), Objective("latency_ms", "minimize"))
-DICE_PARAMS = (Objective("dice", "maximize"), Objective("param_count", "minimize"))
+DICE_PARAMS = (Objective("dice", "maximize"), Objective("params", "minimize"))
 
 
 @dataclass(frozen=True)

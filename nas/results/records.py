@@ -2,8 +2,10 @@
 
 The Optuna adapter turns frozen trials into records; reports, the trials table and the live view
 read only records, so they never import Optuna. What the trial measured is a ``TrialResult``; the
-read-only properties (``dice``, ``macs``, ``param_count``, ...) are the names the reports and the
-Pareto objectives use.
+measures the reports and the Pareto objectives read (``dice``, ``macs``, ``params``, ...) carry the
+result's own names. The record's ``params`` field is the sampled dimensions, so the parameter count
+is ``measure("params")`` (``result.costs.params``) and keeps its stored name ``param_count`` where a
+name is shared with the record's fields: ``STORED_NAMES``.
 """
 from __future__ import annotations
 
@@ -14,12 +16,14 @@ from typing import Any, Mapping, TypeVar
 from nas.results.outcome import FailureKind, StopReason, TrialState, classify_legacy
 from nas.results.trial_result import RecordKind, TrialResult, is_quality_measure
 
-# Numeric properties a Pareto objective may name (``nas.results.pareto.Objective``), besides
-# ``dice:<class name>`` (``is_measure``).
-MEASURES = ("dice", "macs", "flops", "param_count", "latency_ms", "seconds", "best_epoch", "train_memory_mb",
+# Numeric measures a Pareto objective may name (``nas.results.pareto.Objective``), besides
+# ``dice:<class name>`` (``is_measure``): the ``TrialResult``'s own names.
+MEASURES = ("dice", "macs", "flops", "params", "latency_ms", "seconds", "best_epoch", "train_memory_mb",
             "miou", "dice_small", "hd95")
-# measurement keywords of ``from_metrics`` / ``updated`` -> flat metrics key
-_METRIC_KEYS = {name: name for name in (*MEASURES, "latency_device", "epoch_dice")} | {"param_count": "params"}
+# The one place a stored name differs from the measure's: the parameter count is ``param_count`` as a
+# trials.csv column (``nas.results.table``) and a ``from_metrics`` keyword, since ``params`` there is
+# the record's sampled dimensions. (``fail_reason``, the record's ``message``, is a property below.)
+STORED_NAMES = {"param_count": "params"}
 E = TypeVar("E", bound=Enum)
 
 
@@ -52,8 +56,9 @@ class TrialRecord:
     @classmethod
     def from_metrics(cls, number: int, state: TrialState | str, metrics: Mapping[str, Any] | None = None,
                      **values: Any) -> "TrialRecord":
-        """One line for adapters and tests: ``values`` are record fields or measurements by their property
-        name (``dice=0.8, macs=10**6, param_count=...``), merged over the flat ``metrics``. Without a stop
+        """One line for adapters and tests: ``values`` are record fields or measurements by their flat metrics
+        key or ``STORED_NAMES`` (``dice=0.8, macs=10**6, param_count=...``), merged over the flat ``metrics``.
+        Without a stop
         reason or failure kind, they are read from the message (``classify_legacy``); an unknown stored
         value is read the same way.
         """
@@ -96,10 +101,12 @@ class TrialRecord:
         return self.measure("hd95")
 
     def measure(self, name: str) -> float | None:
-        """A measure by name: a property of ``MEASURES`` or ``dice:<class name>``; quality measures
-        only for COMPLETE trials (as ``dice``)."""
+        """A measure by name: one of ``MEASURES`` or ``dice:<class name>``; quality measures only for
+        COMPLETE trials (as ``dice``)."""
         if is_quality_measure(name):
             return self.result.quality_value(name) if self.state == TrialState.COMPLETE else None
+        if name == "params":  # the count; the record's own ``params`` field is the sampled dimensions
+            return self.result.costs.params
         return getattr(self, name)
 
     @property
@@ -111,10 +118,6 @@ class TrialRecord:
         """Stored FLOPs, else 2 x MACs (the convention everywhere)."""
         costs = self.result.costs
         return costs.flops if costs.flops is not None else (2 * costs.macs if costs.macs is not None else None)
-
-    @property
-    def param_count(self) -> int | None:
-        return self.result.costs.params
 
     @property
     def latency_ms(self) -> float | None:
@@ -142,6 +145,7 @@ class TrialRecord:
 
     @property
     def fail_reason(self) -> str | None:
+        """``message`` under its stored name (the Optuna user attr and the ``trials.csv`` column)."""
         return self.message
 
     @property
@@ -184,14 +188,16 @@ def _known(kind: type[E], value: Any) -> E | None:
 
 _FIELDS = frozenset(("params", "spec", "stop_reason", "failure_kind", "message", "stopped_at_epoch", "checkpoint",
                      "kind"))
+# measurement keywords of ``from_metrics`` / ``updated`` -> flat metrics key
+_MEASUREMENTS = {name: name for name in (*MEASURES, "latency_device", "epoch_dice") if name not in _FIELDS} | STORED_NAMES
 
 
 def _split(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Keywords -> (record fields, flat metrics); a measurement is stored under its metrics key."""
-    unknown = sorted(set(values) - _FIELDS - set(_METRIC_KEYS))
+    unknown = sorted(set(values) - _FIELDS - set(_MEASUREMENTS))
     if unknown:
         raise TypeError(f"TrialRecord has no field or measurement {unknown[0]!r}")
     fields = {k: v for k, v in values.items() if k in _FIELDS}
-    flat = {_METRIC_KEYS[k]: (list(v) if k == "epoch_dice" and v is not None else v)
-            for k, v in values.items() if k in _METRIC_KEYS}
+    flat = {_MEASUREMENTS[k]: (list(v) if k == "epoch_dice" and v is not None else v)
+            for k, v in values.items() if k in _MEASUREMENTS}
     return fields, flat

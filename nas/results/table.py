@@ -10,7 +10,7 @@ import json
 from typing import TYPE_CHECKING, Any, Iterable
 
 from nas.io import atomic_write_text
-from nas.results.records import TrialRecord
+from nas.results.records import STORED_NAMES, TrialRecord
 
 if TYPE_CHECKING:
     import pandas
@@ -30,7 +30,7 @@ def _cell(record: TrialRecord, column: str) -> Any:
     if column in ("params", "spec"):
         value = getattr(record, column)
         return None if value is None else json.dumps(value, sort_keys=True)
-    value = getattr(record, column)
+    value = record.measure(STORED_NAMES[column]) if column in STORED_NAMES else getattr(record, column)
     return value.value if hasattr(value, "value") else value
 
 
