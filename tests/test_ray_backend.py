@@ -12,12 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ray_env
 
 from nas.engine.trial import TrialSettings
 from nas.engine.objectives import Objectives
 from nas.engine.optuna_adapter.study import count_finished, open_study, study_records
 from nas.engine.job import SearchJob, front_size
 from nas.train.trainer import TrainConfig
+
+# The Ray tests run one after another in one xdist worker: a Ray cluster beside another is found by
+# ray.init() (and a second 2-CPU Ray would only wait for the cores).
+pytestmark = pytest.mark.xdist_group("ray")
 
 RESTRICT = ["depth=3", "base_width=8", "blocks_per_stage=1", "width_mode=growth", "block=basic"]
 EPOCHS = 2
@@ -118,14 +123,7 @@ def test_replay_rebuilds_the_spec_and_the_distributions():
 
 # --- a real local Ray -------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray", reason="Ray is optional: pip install .[ray] to run the Ray backend test")
-    pytest.importorskip("ray.tune", reason="Ray Tune is missing: pip install .[ray]")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
-
+# ``local_ray`` (tests/conftest.py): one new local Ray for the module, token auth set up explicitly.
 
 def stop_one_trial_after_epoch_one():
     """A Ray scheduler that stops the first trial reporting epoch 1 (the module pickles it)."""
@@ -254,11 +252,13 @@ def test_the_cli_runs_the_ray_backend_and_refuses_workers_with_it(tmp_path):
     nas_search = Path(sys.executable).parent / "nas-search"
     flags = ["--backend", "ray", "--trials", "2", "--epochs", "1", "--image-size", "32", "--device", "cpu",
              *[part for fix in RESTRICT for part in ("--fix", fix)], "--out", "run"]
+    env = ray_env()  # a new local Ray with token auth given explicitly: nothing read from ~/.ray or /tmp/ray
     refused = subprocess.run([str(nas_search), *flags, "--workers", "2"], cwd=tmp_path, capture_output=True,
-                             text=True, timeout=120)
+                             text=True, timeout=120, env=env)
     assert refused.returncode == 2 and "do not mix" in refused.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "run").exists()
-    result = subprocess.run([str(nas_search), *flags], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([str(nas_search), *flags], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env={**env, "RAY_ADDRESS": "local"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = (tmp_path / "run" / "trials.csv").read_text().splitlines()[1:]
     assert sum(",COMPLETE," in row for row in rows) == 2

@@ -11,10 +11,12 @@ import json
 from pathlib import Path
 
 import pytest
-from test_ray_backend import interrupt_after_first_finished_trial, local_ray  # noqa: F401 - a fixture
+from test_ray_backend import interrupt_after_first_finished_trial
 
 from nas.engine.objectives import Objectives
 from nas.engine.optuna_adapter.study import count_finished, open_study
+
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray at a time, in one worker (tests/test_ray_backend.py)
 
 TINY = dict(epochs=1, image_size=32, seed=3, device="cpu", patches_per_epoch=8, family_rungs=1, fix={"depth": 3},
             backend="ray", cpus_per_trial=1)
@@ -115,7 +117,7 @@ def test_the_searcher_labels_the_family_and_fills_its_waiting_trials(tmp_path, m
     assert restored.searcher.told == [(i, {"dice": d, "macs": 1e6}, False) for i, d in (("a", .4), ("b", .5), ("c", .6))]
 
 
-# --- a real local Ray (the fixture and the Ctrl-C scheduler of tests/test_ray_backend.py) -------
+# --- a real local Ray (conftest's local_ray, the Ctrl-C scheduler of tests/test_ray_backend.py) ---
 
 def _study(out):
     import optuna
