@@ -95,7 +95,7 @@ def dataset(name: str, args: argparse.Namespace) -> dict:
             row[label] = runs[label].result()
     for label, _ in arms:
         number, folder, metrics = deployed(root / label)
-        data = load_run_data(open_run(root / label).config)
+        data = load_run_data(open_run(root / label).settings)
         threshold = 0.5 if label == "before" else float(metrics.get("threshold", 0.5))
         row[label].update(trial=number, val_dice=metrics["dice"], threshold=threshold,
                           test_dice=test_dice(folder, data, threshold))

@@ -29,8 +29,8 @@ def with_floor(tiny_run: Path, tmp_path: Path, dice: float) -> Path:
 
 def rewrite(run: Path, *, export: bool = True):
     opened = nas.open_run(run)
-    config = {**opened.config, "latency_pass": False}  # the tiny run's latency.json is reused
-    return opened, write_run_outputs(opened.records, run, title="t", config=config, overlays=False, export=export)
+    return opened, write_run_outputs(opened.records, run, title="t", settings=opened.settings, overlays=False,
+                                     export=export, latency_pass=False)  # the tiny run's latency.json is reused
 
 
 def payload(run: Path) -> dict:

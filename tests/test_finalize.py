@@ -109,8 +109,10 @@ def test_finalize_resumes_after_kill_9_without_retraining_a_finished_seed(tmp_pa
 def test_finalize_refuses_bad_input_with_one_line(tmp_path, capsys):
     from nas.cli.finalize import main
     from nas.run.finalize import FinalOptions
+    from nas.run.settings import RunSettings
 
-    assert FinalOptions(2).epochs({"epochs": 4}) == 12 and FinalOptions(2, final_epochs=5).epochs({"epochs": 4}) == 5
+    searched = RunSettings(epochs=4)
+    assert FinalOptions(2).epochs(searched) == 12 and FinalOptions(2, final_epochs=5).epochs(searched) == 5
 
     code, _, err = call(capsys, main, "--run", tmp_path / "nowhere")
     last = err.strip().splitlines()[-1]

@@ -11,14 +11,16 @@ import torch
 
 from nas import save_checkpoint
 from nas.data.normalization import Normalization
+from nas.engine.objectives import Objectives
 from nas.results.outcome import TrialState
 from nas.results.pareto import DICE_LATENCY, pareto_front
 from nas.results.records import TrialRecord
+from nas.run.settings import RunSettings
 from search_spaces import get_space
 from search_spaces.resunet import ResUNetSpec
 
 NORM = Normalization((0.5,), (0.25,))
-CONFIG = {"image_size": 16, "device": "cpu"}
+SETTINGS = RunSettings(image_size=16, device="cpu")
 
 
 def _checkpoint(run: Path, name: str, width: int) -> str:
@@ -45,7 +47,7 @@ def test_the_pass_replaces_an_outlier_and_the_front_follows(tmp_path):
     records = _records(tmp_path)
     before = pareto_front(records, DICE_LATENCY).numbers
     assert before == {0, 1}  # the 1082 ms outlier sits at the front's slow end
-    result = remeasure_latency(records, tmp_path, CONFIG, rounds=3, repeats=1)
+    result = remeasure_latency(records, tmp_path, SETTINGS, rounds=3, repeats=1)
     stored = json.loads((tmp_path / LATENCY_FILE).read_text())
     assert stored == result and set(stored["models"]) == {r.checkpoint for r in records}
     entry = stored["models"]["trials/trial_0000"]
@@ -65,9 +67,9 @@ def test_write_run_outputs_uses_the_pass_for_best_cards_and_the_page(tmp_path, m
     monkeypatch.setattr(latency_pass, "REPEATS", 1)
 
     records = _records(tmp_path)
-    config = {**CONFIG, "space": "resunet", "data": "synthetic", "epochs": 1, "batch_size": 2, "seed": 0,
-              "objectives": "dice,latency"}
-    front = write_run_outputs(records, tmp_path, title="t", config=config, overlays=False)
+    settings = SETTINGS.updated(space="resunet", data="synthetic", epochs=1, batch_size=2, seed=0,
+                                objectives=Objectives.parse("dice,latency"))
+    front = write_run_outputs(records, tmp_path, title="t", settings=settings, overlays=False)
     assert [o.name for o in front.objectives] == ["dice", "latency_ms"]  # best/ follows --objectives
     assert sorted(p.name for p in (tmp_path / "best").iterdir()) == sorted(
         f"trial_{r.number:04d}" for r in front.front)

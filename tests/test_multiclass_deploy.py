@@ -219,7 +219,7 @@ def test_report_of_a_k_class_run_shows_class_bars_confusion_and_coloured_overlay
 
     metrics = json.loads((checkpoint / "metrics.json").read_text())
     record = _record(0, metrics)
-    overlays = prediction_overlays(tmp_path, {"image_size": SIZE}, folders=[checkpoint], data=classes_data)
+    overlays = prediction_overlays(tmp_path, lambda: classes_data, image_size=SIZE, folders=[checkpoint])
     assert overlays[0]["classes"] == [[n, c] for n, c in zip(CLASS_NAMES, metrics["class_colours"])]
     page = render_report([record], tmp_path / "report.html", title="k4", config={"data": "synthetic:classes"},
                          overlays=overlays, exported={0: "best/trial_0000"}).read_text()

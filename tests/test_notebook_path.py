@@ -107,8 +107,10 @@ def test_load_run_gives_the_numbers_of_trials_csv(tiny_run):
 
 def test_effective_settings_fill_the_defaults_of_an_old_run(tmp_path):
     from nas.run.open import effective_settings
+    from nas.run.settings import RunSettings
 
-    settings = effective_settings({"epochs": 10, "recipe": {"lr": 0.01}}, tmp_path)  # no search_end.json
+    stored = RunSettings.from_dict({"epochs": 10, "recipe": {"lr": 0.01}})
+    settings = effective_settings(stored, tmp_path)  # no search_end.json
     assert settings["early_stop"] == "on" and settings["early_stop_rungs"] == [1, 3, 9]
     assert settings["recipe"]["lr"] == 0.01 and settings["recipe"]["amp"] is True
     assert settings["budget"] == {"trials": None, "timeout": None, "stopped": None}

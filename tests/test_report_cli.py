@@ -18,12 +18,18 @@ from nas.engine.optuna_adapter.importance import param_importances
 from nas.engine.optuna_adapter.study import open_study
 from nas.deploy.overlays import FN, FP, TP, grid_png, overlay_row, prediction_overlays, validation_data
 from nas.cli.report import main as report_main
+from nas.run.settings import RunSettings
 from search_spaces import get_space
 from search_spaces.resunet import ResUNetSpec
 
 NAS_REPORT = Path(sys.executable).parent / "nas-report"
 SPEC = ResUNetSpec(encoder_widths=(8, 16, 32), decoder_widths=(8, 16))
 CONFIG = {"space": "resunet", "data": "synthetic", "epochs": 1, "image_size": 32, "batch_size": 4, "seed": 0}
+SETTINGS = RunSettings.from_dict(CONFIG)
+
+
+def synthetic_validation():
+    return validation_data("synthetic", image_size=32, seed=0)
 DISTRIBUTIONS = {"depth": optuna.distributions.IntDistribution(3, 5),
                  "base_width": optuna.distributions.IntDistribution(8, 32, step=4)}
 
@@ -57,7 +63,7 @@ def make_run(run: Path, n_trials: int = 6) -> Path:
 def tiny_checkpoint(folder: Path, number: int, normalization=None) -> Path:
     torch.manual_seed(number)
     model = get_space("resunet").build_model(SPEC, 1, 1).eval()
-    normalization = normalization or validation_data(CONFIG).normalization
+    normalization = normalization or synthetic_validation().normalization
     return save_checkpoint(folder, model, SPEC, space="resunet", in_channels=1, out_channels=1,
                            normalization=normalization, metrics={"trial": number, "dice": 0.5})
 
@@ -169,7 +175,7 @@ def test_overlay_row_colours_errors():
 def test_prediction_overlays_from_real_checkpoints(tmp_path):
     tiny_checkpoint(tmp_path / "best" / "trial_0003", 3)
     (tmp_path / "best" / "trial_0007").mkdir()  # a broken folder is reported, not fatal
-    result = prediction_overlays(tmp_path, CONFIG, n_images=3)
+    result = prediction_overlays(tmp_path, synthetic_validation, image_size=32, n_images=3)
     assert set(result) == {3, 7}
     assert "error" in result[7] and "trial_0007" in result[7]["error"]
     picture = Image.open(io.BytesIO(result[3]["png"]))
@@ -178,7 +184,7 @@ def test_prediction_overlays_from_real_checkpoints(tmp_path):
     assert all(0.0 <= d <= 1.0 for d in result[3]["dice"])
     assert result[3]["inference"].startswith(("sliding window (32 px", "whole image"))
     assert re.fullmatch(r"synthetic_\d{4}", result[3]["images"][1])
-    assert prediction_overlays(tmp_path / "empty", CONFIG) == {}
+    assert prediction_overlays(tmp_path / "empty", synthetic_validation) == {}
 
 
 def test_write_run_outputs_as_nas_search_calls_it(tmp_path):
@@ -187,13 +193,13 @@ def test_write_run_outputs_as_nas_search_calls_it(tmp_path):
     from nas.run.outputs import write_run_outputs
 
     run = make_run(tmp_path / "run")
-    normalization = validation_data(CONFIG).normalization
+    normalization = synthetic_validation().normalization
     for number in range(6):
         tiny_checkpoint(run / "trials" / f"trial_{number:04d}", number, normalization)
     storage = f"sqlite:///{run / 'study.db'}"
     records = study_records(optuna.load_study(study_name="resunet", storage=storage))
-    config = {**CONFIG, "trials": 6, "study": "resunet", "storage": storage, "device": "cpu", "torch_threads": 2}
-    front = write_run_outputs(records, run, title="t", config=config, overlay_images=1)
+    settings = SETTINGS.updated(trials=6, study="resunet", storage=storage, device="cpu", torch_threads=2)
+    front = write_run_outputs(records, run, title="t", settings=settings, overlay_images=1)
     exported = sorted(p.name for p in (run / "best").iterdir())
     assert exported == sorted(f"trial_{r.number:04d}" for r in front.front) and exported
     page = (run / "report.html").read_text("utf-8")
@@ -212,7 +218,8 @@ def test_open_run_returns_records_settings_and_where_they_came_from(tmp_path):
     run = make_run(tmp_path / "run", n_trials=2)
     opened = open_run(run)
     assert opened.study_name == "resunet" and opened.storage == f"sqlite:///{(run / 'study.db').resolve()}"
-    assert opened.config == CONFIG and [r.number for r in opened.records] == [0, 1, 2]
+    assert opened.settings.to_dict() == CONFIG and [r.number for r in opened.records] == [0, 1, 2]
+    assert opened.settings == SETTINGS and opened.settings.image_size == 32
     assert opened.title == "nas-search: resunet on synthetic"
     assert open_run(run, storage=opened.storage, study_name="resunet").records == opened.records
 

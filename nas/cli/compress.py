@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from compress.prune import IMPORTANCES, RATIO_OF
 from nas.cli.common import (Parser, add_batch_size, add_image_size, add_out, add_seed, check_output, check_pixels,
                             check_writable, number, write_failed)
 from nas.run.limits import integers, numbers, side_range
+from nas.run.settings import RunSettings
 
 PROG = "nas-compress"
 RATIO = numbers(0, 1, low_open=True, high_open=True)
@@ -76,14 +77,14 @@ def _ratios(text: str) -> tuple[float, ...]:
     return values
 
 
-def _search_config(run: Path) -> dict[str, Any]:
-    """The search settings of the run's study, or {} when there is no readable single study."""
+def _search_settings(run: Path) -> RunSettings:
+    """The search settings of the run's study, empty when there is no readable single study."""
     from nas.run.open import RunError, open_run
 
     try:
-        return open_run(run).config
+        return open_run(run).settings
     except RunError:
-        return {}
+        return RunSettings()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,8 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_checkpoint(folder)
         except (CheckpointError, OSError) as error:
             parser.error(str(error))
-    config = _search_config(run)
-    source = args.data or config.get("data")
+    settings = _search_settings(run)
+    source = args.data or settings.data
     if source is None:
         parser.error("no data source: the run has no readable study (study.db or study.journal); pass --data")
     out = Path(args.out) if args.out is not None else run / "compressed"
@@ -123,8 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not str(source).startswith("synthetic"):
         inputs.append((f"the data folder {source}", Path(str(source))))
     check_output(parser, "--out", args.out if args.out is not None else out, inputs=inputs, mine=("compressed",))
-    image_size = args.image_size or int(config.get("image_size") or 64)
-    seed = args.seed if args.seed is not None else int(config.get("seed") or 0)
+    image_size = args.image_size or settings.image_size or 64
+    seed = args.seed if args.seed is not None else settings.seed or 0
     dims = max(checkpoint_spatial_dims(read_checkpoint_info(folder).space) for folder in folders)
     check_pixels(parser, [image_size] * dims, args.batch_size)
 
@@ -136,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         data = load_data(str(source), image_size=image_size, seed=seed,
-                         num_classes=config.get("num_classes"))  # label maps: the class count the search had
+                         num_classes=settings.num_classes)  # label maps: the class count the search had
     except (DataError, ValueError, OSError) as error:
         parser.error(f"--data {source}: {error}")
     for folder in folders:  # a model takes one channel count and one dimensionality: refuse before any write

@@ -72,11 +72,10 @@ def _finalize(parser: argparse.ArgumentParser, run: Path, opened, data, options,
         for path in clean_stale_writes(run):
             print(f"{PROG}: cleaned up after an interrupted write: {path.relative_to(run)}", flush=True)
         try:
-            finalize_run(run, opened.records, opened.config, data, options)
+            finalize_run(run, opened.records, opened.settings, data, options)
         except FinalizeError as error:
             parser.error(str(error))
-        config = {**opened.config, "study": opened.study_name, "storage": opened.storage}
-        write_run_outputs(opened.records, run, title=opened.title, config=config, overlays=overlays)
+        write_run_outputs(opened.records, run, title=opened.title, settings=opened.run_settings(), overlays=overlays)
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted; finished seeds are kept, the same command resumes", file=sys.stderr)
         return 130

@@ -62,13 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         opened = open_run(run, storage=args.storage, study_name=args.study_name)
     except RunError as error:
         parser.error(str(error))
-    config = {**opened.config, "study": opened.study_name, "storage": opened.storage}
-    overlays = not args.no_overlays and bool(opened.config)
+    overlays = not args.no_overlays and opened.settings.stored
     problem = _unloadable(run) if overlays else None
     if problem:
         parser.error(problem)
     try:
-        write_run_outputs(opened.records, run, title=opened.title, config=config, overlays=overlays,
+        write_run_outputs(opened.records, run, title=opened.title, settings=opened.run_settings(), overlays=overlays,
                           overlay_images=args.overlay_images, export=False)
     except OSError as error:  # disk full, folder made read-only meanwhile
         return write_failed(PROG, error)

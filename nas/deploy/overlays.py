@@ -1,18 +1,19 @@
 """Prediction overlays of exported models on a few validation images, as PNG bytes for the report.
 
-Rebuilds the validation split from the study's search config (same data source, image size and
-seed, so the same split), loads each ``best/*`` checkpoint without pickles and draws one grid per
-model: rows are images; columns are image, ground truth, prediction and the errors coloured. A
-volume is predicted whole (cubic sliding windows) and drawn as its middle slice; its Dice is the
-volume's. A K-class model (label maps, docs/multiclass.md) draws truth and prediction in the class
-colours stored in its ``metrics.json`` and scores each image by its class-mean Dice.
+Draws on the validation split the caller rebuilds from the run's settings (``validation_data``: same
+data source, image size and seed, so the same split), loads each ``best/*`` checkpoint without
+pickles and draws one grid per model: rows are images; columns are image, ground truth, prediction
+and the errors coloured. A volume is predicted whole (cubic sliding windows) and drawn as its middle
+slice; its Dice is the volume's. A K-class model (label maps, docs/multiclass.md) draws truth and
+prediction in the class colours stored in its ``metrics.json`` and scores each image by its
+class-mean Dice.
 """
 from __future__ import annotations
 
 import io
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -31,11 +32,10 @@ TP, FP, FN = (255, 255, 255), (230, 50, 50), (0, 200, 255)  # white, red, cyan
 BACKGROUND_DIM = 0.35  # the image shows faintly under the error colours
 
 
-def validation_data(config: Mapping[str, Any]) -> SegmentationData:
-    """The run's data split, rebuilt from ``study.user_attrs["search_config"]`` (data, image_size, seed,
-    and the class count a label-map search stored)."""
-    return load_data(str(config["data"]), image_size=int(config["image_size"]), seed=int(config["seed"]),
-                     num_classes=config.get("num_classes"))
+def validation_data(source: str, *, image_size: int, seed: int, num_classes: int | None = None) -> SegmentationData:
+    """The run's data split, rebuilt from its settings (data, image size, seed, and the class count a
+    label-map search stored)."""
+    return load_data(source, image_size=image_size, seed=seed, num_classes=num_classes)
 
 
 def class_palette(metrics: Mapping[str, Any], count: int) -> list[tuple[str, tuple[int, int, int]]]:
@@ -142,11 +142,13 @@ def _trial_number(folder: Path, metrics: Mapping[str, Any]) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def prediction_overlays(run_dir: str | Path, config: Mapping[str, Any], *, n_images: int = 3,
-                        folders: Sequence[Path] | None = None, data: SegmentationData | None = None,
-                        ) -> dict[int, dict[str, Any]]:
+def prediction_overlays(run_dir: str | Path, load: Callable[[], SegmentationData], *, image_size: int | None = None,
+                        n_images: int = 3, folders: Sequence[Path] | None = None) -> dict[int, dict[str, Any]]:
     """Trial number -> ``{"png": bytes, "images": stems, "dice": per-image Dice, "inference"}`` for each
     ``best/*`` model, plus ``"classes"`` (``[name, [R, G, B]]`` per label value) for a K-class model.
+
+    ``load()`` gives the validation split (called only when there is a model to draw); ``image_size``
+    is the search's patch side, the sliding window's (default 64).
 
     A checkpoint that cannot be loaded gets ``{"error": text}`` instead, so one bad folder does not
     hide the others. Runs on CPU: a few images per model take well under a second at these sizes.
@@ -155,9 +157,9 @@ def prediction_overlays(run_dir: str | Path, config: Mapping[str, Any], *, n_ima
     folders = sorted((run_dir / "best").glob("trial_*")) if folders is None else list(folders)
     if not folders:
         return {}
-    data = data if data is not None else validation_data(config)
+    data = load()
     picked = pick_images(data, n_images)
-    patch = int(config.get("image_size") or 64)
+    patch = image_size or 64
     method = (f"sliding window ({patch} px patches, Gaussian blending)" if _sliding_window() is not None
               else "whole image in one forward pass")
     out: dict[int, dict[str, Any]] = {}

@@ -47,7 +47,7 @@ def is_quality_measure(name: str) -> bool:
 
 
 @dataclass(frozen=True)
-class _Type:
+class ValueType:
     """Which stored values a typed field accepts, and how they are held and written back."""
 
     accepts: Callable[[Any], bool]
@@ -63,32 +63,62 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _sequence_of(item: Callable[[Any], bool]) -> _Type:
+def _sequence_of(item: Callable[[Any], bool]) -> ValueType:
     """A JSON list held as a tuple (frozen); written back as a list."""
-    return _Type(lambda v: isinstance(v, (list, tuple)) and all(item(x) for x in v), tuple, list)
+    return ValueType(lambda v: isinstance(v, (list, tuple)) and all(item(x) for x in v), tuple, list)
 
 
 def _is_splits(value: Any) -> bool:
     return isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, Mapping) for k, v in value.items())
 
 
-INT = _Type(_is_int)
-NUMBER = _Type(_is_number)
-TEXT = _Type(lambda v: isinstance(v, str))
-FLAG = _Type(lambda v: isinstance(v, bool))
+INT = ValueType(_is_int)
+NUMBER = ValueType(_is_number)
+TEXT = ValueType(lambda v: isinstance(v, str))
+FLAG = ValueType(lambda v: isinstance(v, bool))
 INTS = _sequence_of(_is_int)
 TEXTS = _sequence_of(lambda v: isinstance(v, str))
-MATRIX = _Type(lambda v: isinstance(v, (list, tuple)) and all(INTS.accepts(row) for row in v),
+MATRIX = ValueType(lambda v: isinstance(v, (list, tuple)) and all(INTS.accepts(row) for row in v),
                lambda v: tuple(tuple(row) for row in v), lambda v: [list(row) for row in v])
 NUMBERS = _sequence_of(lambda v: v is None or _is_number(v))  # NaN was stored as null
-PER_IMAGE = _Type(lambda v: isinstance(v, Mapping) and all(isinstance(k, str) and NUMBERS.accepts(s) for k, s in v.items()),
+PER_IMAGE = ValueType(lambda v: isinstance(v, Mapping) and all(isinstance(k, str) and NUMBERS.accepts(s) for k, s in v.items()),
                   lambda v: MappingProxyType({k: tuple(s) for k, s in v.items()}),
                   lambda v: {k: list(s) for k, s in v.items()})
-SPLITS = _Type(_is_splits, lambda v: MappingProxyType({k: MappingProxyType(copy.deepcopy(dict(s))) for k, s in v.items()}),
+SPLITS = ValueType(_is_splits, lambda v: MappingProxyType({k: MappingProxyType(copy.deepcopy(dict(s))) for k, s in v.items()}),
                lambda v: {k: copy.deepcopy(dict(s)) for k, s in v.items()})
 
 
-def _typed(kind: _Type, key: str | None = None) -> Any:
+def read_flat(flat: Mapping[str, Any] | None, kinds: Mapping[str, ValueType]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A stored flat dict split losslessly: (the values of the keys in ``kinds`` that their type accepts,
+    loaded; every other key with its value as stored). None stays None."""
+    typed, rest = {}, {}
+    for key, value in (flat or {}).items():
+        kind = kinds.get(key)
+        if kind is not None and (value is None or kind.accepts(value)):
+            typed[key] = None if value is None else kind.load(value)
+        else:
+            rest[key] = copy.deepcopy(value)
+    return typed, rest
+
+
+def write_flat(values: Mapping[str, tuple[Any, ValueType]], rest: Mapping[str, Any],
+               keys: tuple[str, ...]) -> dict[str, Any]:
+    """The flat dict back (``read_flat``'s inverse): the stored ``keys`` in their order, then typed values
+    set since, then the rest. ``values``: key -> (value, type); a None is written only where it was stored."""
+    typed = {}
+    for key, (value, kind) in values.items():
+        if value is not None or (key in keys and key not in rest):
+            typed[key] = None if value is None else kind.dump(value)
+    out = {}
+    for key in (*keys, *typed, *rest):
+        if key in typed:
+            out.setdefault(key, typed[key])
+        elif key in rest:
+            out.setdefault(key, copy.deepcopy(rest[key]))
+    return out
+
+
+def _typed(kind: ValueType, key: str | None = None) -> Any:
     """A field stored under ``key`` (default: the field's name) in the flat dict."""
     return field(default=None, metadata={"type": kind, "key": key})
 
@@ -172,30 +202,16 @@ class TrialResult:
     @classmethod
     def from_dict(cls, flat: Mapping[str, Any] | None) -> "TrialResult":
         sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
-        provenance = {}
-        for key, value in (flat or {}).items():
-            slot = _SLOTS.get(key)
-            if slot is not None and (value is None or slot[2].accepts(value)):
-                sections[slot[0]][slot[1]] = None if value is None else slot[2].load(value)
-            else:
-                provenance[key] = copy.deepcopy(value)
+        typed, provenance = read_flat(flat, {key: slot[2] for key, slot in _SLOTS.items()})
+        for key, value in typed.items():
+            sections[_SLOTS[key][0]][_SLOTS[key][1]] = value
         return cls(**{name: _SECTIONS[name](**values) for name, values in sections.items()},
                    provenance=provenance, keys=tuple(flat or ()))
 
     def to_dict(self) -> dict[str, Any]:
         """The flat metrics dict: the stored keys in their order, then values set since."""
-        typed = {}
-        for key, (section, name, kind) in _SLOTS.items():
-            value = getattr(getattr(self, section), name)
-            if value is not None or (key in self.keys and key not in self.provenance):
-                typed[key] = None if value is None else kind.dump(value)
-        out = {}
-        for key in (*self.keys, *typed, *self.provenance):
-            if key in typed:
-                out.setdefault(key, typed[key])
-            elif key in self.provenance:
-                out.setdefault(key, copy.deepcopy(self.provenance[key]))
-        return out
+        values = {key: (getattr(getattr(self, section), name), kind) for key, (section, name, kind) in _SLOTS.items()}
+        return write_flat(values, self.provenance, self.keys)
 
     @property
     def kind(self) -> RecordKind:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 from nas.data.loading import SegmentationData
 from nas.engine.baselines import baseline_records
@@ -26,6 +26,7 @@ from nas.results.records import TrialRecord
 from nas.run.open import OpenedRun, RunError, open_run
 from nas.run.outputs import run_objectives
 from nas.run.run_files import ensure_trivial
+from nas.run.settings import RunSettings
 from reports.trivial import trivial_line
 from nas.train.trainer import TrainConfig
 
@@ -43,33 +44,47 @@ class FinalOptions:
     final_seeds: int = DEFAULT_SEEDS
     device: str = "auto"
 
-    def epochs(self, settings: Mapping[str, Any]) -> int:
-        return self.final_epochs or EPOCHS_FACTOR * int(settings.get("epochs") or 1)
+    def epochs(self, settings: RunSettings) -> int:
+        return self.final_epochs or EPOCHS_FACTOR * (settings.epochs or 1)
 
 
-def final_recipe(settings: Mapping[str, Any], options: FinalOptions) -> TrialSettings:
+def final_recipe(settings: RunSettings, options: FinalOptions) -> TrialSettings:
     """The search's recipe (its stored settings) with the final epochs and ``options.device``."""
-    recipe = dict(settings.get("recipe") or {})
+    image_size = _image_size(settings)
+    recipe = dict(settings.recipe or {})
     given = {"epochs", "batch_size", "patch_size", "seed", "device", "patches_per_epoch"}
     known = {f.name for f in fields(TrainConfig)} - given
     train = TrainConfig(**{k: v for k, v in recipe.items() if k in known},
-                        epochs=options.epochs(settings), batch_size=int(settings.get("batch_size", 8)),
-                        patch_size=int(settings["image_size"]), seed=int(settings.get("seed", 0)),
-                        device=options.device, patches_per_epoch=settings.get("patches_per_epoch"))
-    return TrialSettings(image_size=int(settings["image_size"]), train=train,
-                         latency_engine=str(settings.get("latency_engine", "torch")))
+                        epochs=options.epochs(settings), batch_size=_given(settings.batch_size, 8),
+                        patch_size=image_size, seed=_given(settings.seed, 0),
+                        device=options.device, patches_per_epoch=settings.patches_per_epoch)
+    return TrialSettings(image_size=image_size, train=train, latency_engine=settings.latency_engine or "torch")
 
 
-def load_run_data(settings: Mapping[str, Any]) -> SegmentationData:
+def load_run_data(settings: RunSettings) -> SegmentationData:
     """The search's data with its splits (``DataError`` if the source is gone or changed)."""
     from nas.data.loading import load_data
 
-    source = str(settings["data"])
-    recipe = settings.get("recipe") or {}
-    test_fraction = settings.get("test_fraction", None if source.startswith("synthetic") else 0.0)
-    return load_data(source, image_size=int(settings["image_size"]), seed=int(settings.get("seed", 0)),
+    if settings.data is None:
+        raise ValueError("the run's settings name no data")
+    source = settings.data
+    recipe = settings.recipe or {}
+    test_fraction = settings.test_fraction  # None: a run made before test splits, its folder data gets none
+    if test_fraction is None and not source.startswith("synthetic"):
+        test_fraction = 0.0
+    return load_data(source, image_size=_image_size(settings), seed=_given(settings.seed, 0),
                      val_fraction=float(recipe.get("val_fraction", 0.25)), test_fraction=test_fraction,
-                     num_classes=settings.get("num_classes"))  # label maps: the class count the search had
+                     num_classes=settings.num_classes)  # label maps: the class count the search had
+
+
+def _given(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def _image_size(settings: RunSettings) -> int:
+    if settings.image_size is None:
+        raise ValueError("the run's settings name no image_size")
+    return settings.image_size
 
 
 def open_for_finalize(run_dir: Path, storage: str | None = None,
@@ -79,17 +94,17 @@ def open_for_finalize(run_dir: Path, storage: str | None = None,
     from nas.data.errors import DataError
 
     opened = open_run(run_dir, storage=storage, study_name=study_name)
-    if not opened.config.get("image_size") or not opened.config.get("data"):
+    if not opened.settings.image_size or not opened.settings.data:
         raise RunError(f"--run {run_dir}: its study holds no search settings (not written by nas-search)")
     if not any(r.finished for r in opened.records):
         raise RunError(f"--run {run_dir}: no finished trial to finalise")
     try:
-        return opened, load_run_data(opened.config)
+        return opened, load_run_data(opened.settings)
     except (DataError, ValueError) as error:
-        raise RunError(f"the run's data {opened.config['data']}: {error}") from None
+        raise RunError(f"the run's data {opened.settings.data}: {error}") from None
 
 
-def finalize_run(run_dir: Path, records: Sequence[TrialRecord], settings: Mapping[str, Any],
+def finalize_run(run_dir: Path, records: Sequence[TrialRecord], settings: RunSettings,
                  data: SegmentationData, options: FinalOptions, *, log: Log = print) -> dict[str, Any]:
     """Retrain the chosen front members and the baselines; write and return the summary.
 
@@ -98,7 +113,7 @@ def finalize_run(run_dir: Path, records: Sequence[TrialRecord], settings: Mappin
     # finalists come from the searched front; the family's warm-start trials enter as baselines
     front = pareto_front(searched_records(records), run_objectives(settings)).front
     family = [r for r in family_records(records) if r.finished]
-    items = entrants(front, baseline_records(run_dir), options.finalists, str(settings.get("space", "resunet")),
+    items = entrants(front, baseline_records(run_dir), options.finalists, settings.space or "resunet",
                      family, quality=run_objectives(settings)[0])  # k = 1: the best by the run's quality objective
     problem = entrant_problem(items, data.in_channels)
     if problem:
@@ -120,7 +135,7 @@ def finalize_run(run_dir: Path, records: Sequence[TrialRecord], settings: Mappin
 
     failures = train_entrants(items, data, final, seeds, run_dir, log=log, on_epoch=on_epoch)
     info = {"finalists": options.finalists, "final_epochs": final.train.epochs,
-            "search_epochs": settings.get("epochs"), "split_note": data.test_note,
+            "search_epochs": settings.epochs, "split_note": data.test_note,
             "test_images": len(data.test_images) if split == "test" else 0, "val_images": len(data.val_images)}
     summary = summarize(items, run_dir, seeds, split=split, failures=failures, info=info)
     summary["trivial"] = trivial = ensure_trivial(run_dir, data)["splits"].get(split)  # the floor, same images

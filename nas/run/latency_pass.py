@@ -17,12 +17,13 @@ for the table, the fronts, ``best/`` and the report; ``nas-report`` reuses the f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from nas.io import atomic_write_json, read_json
 from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, Objective, pareto_front
 from nas.results.records import TrialRecord
 from nas.results.trial_result import RecordKind
+from nas.run.settings import RunSettings
 
 LATENCY_FILE = "latency.json"
 FORMAT = "resunet-nas-latency"
@@ -68,12 +69,12 @@ def _candidates(records: list[TrialRecord], objectives: Iterable[Objective], run
             and r.checkpoint and (Path(run_dir) / r.checkpoint / "model.safetensors").is_file()]
 
 
-def remeasure_latency(records: list[TrialRecord], run_dir: Path, config: Mapping[str, Any],
+def remeasure_latency(records: list[TrialRecord], run_dir: Path, settings: RunSettings,
                       objectives: Iterable[Objective] = (), *, rounds: int | None = None,
                       repeats: int | None = None) -> dict[str, Any]:
     """Time the candidates (see the module docstring) and write ``latency.json``; returns its content.
 
-    ``records`` are the search trials and the baselines; ``config`` holds ``image_size``, ``device``
+    ``records`` are the search trials and the baselines; ``settings`` give ``image_size``, ``device``
     and ``latency_engine`` (default ``torch``). Nothing is written when no candidate has a checkpoint.
     """
     from nas.costs.latency import measure_latencies
@@ -83,8 +84,8 @@ def remeasure_latency(records: list[TrialRecord], run_dir: Path, config: Mapping
 
     run_dir = Path(run_dir)
     rounds, repeats = rounds or ROUNDS, repeats or REPEATS
-    engine = str(config.get("latency_engine") or "torch")
-    device = "cpu" if engine == "onnxruntime" else resolve_device(str(config.get("device") or "auto"))
+    engine = settings.latency_engine or "torch"
+    device = "cpu" if engine == "onnxruntime" else resolve_device(settings.device or "auto")
     objectives = tuple(objectives)
     measured: dict[str, Any] = {}
     timed: set[str] = set()
@@ -104,7 +105,9 @@ def remeasure_latency(records: list[TrialRecord], run_dir: Path, config: Mapping
             except (ValueError, OSError):  # a corrupt copy keeps its search-time number (nas-report warns)
                 continue
             dims = checkpoint_spatial_dims(info.space)
-            shape = shape or (1, info.in_channels, *(int(config["image_size"]),) * dims)
+            if settings.image_size is None:
+                raise ValueError("the run's settings name no image_size to time the models at")
+            shape = shape or (1, info.in_channels, *(settings.image_size,) * dims)
         if not models:
             break
         results = measure_latencies(models, shape, device, engine=engine, export=export_onnx, rounds=rounds,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.results.records import TrialRecord
+from nas.run.settings import RunSettings
 
 
 class RunError(ValueError):
@@ -22,14 +23,18 @@ class OpenedRun:
     run_dir: Path
     study_name: str
     storage: str
-    config: dict[str, Any] = field(default_factory=dict)  # the search's settings (``search_config``), {} if none
+    settings: RunSettings = RunSettings()  # the search's settings (``search_config``), empty if none
     records: list[TrialRecord] = field(default_factory=list)
 
     @property
     def title(self) -> str:
-        data = str(self.config.get("data", "?"))
+        data = self.settings.data or "?"
         name = data if data.startswith("synthetic") else Path(data).name
-        return f"nas-search: {self.config.get('space', '?')} on {name}"
+        return f"nas-search: {self.settings.space or '?'} on {name}"
+
+    def run_settings(self) -> RunSettings:
+        """The settings with the study and storage they were read from (what the report shows)."""
+        return self.settings.updated(study=self.study_name, storage=self.storage)
 
 
 def open_run(run_dir: str | Path, storage: str | None = None, study_name: str | None = None) -> OpenedRun:
@@ -66,7 +71,8 @@ def open_run(run_dir: str | Path, storage: str | None = None, study_name: str | 
         config, records = read_study(url, name, where)
     except StorageUnreadable as error:
         raise RunError(str(error)) from None
-    return OpenedRun(run_dir=run, study_name=name, storage=url, config=config, records=records)
+    return OpenedRun(run_dir=run, study_name=name, storage=url, settings=RunSettings.from_dict(config),
+                     records=records)
 
 
 # the defaults study_settings leaves out of the study (it stores only what differs from them)
@@ -74,7 +80,7 @@ _DEFAULTS = {"objectives": "dice,macs", "sampler": "tpe", "early_stop": "on", "l
              "family_rungs": 3, "restriction": {}, "constraints": {}}
 
 
-def effective_settings(config: dict[str, Any], run_dir: str | Path | None = None) -> dict[str, Any]:
+def effective_settings(stored: RunSettings, run_dir: str | Path | None = None) -> dict[str, Any]:
     """The study's stored settings with every default filled in: ``objectives``, ``sampler``,
     ``early_stop`` (and its rungs), the full ``recipe``, and the ``budget`` (``trials``, ``timeout``
     and why the search stopped, from ``search_end.json``; None where the run has no such file)."""
@@ -82,20 +88,20 @@ def effective_settings(config: dict[str, Any], run_dir: str | Path | None = None
     from nas.run.search_config import DEFAULT_VAL_FRACTION, RECIPE_FIELDS, SearchConfig
 
     defaults = SearchConfig()
-    settings = {**_DEFAULTS, **config}
+    settings = {**_DEFAULTS, **stored.to_dict()}
     settings["recipe"] = {**{name: getattr(defaults, name) for name in RECIPE_FIELDS},
-                          "val_fraction": DEFAULT_VAL_FRACTION, **dict(config.get("recipe") or {})}
+                          "val_fraction": DEFAULT_VAL_FRACTION, **dict(stored.recipe or {})}
     if "early_stop_rungs" not in settings and settings["early_stop"] != "off":
         try:
             from nas.engine.early_stop import early_stop_policy
 
             rule = "halving" if settings["early_stop"] == "on" else str(settings["early_stop"])
-            policy = early_stop_policy(rule, int(config.get("epochs", defaults.epochs)), ())
+            policy = early_stop_policy(rule, stored.epochs if stored.epochs is not None else defaults.epochs, ())
             settings["early_stop_rungs"] = list(policy.rungs) if policy is not None else []
         except (TypeError, ValueError, AttributeError):
             pass
     end = search_end(run_dir) if run_dir is not None else {}
-    settings["budget"] = {"trials": end.get("trials", config.get("trials")), "timeout": end.get("timeout"),
+    settings["budget"] = {"trials": end.get("trials", stored.trials), "timeout": end.get("timeout"),
                           "stopped": end.get("stopped")}
     return settings
 
@@ -126,10 +132,10 @@ def load_run(run_dir: str | Path, storage: str | None = None, study_name: str | 
     opened = open_run(run_dir, storage=storage, study_name=study_name)
     records = with_remeasured_latency(opened.records, opened.run_dir)
     frame = trials_frame(records)
-    front = pareto_front(records, run_objectives(opened.config)).numbers
+    front = pareto_front(records, run_objectives(opened.settings)).numbers
     by_number = {r.number: r for r in records}
     frame["on_front"] = pandas.array([int(n) in front for n in frame["number"]], dtype="boolean")
     frame["point"] = pandas.array([point_kind(by_number[int(n)]) for n in frame["number"]], dtype="string")
-    frame.attrs.update(config=effective_settings(dict(opened.config), opened.run_dir), study=opened.study_name,
+    frame.attrs.update(config=effective_settings(opened.settings, opened.run_dir), study=opened.study_name,
                        storage=opened.storage)
     return frame

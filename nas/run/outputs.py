@@ -15,7 +15,7 @@ import platform
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from nas.results.pareto import Objective, ParetoFront, pareto_front
 from reports import render_report, save_static_figures
@@ -30,17 +30,16 @@ from nas.results.table import write_trials_csv
 from nas.run.latency_pass import latency_note, remeasure_latency, with_remeasured_latency
 from nas.run.run_files import (annotate_best, below_trivial, precision_notes, read_trivial, restore_lost_checkpoints,
                                 search_end)
+from nas.run.settings import RunSettings
 
 OBJECTIVES = (Objective("dice", "maximize"), Objective("macs", "minimize"))
 
 
-def run_objectives(config: Mapping[str, Any]) -> tuple[Objective, ...]:
+def run_objectives(settings: RunSettings) -> tuple[Objective, ...]:
     """The axes ``best/`` is ranked by: the search's ``--objectives`` (Dice vs MACs by default)."""
-    from nas.engine.objectives import Objectives
     from nas.engine.job import report_objectives
 
-    names = config.get("objectives")
-    return report_objectives(Objectives.parse(names)) if names else OBJECTIVES
+    return report_objectives(settings.objectives) if settings.objectives else OBJECTIVES
 VERSIONED = ("torch", "optuna", "numpy", "plotly", "onnxruntime")
 
 
@@ -103,7 +102,7 @@ def export_best(front: ParetoFront, run_dir: Path, *, deploy: bool = True,
     return exported
 
 
-def environment(config: Mapping[str, Any], records: list[TrialRecord]) -> dict[str, str]:
+def environment(settings: RunSettings, records: list[TrialRecord]) -> dict[str, str]:
     """Versions read from package metadata (no heavy imports) and the devices the trials ran on."""
     env = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
     for name in VERSIONED:
@@ -113,10 +112,10 @@ def environment(config: Mapping[str, Any], records: list[TrialRecord]) -> dict[s
             pass
     train = sorted({r.result.timing.train_device for r in records if r.result.timing.train_device})
     latency = sorted({r.latency_device for r in records if r.latency_device})
-    env["device (training)"] = ", ".join(train) or str(config.get("device", "?"))
+    env["device (training)"] = ", ".join(train) or str(settings.device or "?")
     env["device (latency)"] = ", ".join(latency) or "not measured"
-    if config.get("torch_threads"):
-        env["torch threads"] = str(config["torch_threads"])
+    if settings.torch_threads:
+        env["torch threads"] = str(settings.torch_threads)
     return env
 
 
@@ -126,51 +125,63 @@ def _warn(what: str, error: Exception) -> str:
     return text
 
 
-def report_extras(run_dir: Path, config: Mapping[str, Any], records: list[TrialRecord], *, study: Any = None,
+def report_extras(run_dir: Path, settings: RunSettings, records: list[TrialRecord], *, study: Any = None,
                   overlays: bool = True, overlay_images: int = 3) -> dict[str, Any]:
     """``importance`` / ``overlays`` / ``environment`` keyword arguments for ``render_report``.
 
     ``study`` is an Optuna study when the caller has one; otherwise it is reloaded from
-    ``config["storage"]`` and ``config["study"]`` (both set by ``nas-search``).
+    ``settings.storage`` and ``settings.study`` (both set by ``nas-search`` and ``nas-report``).
     """
-    extras: dict[str, Any] = {"environment": environment(config, records), "finalists": read_summary(run_dir)}
+    extras: dict[str, Any] = {"environment": environment(settings, records), "finalists": read_summary(run_dir)}
     try:
         from nas.engine.optuna_adapter.importance import importances_from_storage, param_importances
 
         if study is not None:
             extras["importance"] = param_importances(study)
-        elif config.get("storage") and config.get("study"):
-            extras["importance"] = importances_from_storage(str(config["storage"]), str(config["study"]))
+        elif settings.storage and settings.study:
+            extras["importance"] = importances_from_storage(settings.storage, settings.study)
     except Exception as error:  # an optional section: say why it is missing instead of failing the run
         extras["importance"] = {"targets": {}, "note": _warn("importance", error)}
     if overlays and (Path(run_dir) / "best").is_dir():
         try:
             from nas.deploy.overlays import prediction_overlays
 
-            extras["overlays"] = prediction_overlays(run_dir, config, n_images=overlay_images)
+            extras["overlays"] = prediction_overlays(run_dir, lambda: _validation_data(settings),
+                                                     image_size=settings.image_size, n_images=overlay_images)
         except Exception as error:
             note = _warn("prediction overlays", error)
-            front = pareto_front(records, run_objectives(config)).front
+            front = pareto_front(records, run_objectives(settings)).front
             extras["overlays"] = {r.number: {"error": note} for r in front}
     return extras
 
 
-def write_run_outputs(records: list[TrialRecord], run_dir: Path, *, title: str, config: dict[str, Any],
+def _validation_data(settings: RunSettings) -> Any:
+    """The run's validation split for the overlays, as the search made it (data, image size, seed, classes)."""
+    from nas.deploy.overlays import validation_data
+
+    if settings.data is None or settings.image_size is None or settings.seed is None:
+        raise ValueError("the run's settings name no data, image_size or seed")
+    return validation_data(settings.data, image_size=settings.image_size, seed=settings.seed,
+                           num_classes=settings.num_classes)
+
+
+def write_run_outputs(records: list[TrialRecord], run_dir: Path, *, title: str, settings: RunSettings,
                       study: Any = None, overlays: bool = True, overlay_images: int = 3,
-                      export: bool = True) -> ParetoFront:
+                      export: bool = True, latency_pass: bool = True) -> ParetoFront:
     """Table, Pareto checkpoints, static figures and the full report, each written atomically.
 
-    ``export=False`` keeps ``best/`` as it is (``nas-report`` rebuilds the page without touching models).
+    ``export=False`` keeps ``best/`` as it is (``nas-report`` rebuilds the page without touching models);
+    ``latency_pass=False`` keeps the latencies the run has (``latency.json`` or the search's).
     """
     run_dir = Path(run_dir)
     ending = search_end(run_dir)  # nas-search's budget and why it stopped: the report states both
     budget = {key: ending[key] for key in ("trials", "timeout") if ending.get(key) is not None}
-    config = {**budget, **config} if budget else config  # the Reproduce commands carry the budget
-    remeasured = _latency_pass(records, run_dir, config) if export and config.get("latency_pass", True) else {}
+    settings = settings.beneath(**budget)  # the Reproduce commands carry the budget
+    remeasured = _latency_pass(records, run_dir, settings) if export and latency_pass else {}
     records = with_remeasured_latency(records, run_dir)
     write_trials_csv(records, run_dir / "trials.csv")
     failpoint("report")
-    front = pareto_front(records, run_objectives(config))
+    front = pareto_front(records, run_objectives(settings))
     trivial = read_trivial(run_dir)  # the constant predictors' Dice; None for runs made before trivial.json
     if export:
         export_best(front, run_dir, skip=below_trivial(records, trivial))
@@ -181,22 +192,22 @@ def write_run_outputs(records: list[TrialRecord], run_dir: Path, *, title: str, 
     # compressed variants and baselines are drawn (own markers) but never exported to best/
     shown = (records + compressed_records(run_dir, first_number=first)
              + with_remeasured_latency(baseline_records(run_dir), run_dir))
-    save_static_figures(shown, run_dir, objectives=run_objectives(config),  # + pareto_objectives when not Dice
+    save_static_figures(shown, run_dir, objectives=run_objectives(settings),  # + pareto_objectives when not Dice
                         trivial=trivial)
-    extras = report_extras(run_dir, config, records, study=study, overlays=overlays,
+    extras = report_extras(run_dir, settings, records, study=study, overlays=overlays,
                            overlay_images=overlay_images)
     best = {int(p.name.rsplit("_", 1)[-1]): f"best/{p.name}" for p in sorted((run_dir / "best").glob("trial_*"))
             if p.name.rsplit("_", 1)[-1].isdigit()}
-    render_report(shown, run_dir / "report.html", title=title, config=config, exported=best,
-                  conventions=_notes(run_dir), front_objectives=run_objectives(config), trivial=trivial,
+    render_report(shown, run_dir / "report.html", title=title, config=settings.to_dict(), exported=best,
+                  conventions=_notes(run_dir), front_objectives=run_objectives(settings), trivial=trivial,
                   ending=ending, **extras)
     return front
 
 
-def _latency_pass(records: list[TrialRecord], run_dir: Path, config: Mapping[str, Any]) -> dict[str, Any]:
+def _latency_pass(records: list[TrialRecord], run_dir: Path, settings: RunSettings) -> dict[str, Any]:
     """The end-of-search latency pass; a failure keeps the search-time numbers and says why."""
     try:
-        return remeasure_latency(records + baseline_records(run_dir), run_dir, config, run_objectives(config))
+        return remeasure_latency(records + baseline_records(run_dir), run_dir, settings, run_objectives(settings))
     except Exception as error:  # an exporter or runtime refusing one model must not lose the report
         _warn("latency re-measurement", error)
         return {}

@@ -16,11 +16,15 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from nas.results.records import TrialRecord
 from nas.run.search_config import SearchConfig, SearchError
 from nas.run.search_plan import Plan, gpu_count, gpus_per_trial, prepare, study_settings
+
+if TYPE_CHECKING:  # torch-heavy at import; the study is Optuna's (nas.run sees it only through the adapter)
+    from nas.engine.family import FamilyMember
+    from nas.engine.job import LiveView, SearchJob
 
 __all__ = ["SearchConfig", "SearchError", "SearchResult", "Terminated", "run_search"]
 
@@ -196,8 +200,8 @@ def _run(plan: Plan, study: Any) -> SearchResult:
     return result
 
 
-def _search(plan: Plan, job: Any, study: Any, live: Any, search: Any,
-            family: list[Any]) -> tuple[str | None, str | None]:
+def _search(plan: Plan, job: SearchJob, study: Any, live: LiveView, search: Callable[..., str | None],
+            family: list[FamilyMember]) -> tuple[str | None, str | None]:
     """Run the trials, then the baselines (presets, and the family when no warm start made it study
     trials); returns (why the engine stopped early, interruption or None)."""
     from nas.engine.optuna_adapter.study import count_finished, recover_lost_trials, study_records
@@ -245,7 +249,7 @@ def _search(plan: Plan, job: Any, study: Any, live: Any, search: Any,
         from nas.run.finalize import FinalizeError, FinalOptions, finalize_run
 
         try:
-            finalize_run(plan.out, study_records(study), {**study_settings(plan), "objectives": str(plan.objectives)},
+            finalize_run(plan.out, study_records(study), plan.settings.updated(objectives=plan.objectives),
                          plan.data, FinalOptions(config.finalists, config.final_epochs, config.final_seeds,
                                                  config.device), log=_say)
         except FinalizeError as error:  # the trials are done: say why the stage did not run, keep the outputs
@@ -256,7 +260,7 @@ def _search(plan: Plan, job: Any, study: Any, live: Any, search: Any,
     return stopped, interrupted
 
 
-def _write_outputs(plan: Plan, study: Any, live: Any, stopped: str | None, interrupted: str | None) -> SearchResult:
+def _write_outputs(plan: Plan, study: Any, live: LiveView, stopped: str | None, interrupted: str | None) -> SearchResult:
     """Table, ``best/``, report; the summary on the console; how the search ended."""
     import torch
 
@@ -267,13 +271,13 @@ def _write_outputs(plan: Plan, study: Any, live: Any, stopped: str | None, inter
     config, out = plan.config, plan.out
     records = study_records(study)
     live.update(records)
-    settings = {**study_settings(plan), "objectives": str(plan.objectives), "trials": config.trials,
-                "study": plan.study_name, "storage": plan.storage, "device": str(resolve_device(config.device)),
-                "torch_threads": torch.get_num_threads()}
+    settings = plan.settings.updated(objectives=plan.objectives, trials=config.trials, study=plan.study_name,
+                                     storage=plan.storage, device=str(resolve_device(config.device)),
+                                     torch_threads=torch.get_num_threads())
     finished = sum(r.finished for r in records)
     below = _record_ending(out, config, records, finished, stopped)
     front = write_run_outputs(records, out, title=f"nas-search: {plan.space.name} on {plan.data.name}",
-                              config=settings)
+                              settings=settings)
     if below:
         _say(below)
     _say(f"\n{finished} finished trial(s); Pareto front ({' vs '.join(plan.objectives.names)}):")

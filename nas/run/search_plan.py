@@ -6,10 +6,20 @@ nothing behind: no run folder, no lock, no study.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.run.search_config import SearchConfig, SearchError, flag
+from nas.run.settings import RunSettings
+
+if TYPE_CHECKING:  # torch-heavy at import: the plan's types only
+    from search_spaces import SearchSpace
+    from search_spaces.overrides import Restriction
+
+    from nas.costs.constraints import Constraints
+    from nas.data.dataset import SegmentationData
+    from nas.engine.objectives import Objectives
 
 
 @dataclass(frozen=True)
@@ -17,17 +27,22 @@ class Plan:
     """What ``prepare`` checked and built; nothing is written yet."""
 
     config: SearchConfig
-    space: Any
-    restriction: Any
-    constraints: Any
-    objectives: Any
-    data: Any
+    space: SearchSpace
+    restriction: Restriction
+    constraints: Constraints
+    objectives: Objectives
+    data: SegmentationData
     out: Path
     storage: str
     study_name: str
 
+    @cached_property
+    def settings(self) -> RunSettings:
+        """The settings stored in the study (``run_settings``), built once per plan."""
+        return run_settings(self)
 
-def resolve_space(config: SearchConfig) -> tuple[Any, Any, Any]:
+
+def resolve_space(config: SearchConfig) -> tuple[SearchSpace, Restriction, Constraints]:
     """The space, its checked restriction and the constraints (all ``--describe`` needs)."""
     from search_spaces import get_space
     from search_spaces.overrides import OverrideError, check_restriction, restriction_from_args
@@ -159,31 +174,34 @@ def prepare(config: SearchConfig) -> Plan:
                 config.storage or default_storage(out, config.workers), config.study_name or space.name)
 
 
-def study_settings(plan: Plan) -> dict[str, Any]:
-    """The settings stored in the study: a resume with other values is refused (never change the keys)."""
+def run_settings(plan: Plan) -> RunSettings:
+    """The settings a resume must match, as the study stores them: only what differs from the defaults
+    (so studies made before a setting existed still resume); never change the fields' names."""
+    from nas.engine.objectives import Objectives
+
     config = plan.config
     data_id = config.data if config.data.startswith("synthetic") else str(Path(config.data).resolve())
-    settings = {"space": plan.space.name, "data": data_id, "epochs": config.epochs,
-                "image_size": config.image_size, "batch_size": config.batch_size, "seed": config.seed}
-    if plan.restriction:  # only when set, so studies made before restrictions existed still resume
-        settings["restriction"] = plan.restriction.to_dict()
-    if plan.constraints:
-        settings["constraints"] = plan.constraints.to_dict()
-    if config.recipe_changes():
-        settings["recipe"] = config.recipe_changes()
-    settings.update(data_settings(plan))
     family = config.warm_start == "family" or "family" in config.baselines
-    if family and config.family_rungs != SearchConfig.family_rungs:
-        settings["family_rungs"] = config.family_rungs  # the family is planned with the study
     early_stop = {"halving": "on", "none": "off"}.get(config.early_stop, config.early_stop)  # as before the rules
-    if config.early_stop_rungs:
-        settings["early_stop_rungs"] = list(config.early_stop_rungs)
-    for key, value, default in (("objectives", str(plan.objectives), "dice,macs"),
-                                ("sampler", config.sampler, "tpe"), ("early_stop", early_stop, "on"),
-                                ("latency_engine", config.latency_engine, "torch")):
-        if value != default:
-            settings[key] = value
-    return settings
+
+    def changed(value: Any, default: Any) -> Any:
+        return value if value != default else None
+
+    return RunSettings(
+        space=plan.space.name, data=data_id, epochs=config.epochs, image_size=config.image_size,
+        batch_size=config.batch_size, seed=config.seed,
+        restriction=plan.restriction.to_dict() if plan.restriction else None,
+        constraints=plan.constraints.to_dict() if plan.constraints else None,
+        recipe=config.recipe_changes() or None, **data_settings(plan),
+        family_rungs=changed(config.family_rungs, SearchConfig.family_rungs) if family else None,
+        early_stop_rungs=config.early_stop_rungs or None, objectives=changed(plan.objectives, Objectives()),
+        sampler=changed(config.sampler, "tpe"), early_stop=changed(early_stop, "on"),
+        latency_engine=changed(config.latency_engine, "torch"))
+
+
+def study_settings(plan: Plan) -> dict[str, Any]:
+    """The settings stored in the study (``Plan.settings`` as its dict): a resume with other values is refused."""
+    return plan.settings.to_dict()
 
 
 def data_settings(plan: Plan) -> dict[str, Any]:
