@@ -13,6 +13,7 @@ from conftest import call
 
 from nas.data.normalization import Normalization
 from nas.deploy.checkpoint import file_sha256, save_checkpoint
+from nas.results.trial_result import TrialResult
 from search_spaces import get_space
 from search_spaces.resunet.spec import ResUNetSpec
 
@@ -157,7 +158,7 @@ def test_a_failing_seed_is_isolated_retried_next_run_and_other_final_epochs_are_
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")
         folder.mkdir(parents=True)
         (folder / "metrics.json").write_text(json.dumps({**extra, "dice": 0.5}))
-        return {"dice": 0.5, "seconds": 1.0}
+        return TrialResult.from_dict({"dice": 0.5, "threshold": 0.5, "seconds": 1.0})
 
     monkeypatch.setattr(fin, "train_and_save", fake_train)
     items = [fin.Entrant(f"trial_000{i}", f"trial {i}", "finalist", "resunet", spec(w).to_dict(), 0.5, i)

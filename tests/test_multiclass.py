@@ -230,7 +230,7 @@ def test_k_class_trial_trains_and_stores_per_class_metrics(tmp_path):
     data = load_data("synthetic:classes", image_size=32, seed=0, synthetic_train=8, synthetic_val=4, synthetic_test=2)
     settings = TrialSettings(image_size=32, train=TrainConfig(epochs=1, batch_size=4, patch_size=32, foreground_fraction=0.5,
                                                               class_weights=(0.5, 1.0, 4.0, 2.0)), latency_repeats=1)
-    metrics = train_and_save(SPEC, get_space("resunet"), data, settings, tmp_path / "ckpt")
+    metrics = train_and_save(SPEC, get_space("resunet"), data, settings, tmp_path / "ckpt").to_dict()
     assert metrics["num_classes"] == 4 and metrics["class_names"] == list(CLASS_NAMES)
     assert metrics["threshold"] is None and "dice_at_half" not in metrics
     assert set(metrics["per_class"]) == {"curve", "blob", "region"}
@@ -251,7 +251,7 @@ def test_binary_trial_keeps_its_keys_and_adds_the_class_ones(tmp_path):
     data = load_data("synthetic", image_size=32, seed=0, synthetic_train=4, synthetic_val=2, synthetic_test=0)
     settings = TrialSettings(image_size=32, train=TrainConfig(epochs=1, batch_size=4, patch_size=32),
                              latency_repeats=1)
-    metrics = train_and_save(SPEC, get_space("resunet"), data, settings, tmp_path / "ckpt")
+    metrics = train_and_save(SPEC, get_space("resunet"), data, settings, tmp_path / "ckpt").to_dict()
     assert 0.05 <= metrics["threshold"] <= 0.95 and "confusion" not in metrics["quality"]["val"]
     assert metrics["miou"] == metrics["quality"]["val"]["iou"] and metrics["num_classes"] == 2
     assert list(metrics["per_class"]) == ["foreground"] and np.array(metrics["confusion"]).sum() == 2 * 32 * 32

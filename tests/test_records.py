@@ -91,13 +91,32 @@ def test_real_metrics_of_a_tiny_training_round_trip(tmp_path):
     settings = TrialSettings(image_size=32, train=TrainConfig(epochs=1, batch_size=4, patch_size=32, device="cpu"),
                              latency_warmup=0, latency_repeats=1, measure_train_memory=True)
     spec = ResUNetSpec(encoder_widths=(4, 8), decoder_widths=(4,))
-    metrics = train_and_save(spec, get_space("resunet"), data, settings, tmp_path / "t", extra={"trial": 0})
+    trained = train_and_save(spec, get_space("resunet"), data, settings, tmp_path / "t", extra={"trial": 0})
     stored = json.loads((tmp_path / "t" / "metrics.json").read_text())
-    for flat in (metrics, stored):
+    assert {**trained.to_dict(), "weights_sha256": stored["weights_sha256"]} == stored  # the checkpoint's metrics
+    for flat in (trained.to_dict(), stored):
         assert TrialResult.from_dict(flat).to_dict() == flat
     result = TrialResult.from_dict(stored)
     assert set(result.provenance) == {"trial", "weights_sha256"}  # every other key is typed
-    assert result.costs.macs == metrics["macs"] and result.timing.epochs_run == 1
+    assert result.costs == trained.costs and result.timing.epochs_run == trained.timing.epochs_run == 1
+
+
+@pytest.mark.parametrize("trained", [{"dice": 0.5, "macs": 10, "seconds": 1.0, "trial": 3},
+                                     {"dice": 0.5, "macs": 10, "replay_source": "table"}])  # a stand-in's, no seconds
+def test_the_policys_typed_write_side_stores_what_its_dict_updates_stored(trained):
+    """``run_policy`` adds the costs measured for the constraints check (never over a trained value) and
+    the trial's seconds: the same flat dict, keys and order, as the dict updates it replaced."""
+    from dataclasses import replace
+
+    measured = {"macs": 99, "train_memory_mb": 2.0, "macs_counter": "fvcore"}
+    old = dict(trained)
+    old.update({k: v for k, v in measured.items() if k not in old})
+    old["seconds"] = 2.5
+    result = TrialResult.from_dict(trained).merged(measured, replace=False)
+    result = replace(result, timing=replace(result.timing, seconds=2.5))
+    assert list(result.to_dict().items()) == list(old.items())
+    assert result.costs.macs == 10 and result.costs.train_memory_mb == 2.0 and result.timing.seconds == 2.5
+    assert TrialResult.from_dict(trained).merged({"macs": 5}).costs.macs == 5
 
 
 # ----------------------------------------------------------------------------- TrialRecord

@@ -38,9 +38,9 @@ def _train_one(name: str, spec: Any, space: SearchSpace, extra: dict[str, Any], 
         log(f"baseline {name}: already trained ({folder})")
         return folder
     log(f"baseline {name}  {spec.summary()}")
-    metrics = train_and_save(spec, space, data, settings, folder, extra=extra, on_epoch=on_epoch)
-    log(f"    -> dice {metrics['dice']:.3f}  {metrics['macs'] / 1e6:.1f} MMAC  "
-        f"{metrics['params'] / 1e3:.1f} k params  {metrics['seconds']:.1f} s")
+    result = train_and_save(spec, space, data, settings, folder, extra=extra, on_epoch=on_epoch)
+    log(f"    -> dice {result.quality.dice:.3f}  {result.costs.macs / 1e6:.1f} MMAC  "
+        f"{result.costs.params / 1e3:.1f} k params  {result.timing.seconds:.1f} s")
     return folder
 
 

@@ -117,16 +117,18 @@ def train_entrants(items: Sequence[Entrant], data: SegmentationData, settings: T
             if entrant.trial is not None:
                 extra["trial"] = entrant.trial
             try:
-                metrics = train_and_save(spec, space, data, replace(settings, train=replace(settings.train, seed=seed)),
-                                         folder, extra=extra, on_epoch=on_epoch)
+                result = train_and_save(spec, space, data, replace(settings, train=replace(settings.train, seed=seed)),
+                                        folder, extra=extra, on_epoch=on_epoch)
             except Exception as error:  # one seed's failure must not end the stage (KeyboardInterrupt does)
                 failures[(entrant.key, seed)] = failure_reason(error)
                 log(f"    -> failed: {failures[(entrant.key, seed)]} (the next run retries it)")
                 release_memory()
                 continue
-            threshold = metrics.get("threshold", 0.5)  # None: a K-class model (argmax, docs/multiclass.md)
-            log(f"    -> val dice {metrics.get('dice_at_threshold', metrics['dice']):.3f} "
-                f"{'by argmax' if threshold is None else f'at threshold {threshold:g}'}  {metrics['seconds']:.1f} s")
+            quality = result.quality
+            threshold = quality.threshold  # None: a K-class model (argmax, docs/multiclass.md)
+            dice = quality.dice_at_threshold if quality.dice_at_threshold is not None else quality.dice
+            log(f"    -> val dice {dice:.3f} {'by argmax' if threshold is None else f'at threshold {threshold:g}'}  "
+                f"{result.timing.seconds:.1f} s")
             failpoint("finalist_seed")
     return failures
 

@@ -10,7 +10,7 @@ a Ray report). No Optuna, no Ray.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -22,6 +22,7 @@ from nas.engine.early_stop import EarlyStopped, RungPoint, rung_verdict
 from nas.engine.job import SearchJob
 from nas.engine.trial import fit_spec, onnxruntime_latency
 from nas.results.outcome import StopReason
+from nas.results.trial_result import TrialResult
 from nas.train.trainer import resolve_device
 
 Log = Callable[[str], None]
@@ -43,11 +44,11 @@ class TrialDone:
     """A finished trial: what the engine stores on it."""
 
     spec: dict[str, Any]
-    metrics: dict[str, Any]  # the flat, JSON-safe metrics (nas.results.trial_result.TrialResult.from_dict)
+    result: TrialResult  # what it measured; stored as its flat, JSON-safe dict (``to_dict``)
     checkpoint: str  # folder relative to the run directory
 
     def attrs(self) -> dict[str, Any]:
-        return {"spec": self.spec, "metrics": self.metrics, "checkpoint": self.checkpoint}
+        return {"spec": self.spec, "metrics": self.result.to_dict(), "checkpoint": self.checkpoint}
 
 
 class TrialPort(Protocol):
@@ -181,14 +182,17 @@ def run_policy(job: SearchJob, port: TrialPort, log: Log = _log,
         raise TrialStopped(StopReason.DUPLICATE, f"duplicate of trial {original}")
     progress = _Progress(job, port, log)
     try:
-        metrics = job.train(
+        trained = job.train(
             spec, job.space, job.data, job.settings, job.out / port.checkpoint, extra=port.extra,
             on_epoch=progress, on_costs=lambda costs: progress.on_costs({**measured, **costs}))
     except EarlyStopped as stop:
         partial = {**progress.measured, "epoch_dice": list(progress.curve), "stopped_at_epoch": stop.epoch}
         raise TrialStopped(StopReason.EARLY_STOPPED, str(stop), epoch=stop.epoch, measured=partial) from None
-    metrics.update({k: v for k, v in measured.items() if k not in metrics})  # costs measured for the check
-    metrics["seconds"] = time.perf_counter() - started
-    log(f"    -> dice {metrics['dice']:.3f} (epoch {metrics['best_epoch']})  {metrics['macs'] / 1e6:.1f} MMAC  "
-        f"{metrics['params'] / 1e3:.1f} k params  {metrics['latency_ms']:.2f} ms  {metrics['seconds']:.1f} s")
-    return TrialDone(spec=spec.to_dict(), metrics=metrics, checkpoint=port.checkpoint.as_posix())
+    if not isinstance(trained, TrialResult):  # a stand-in's flat metrics (the replay's recorded curves)
+        trained = TrialResult.from_dict(trained)
+    result = trained.merged(measured, replace=False)  # + the costs measured for the check
+    result = replace(result, timing=replace(result.timing, seconds=time.perf_counter() - started))
+    quality, costs = result.quality, result.costs
+    log(f"    -> dice {quality.dice:.3f} (epoch {quality.best_epoch})  {costs.macs / 1e6:.1f} MMAC  "
+        f"{costs.params / 1e3:.1f} k params  {costs.latency_ms:.2f} ms  {result.timing.seconds:.1f} s")
+    return TrialDone(spec=spec.to_dict(), result=result, checkpoint=port.checkpoint.as_posix())

@@ -24,6 +24,7 @@ from nas.costs.measure import Costs, measure_costs
 from nas.data.loading import SegmentationData
 from nas.costs.constraints import training_step_memory
 from nas.results.outcome import FailureKind
+from nas.results.trial_result import TrialResult
 from nas.train.labels import labels_from_logits
 from nas.train.multiclass import confusion_matrix, image_class_dice
 from nas.train.threshold import ThresholdChoice, choose_threshold, dice_scores, with_foreground
@@ -31,8 +32,9 @@ from nas.train.trainer import (TrainConfig, TrainingError, TrainResult, evaluate
                                train_model)
 
 CostsCallback = Callable[[dict[str, Any]], None]
-TrainFunction = Callable[..., dict[str, Any]]  # ``train_and_save``'s signature: (spec, space, data, settings, folder, *,
-# extra, on_epoch, on_costs) -> metrics; the trial policy calls ``SearchJob.train``
+TrainFunction = Callable[..., "TrialResult | dict[str, Any]"]  # ``train_and_save``'s signature: (spec, space, data,
+# settings, folder, *, extra, on_epoch, on_costs) -> what it measured; the trial policy calls ``SearchJob.train``
+# (a stand-in, the replay's recorded curves, may return the flat metrics dict)
 
 
 @dataclass(frozen=True)
@@ -228,13 +230,15 @@ def fit_spec(spec: Any, data: SegmentationData) -> Any:
 def train_and_save(spec: Any, space: SearchSpace, data: SegmentationData, settings: TrialSettings,
                    folder: Path, *, extra: dict[str, Any] | None = None,
                    on_epoch: Callable[[int, float, float], None] | None = None,
-                   on_costs: CostsCallback | None = None) -> dict[str, Any]:
-    """Evaluate ``spec`` and write its best-epoch checkpoint to ``folder``; returns its metrics."""
+                   on_costs: CostsCallback | None = None) -> TrialResult:
+    """Evaluate ``spec`` and write its best-epoch checkpoint to ``folder``; returns what it measured
+    (``extra`` joins it as provenance), the result whose ``to_dict`` is the checkpoint's metrics."""
     started = time.perf_counter()
     spec = fit_spec(spec, data)
     outcome = evaluate_spec(spec, space, data, settings, on_epoch=on_epoch, on_costs=on_costs)
-    metrics = {**outcome.metrics(), **(extra or {}), "seconds": time.perf_counter() - started}
+    result = TrialResult.from_dict({**outcome.metrics(), **(extra or {}), "seconds": time.perf_counter() - started})
     save_checkpoint(folder, outcome.model, spec, space=space.name, in_channels=data.in_channels,
-                    out_channels=getattr(spec, "out_channels", 1), normalization=data.normalization, metrics=metrics)
-    return metrics
+                    out_channels=getattr(spec, "out_channels", 1), normalization=data.normalization,
+                    metrics=result.to_dict())
+    return result
 

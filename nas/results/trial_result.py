@@ -213,6 +213,12 @@ class TrialResult:
         values = {key: (getattr(getattr(self, section), name), kind) for key, (section, name, kind) in _SLOTS.items()}
         return write_flat(values, self.provenance, self.keys)
 
+    def merged(self, values: Mapping[str, Any], *, replace: bool = True) -> "TrialResult":
+        """This result with the flat ``values`` set, as ``{**self.to_dict(), **values}`` (new keys after
+        the stored ones); ``replace=False`` adds only the keys it lacks."""
+        flat = self.to_dict()
+        return TrialResult.from_dict({**flat, **{k: v for k, v in values.items() if replace or k not in flat}})
+
     @property
     def kind(self) -> RecordKind:
         return RecordKind.of(self.provenance)
