@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from nas.bench.experiment import ARMS, BUDGETS, Setting, compare, family_hypervolume, markdown, run_arms, \
     trial_equivalent  # noqa: E402
 
-DEFAULT_ARMS = "engine,engine-nowarm,engine-nostop,engine-moasha-rule,nsga2,random,random-halving,syne-moasha"
+DEFAULT_ARMS = "engine,engine-nostrata,engine-nowarm,engine-moasha-rule,nsga2,random,random-halving,syne-moasha"
 _ARGS: dict[str, Any] = {}
 
 

@@ -7,6 +7,7 @@ a forbidden import to a copy of the tree.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -123,3 +124,15 @@ def _modules() -> list[str]:
 def test_module_is_under_the_size_limit(module):
     lines = len((ROOT / module).read_text().splitlines())
     assert lines <= MAX_LINES, f"{module}: {lines} lines, over {MAX_LINES}: split it by concept"
+
+
+# A process started as ``python -m nas.cli.search`` is a dependency no contract can see (issue 27):
+# the workers run a function handed over as an object instead (nas.engine.workers).
+STARTED_BY_NAME = re.compile(r"""["']-[mc]["']\s*,\s*["'](?:import\s+|from\s+)?(?:nas|compress|reports|search_spaces)\b""")
+
+
+def test_no_module_starts_a_project_module_by_name():
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}" for package in PACKAGES
+             for path in sorted((ROOT / package).rglob("*.py"))
+             for number, line in enumerate(path.read_text().splitlines(), 1) if STARTED_BY_NAME.search(line)]
+    assert found == [], "\n".join(found)

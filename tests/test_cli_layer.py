@@ -211,7 +211,7 @@ def test_a_python_caller_gets_the_ranges_of_the_flags(name):
         SearchConfig(**{name: LIMITS[name].low - 1})
 
 
-def test_workers_receive_the_same_config_through_their_flags():
+def test_a_config_survives_its_flags():
     from nas.cli.search import build_parser, config_from_args
 
     config = SearchConfig(data="synthetic:vessels", trials=7, epochs=2, image_size=48, batch_size=4, seed=2**32 - 1,

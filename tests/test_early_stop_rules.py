@@ -134,7 +134,7 @@ def test_bad_rules_and_rungs_are_one_line(kwargs, needle):
         SearchConfig(**kwargs)
 
 
-def test_rungs_reach_workers_through_their_flags():
+def test_rungs_survive_the_flags():
     from nas.cli.search import build_parser, config_from_args
 
     config = SearchConfig(early_stop="moasha", early_stop_rungs="2,4")

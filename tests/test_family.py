@@ -112,7 +112,7 @@ def test_family_fronts_leave_the_family_out_of_the_searched_front():
 
 
 # ----------------------------------------------------------------------------- in a search
-TINY = dict(epochs=1, image_size=32, seed=3, device="cpu", patches_per_epoch=8, family_rungs=1, fix={"depth": 3})
+TINY = dict(epochs=1, image_size=32, seed=3, device="cpu", patches_per_epoch=8, family_rungs=1, fix={"depth": 3}, cost_strata=0)
 
 
 def _study(out):
@@ -128,7 +128,7 @@ def test_warm_start_queues_exactly_the_family_once_and_the_stages_know_it(tmp_pa
     import nas
     from nas.engine.baselines import baseline_records
     from nas.engine.finalize import entrants
-    from nas.engine.optuna_adapter.warm_start import enqueue_family, family_plan
+    from nas.engine.optuna_adapter.warm_start import enqueue_start, family_plan
     from nas.results.family import family_records, searched_records
     from nas.results.pareto import DICE_MACS, pareto_front
 
@@ -139,25 +139,26 @@ def test_warm_start_queues_exactly_the_family_once_and_the_stages_know_it(tmp_pa
     plan = family_plan(study)
     assert [m["name"] for m in plan] == ["family-resunet-m0", "family-unet-m0"]
     trials = study.get_trials()
-    assert [t.user_attrs.get("family") for t in trials] == ["family-resunet-m0", "family-unet-m0"]
-    assert [t.params for t in trials] == [m["params"] for m in plan]  # the first trials are the family's points
-    assert [t.user_attrs["spec"] for t in trials] == [m["point_spec"] for m in plan]
+    cheapest_first = sorted(plan, key=lambda m: m["point_macs"])  # queued in one MAC order (nas.run.start)
+    assert [t.user_attrs.get("family") for t in trials] == [m["name"] for m in cheapest_first]
+    assert [t.params for t in trials] == [m["params"] for m in cheapest_first]  # the first trials: the family's points
+    assert [t.user_attrs["spec"] for t in trials] == [m["point_spec"] for m in cheapest_first]
     assert not (out / "baselines").exists()  # --baselines family: the study holds them, none trained twice
 
     again = nas.run_search(nas.SearchConfig(trials=3, out=out, **TINY))  # resume with one more trial
     assert again.status == "completed" and "warm start:" not in capsys.readouterr().out.split("nas-search: space")[-1]
     trials = _study(out).get_trials()
     assert len(trials) == 3 and sum(bool(t.user_attrs.get("family")) for t in trials) == 2
-    assert trials[2].user_attrs.get("family") is None and enqueue_family(_study(out), plan, budget=5) == []
+    assert trials[2].user_attrs.get("family") is None and enqueue_start(_study(out), plan, budget=5) == []
 
     records = nas.open_run(out).records
-    assert [family_name(r) for r in family_records(records)] == ["family-resunet-m0", "family-unet-m0"]
+    assert [family_name(r) for r in family_records(records)] == [m["name"] for m in cheapest_first]
     assert [r.number for r in searched_records(records)] == [2]
     front = pareto_front(searched_records(records), DICE_MACS).front
     items = entrants(front, baseline_records(out), 3, "resunet", [r for r in family_records(records) if r.finished])
     assert [(e.key, e.kind, e.family) for e in items] == [
-        ("trial_0002", "finalist", None), ("trial_0000", "baseline", "family-resunet-m0"),
-        ("trial_0001", "baseline", "family-unet-m0")]
+        ("trial_0002", "finalist", None), ("trial_0000", "baseline", cheapest_first[0]["name"]),
+        ("trial_0001", "baseline", cheapest_first[1]["name"])]
     page = (out / "report.html").read_text()
     assert "family front (2)" in page and "family-unet-m0" in page
     assert "family front (2)" in (out / "pareto_macs.svg").read_text()
@@ -189,16 +190,17 @@ def test_none_and_none_plan_nothing_and_train_nothing(tmp_path):
     from types import SimpleNamespace
 
     import nas
-    from nas.run.family import family_wanted, start_family, train_family_baselines, warm_start_active
+    from nas.run.family import family_wanted, train_family_baselines, warm_start_active
+    from nas.run.start import start_search
     from nas.run.search_plan import study_settings
 
-    config = nas.SearchConfig(trials=1, out=tmp_path, baselines="none", warm_start="none")
+    config = nas.SearchConfig(trials=1, out=tmp_path, baselines="none", warm_start="none", cost_strata=0)
     argv = config.to_argv()
     assert config.baselines == ()
     assert argv[argv.index("--baselines") + 1] == argv[argv.index("--warm-start") + 1] == "none"
     assert not family_wanted(config) and not warm_start_active(config)
     plan = SimpleNamespace(config=config, out=tmp_path)
-    assert start_family(plan, None, print) == []  # the study (None here) is never touched
+    assert start_search(plan, None, print) == []  # the study (None here) is never touched
     train_family_baselines(plan, [], None, print)
     assert not family_wanted(nas.SearchConfig(baselines="unet-16", warm_start="none"))
     both = nas.SearchConfig(baselines="family,unet-16", warm_start="none")
@@ -219,18 +221,18 @@ def test_none_and_none_plan_nothing_and_train_nothing(tmp_path):
 def test_enqueue_is_budgeted_cheapest_first_and_never_twice():
     import optuna
 
-    from nas.engine.optuna_adapter.warm_start import enqueue_family, family_trials
+    from nas.engine.optuna_adapter.warm_start import enqueue_start, family_trials
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["maximize", "minimize"])
     plan = [{"name": f"family-unet-m{i}", "params": {"base_width": 8 + 4 * i}, "target_macs": i + 1} for i in range(3)]
-    assert enqueue_family(study, plan, budget=2) == ["family-unet-m0", "family-unet-m1"]
-    assert enqueue_family(study, plan, budget=2) == ["family-unet-m2"]  # a resume tops up, never repeats
-    assert enqueue_family(study, plan, budget=5) == [] and family_trials(study) == {
+    assert enqueue_start(study, plan, budget=2) == ["family-unet-m0", "family-unet-m1"]
+    assert enqueue_start(study, plan, budget=2) == ["family-unet-m2"]  # a resume tops up, never repeats
+    assert enqueue_start(study, plan, budget=5) == [] and family_trials(study) == {
         "family-unet-m0": 0, "family-unet-m1": 1, "family-unet-m2": 2}
     fresh = optuna.create_study(directions=["maximize", "minimize"])
     fresh.add_trial(optuna.trial.create_trial(values=[0.5, 1.0]))  # a study that searched already
-    assert enqueue_family(fresh, plan, budget=3) == [] and family_trials(fresh) == {}
+    assert enqueue_start(fresh, plan, budget=3) == [] and family_trials(fresh) == {}
 
 
 def test_warm_start_is_sized_to_a_timeout_and_never_to_a_trial_budget():

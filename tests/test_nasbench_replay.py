@@ -20,14 +20,19 @@ LIVE = dict(epochs=3, image_size=32, seed=3, device="cpu", patches_per_epoch=8, 
             fix={k: v for k, v in TINY_FIX.items() if k not in ("block", "base_width", "width_growth")})
 
 
-def _recorded(out):
-    """spec key -> the Curve the live search recorded for it (partial curves of stopped trials padded)."""
+def _recorded(out, plan):
+    """spec key -> the Curve the live search recorded for it (partial curves of stopped trials padded; their
+    spec, which only a finished trial stores, rebuilt from the params as the Ray adapter does)."""
     import optuna
+
+    from nas.engine.optuna_adapter.foreign import replay as rebuild
 
     study = optuna.load_study(study_name="resunet", storage=f"sqlite:///{out}/study.db")
     curves = {}
     for trial in study.get_trials():
-        attrs = trial.user_attrs
+        attrs = dict(trial.user_attrs)
+        if not attrs.get("spec") and trial.params and attrs.get("epoch_dice"):
+            attrs["spec"] = rebuild(plan.space.name, plan.restriction, dict(trial.params))[0].to_dict()
         if not attrs.get("spec"):
             continue
         metrics = attrs.get("metrics") or {}
@@ -52,8 +57,8 @@ def test_a_replay_on_the_recorded_curves_takes_the_live_search_decisions(tmp_pat
     import optuna
 
     live_records = study_records(optuna.load_study(study_name="resunet", storage=f"sqlite:///{out}/study.db"))
-    curves = _recorded(out)
     plan = prepare(nas.SearchConfig(trials=9, out=tmp_path / "replay", **LIVE))
+    curves = _recorded(out, plan)
     result = replay(plan, lambda spec: curves[spec_key(spec)], Arm("engine"), seed=LIVE["seed"], budget_s=None,
                     max_trials=9, keep_records=True)
     assert _decisions(result.records) == _decisions(live_records)
@@ -70,7 +75,7 @@ def test_the_simulated_clock_drives_the_timeout_and_the_warm_start_share(tmp_pat
         return Curve(val_dice=(0.5, 0.6, 0.7), epoch_s=(10.0, 10.0, 10.0), costs={"macs": 10**6, "flops": 2 * 10**6,
                      "params": 100, "latency_ms": 1.0}, final_test_dice=0.6)
 
-    result = replay(plan, source, Arm("engine"), seed=0, budget_s=100.0, keep_records=True)
+    result = replay(plan, source, Arm("engine", cost_strata=0), seed=0, budget_s=100.0, keep_records=True)
     assert result.stopped == "timeout"
     ends = [e.end for e in result.events]
     assert ends == sorted(ends) and ends[-1] >= 100.0 and ends[-2] < 100.0  # the running trial finishes

@@ -19,7 +19,7 @@ from nas.engine.optuna_adapter.study import count_finished, open_study
 pytestmark = pytest.mark.xdist_group("ray")  # one Ray at a time, in one worker (tests/test_ray_backend.py)
 
 TINY = dict(epochs=1, image_size=32, seed=3, device="cpu", patches_per_epoch=8, family_rungs=1, fix={"depth": 3},
-            backend="ray", cpus_per_trial=1)
+            backend="ray", cpus_per_trial=1, cost_strata=0)
 
 
 def tiny_job(out: Path, trials: int, **changes):
@@ -50,10 +50,10 @@ def point(job, seed: int) -> dict:
 
 def queue_two_members(study, job) -> list[dict]:
     """Two hand-made family members (points of the job's space) queued as a warm start does."""
-    from nas.engine.optuna_adapter.warm_start import enqueue_family
+    from nas.engine.optuna_adapter.warm_start import enqueue_start
 
     plan = [{"name": f"family-unet-m{seed}", "params": point(job, seed), "target_macs": seed} for seed in (1, 2)]
-    assert enqueue_family(study, plan, budget=5) == ["family-unet-m1", "family-unet-m2"]
+    assert enqueue_start(study, plan, budget=5) == ["family-unet-m1", "family-unet-m2"]
     return plan
 
 
@@ -77,7 +77,7 @@ def test_the_searcher_labels_the_family_and_fills_its_waiting_trials(tmp_path, m
     their outcome fills the member's own waiting trial (number, label), anything else is a new trial."""
     pytest.importorskip("ray.tune", reason="Ray is optional: pip install .[ray]")
     from nas.engine.job import LiveView
-    from nas.engine.optuna_adapter.foreign import queued_family
+    from nas.engine.optuna_adapter.foreign import queued_start
     from nas.engine.ray_adapter import searcher as searcher_module
     from nas.engine.ray_adapter.trainable import OUTCOME_KEY, RayPort
 
@@ -85,7 +85,7 @@ def test_the_searcher_labels_the_family_and_fills_its_waiting_trials(tmp_path, m
     study = open_study(storage, "resunet", 1, {"space": "resunet"}, Objectives())
     job = tiny_job(tmp_path, 3)
     plan = queue_two_members(study, job)
-    queued = queued_family(study)
+    queued = queued_start(study)
     assert [(q["number"], q["params"], q["attrs"]["family"]) for q in queued] == [
         (0, plan[0]["params"], "family-unet-m1"), (1, plan[1]["params"], "family-unet-m2")]
     other = point(job, 3)
@@ -113,7 +113,7 @@ def test_the_searcher_labels_the_family_and_fills_its_waiting_trials(tmp_path, m
         (0, "COMPLETE", "family-unet-m1", 0.6), (1, "COMPLETE", "family-unet-m2", 0.4), (2, "COMPLETE", None, 0.5)]
     assert [t.params for t in trials] == [plan[0]["params"], plan[1]["params"], other]
     assert trials[0].user_attrs["family_target_macs"] == 1 and trials[1].user_attrs["ray_trial_id"] == "a"
-    assert count_finished(study) == 3 and queued_family(study) == []
+    assert count_finished(study) == 3 and queued_start(study) == []
     assert restored.searcher.told == [(i, {"dice": d, "macs": 1e6}, False) for i, d in (("a", .4), ("b", .5), ("c", .6))]
 
 
@@ -128,46 +128,51 @@ def _study(out):
 
 
 @pytest.mark.slow
-def test_a_ray_search_runs_the_family_first_and_a_resume_never_again(local_ray, tmp_path, capsys):
+def test_a_ray_search_runs_the_start_trials_first_and_a_resume_never_again(local_ray, tmp_path, capsys):
+    """The family and a cost stratum, queued cheapest first, are the first points Ray runs; the stratum is a
+    searched trial (no family label), the members are labelled and never stopped early."""
     import nas
-    from nas.engine.optuna_adapter.warm_start import family_plan
+    from nas.engine.optuna_adapter.warm_start import family_plan, start_name
     from nas.results.family import family_name, family_records, searched_records
 
     out = tmp_path / "run"
-    result = nas.run_search(nas.SearchConfig(trials=3, out=out, **TINY))
+    result = nas.run_search(nas.SearchConfig(trials=3, out=out, **{**TINY, "cost_strata": 1}))
     assert result.status == "completed", result.message
     said = capsys.readouterr().out
-    assert "warm start: family-resunet-m0, family-unet-m0 queued" in said and "note:" not in said
+    assert "start: 3 trial(s) queued cheapest first" in said and "note:" not in said
     study = _study(out)
-    plan = family_plan(study)
-    assert [m["name"] for m in plan] == ["family-resunet-m0", "family-unet-m0"]
+    plan = {m["name"]: m for m in family_plan(study)}
+    assert sorted(plan) == ["family-resunet-m0", "family-unet-m0"]
     trials = study.get_trials()
-    assert count_finished(study) == 3 and len(trials) == 3  # the two members count toward --trials
-    assert [t.user_attrs.get("family") for t in trials] == ["family-resunet-m0", "family-unet-m0", None]
-    assert [t.params for t in trials[:2]] == [m["params"] for m in plan]  # the first trials are the family's points
-    assert [t.user_attrs["spec"] for t in trials[:2]] == [m["point_spec"] for m in plan]
-    assert all(t.state.name == "COMPLETE" and "stopped_at_epoch" not in t.user_attrs for t in trials[:2])
+    assert count_finished(study) == 3 and len(trials) == 3  # the start trials count toward --trials
+    assert sorted(start_name(t) for t in trials) == ["family-resunet-m0", "family-unet-m0", "stratum-0"]
+    members = [t for t in trials if t.user_attrs.get("family")]
+    assert [t.params for t in members] == [plan[t.user_attrs["family"]]["params"] for t in members]
+    assert [t.user_attrs["spec"] for t in members] == [plan[t.user_attrs["family"]]["point_spec"] for t in members]
+    assert all(t.state.name == "COMPLETE" and "stopped_at_epoch" not in t.user_attrs for t in members)
+    stratum = next(t for t in trials if not t.user_attrs.get("family"))
+    assert stratum.user_attrs["cost_stratum"] == "stratum-0"
     assert not (out / "baselines").exists()  # the study holds the family: nothing trained twice
-    for trial in trials[:2]:  # labelled in the checkpoint's metrics, as on the Optuna path
+    for trial in trials:  # labelled in the checkpoint's metrics, as on the Optuna path
         metrics = json.loads((out / trial.user_attrs["checkpoint"] / "metrics.json").read_text())
-        assert metrics["family"] == trial.user_attrs["family"]
+        assert metrics.get("family") == trial.user_attrs.get("family")
         assert trial.user_attrs["checkpoint"] == f"trials/trial_{trial.number:04d}"
     records = nas.open_run(out).records
-    assert [family_name(r) for r in family_records(records)] == ["family-resunet-m0", "family-unet-m0"]
-    assert [r.number for r in searched_records(records)] == [2]
+    assert sorted(family_name(r) for r in family_records(records)) == sorted(plan)
+    assert [r.number for r in searched_records(records)] == [stratum.number]
 
-    again = nas.run_search(nas.SearchConfig(trials=4, out=out, **TINY))  # resumed with one more trial
+    again = nas.run_search(nas.SearchConfig(trials=4, out=out, **{**TINY, "cost_strata": 1}))  # resumed with one more
     assert again.status == "completed", again.message
-    assert "warm start:" not in capsys.readouterr().out
+    assert "start:" not in capsys.readouterr().out
     trials = _study(out).get_trials()
     assert count_finished(_study(out)) == 4 and len(trials) == 4
-    assert [t.user_attrs.get("family") for t in trials] == ["family-resunet-m0", "family-unet-m0", None, None]
+    assert start_name(trials[3]) is None  # the sampler's
     assert sorted(p.name for p in (out / "ray").iterdir()) == ["search_001", "search_002"]
 
 
 @pytest.mark.slow
 def test_an_interrupted_warm_start_is_restored_without_running_a_member_twice(local_ray, tmp_path):
-    from nas.engine.optuna_adapter.foreign import queued_family
+    from nas.engine.optuna_adapter.foreign import queued_start
     from nas.engine.ray_adapter import run_ray_search
     from nas.engine.ray_adapter.trainable import RAY_TRIAL_ATTR
 
@@ -179,11 +184,11 @@ def test_an_interrupted_warm_start_is_restored_without_running_a_member_twice(lo
     with pytest.raises(KeyboardInterrupt, match="resuming restores"):
         run_ray_search(tiny_job(tmp_path, 3), study, scheduler=interrupt_after_first_finished_trial(
             tmp_path / "interrupted"), **common)
-    assert 1 <= count_finished(study) < 3 and len(queued_family(study)) < 2
+    assert 1 <= count_finished(study) < 3 and len(queued_start(study)) < 2
 
     assert run_ray_search(tiny_job(tmp_path, 3), study, **common) is None  # Tuner.restore
     trials = study.get_trials()
-    assert count_finished(study) == 3 and len(trials) == 3 and queued_family(study) == []
+    assert count_finished(study) == 3 and len(trials) == 3 and queued_start(study) == []
     assert [(t.user_attrs.get("family"), t.params) for t in trials[:2]] == [
         (member["name"], member["params"]) for member in plan]
     assert trials[2].user_attrs.get("family") is None

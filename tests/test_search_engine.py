@@ -301,16 +301,18 @@ def test_each_worker_gets_one_gpu_round_robin_or_none_on_a_cpu_machine():
     assert gpu_pool(2, 0) == [None, None]
 
 
-def test_a_worker_is_the_same_command_with_worker_overrides(tmp_path):
-    from nas.cli.search import build_parser
-    from nas.engine.workers import worker_command
+def test_a_worker_process_runs_the_function_it_is_handed(tmp_path):
+    """A worker gets its entry point and config as Python objects (``nas.run.search.run_worker`` and a
+    ``SearchConfig`` in a search), not as a command line: its exit code is what the entry returns."""
+    import os
 
-    argv = ["--trials", "7", "--workers", "3", "--storage", "journal:///x", "--out", "elsewhere", "--seed", "4"]
-    command = worker_command(argv, 2, f"journal:///{tmp_path}/study.journal", tmp_path)
-    assert command[1:3] == ["-m", "nas.cli.search"]
-    args = build_parser().parse_args(command[3:])
-    assert (args.trials, args.seed, args.workers, args.worker_id) == (7, 4, 1, 2)
-    assert args.storage == f"journal:///{tmp_path}/study.journal" and args.out == str(tmp_path)
+    from nas.engine.workers import start_worker
+
+    with open(tmp_path / "worker.log", "w") as log:
+        counted = start_worker(len, ("a", "b", "c"), log, dict(os.environ))
+        printed = start_worker(print, "hello from the worker", log, dict(os.environ))
+    assert counted.wait(timeout=120) == 3 and printed.wait(timeout=120) == 0
+    assert (tmp_path / "worker.log").read_text() == "hello from the worker\n"
 
 
 def test_every_sampler_the_cli_offers_is_one_the_adapter_builds():

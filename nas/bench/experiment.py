@@ -1,9 +1,10 @@
 """Arms x seeds replayed on the benchmark, and what they show: hypervolume against simulated compute.
 
 Compute is counted in default-trial equivalents: the mean single-thread CPU seconds of one uniformly
-sampled architecture's full training at the table's fidelity (set-up, every epoch, scoring). Each
-(arm, seed) is replayed once with ``--timeout`` at the largest budget and read at every smaller one (the
-anytime curve); the engine's warm start is therefore sized to the largest budget. Per budget: the median
+sampled architecture's full training at the table's fidelity (set-up, every epoch, scoring). An arm
+whose decisions depend on ``--timeout`` (a warm start gets a share of it) is replayed once per budget
+with that ``--timeout``, as a user would run it; an anytime arm (no warm start) once at the largest
+budget, read at every smaller one. Per budget: the median
 hypervolume over seeds with a 95 % bootstrap interval, and the paired Wilcoxon signed-rank test of the
 default engine against every other arm; per arm, the compute to reach the family's hypervolume.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import math
 import statistics
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -23,7 +24,8 @@ from nas.bench.table import FAMILY, SAMPLE
 
 BUDGETS = (2, 5, 10, 20, 40, 80)  # default-trial equivalents
 ARMS: dict[str, Arm] = {arm.name: arm for arm in (
-    Arm("engine"),  # the default: TPE, cost-aware halving, family warm start
+    Arm("engine"),  # the default: TPE, cost-aware halving, family warm start and cost strata, cheapest first
+    Arm("engine-nostrata", cost_strata=0),  # the default before issue 25
     Arm("engine-nowarm", warm_start="none"),
     Arm("engine-nostop", early_stop="none"),
     Arm("engine-moasha-rule", early_stop="moasha"),
@@ -64,14 +66,36 @@ def run_arms(make_state: Callable[[], dict[str, Any]], arms: Sequence[str], seed
              workers: int = 2, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Replay every (arm, seed) in ``workers`` processes; ``make_state()`` (run once per worker) returns
     ``plan``, ``source`` and ``arms`` (name -> Arm, or a callable(plan, source, seed, budget) -> Replay)."""
-    jobs = [(arm, seed) for seed in seeds for arm in arms]
+    jobs = [(arm, seed, budget) for seed in seeds for arm in arms
+            for budget in ((setting.budgets[-1],) if _anytime(arm) else setting.budgets)]
+    jobs.sort(key=lambda job: -job[2])  # the longest replays first: the pool ends together
+    runs: dict[tuple[str, int], dict[int, dict[str, Any]]] = {}
     with ProcessPoolExecutor(workers, initializer=_init, initargs=(make_state,)) as pool:
-        results = []
         for done in pool.map(_one, jobs, [setting] * len(jobs)):
-            results.append(done)
-            log(f"  {done['arm']} seed {done['seed']}: {done['trials']} trials, {done['finished']} finished, "
-                f"hypervolume at {setting.budgets[-1]} = {done['hypervolume'][-1]:.3f} ({done['wall_s']:.1f} s)")
-    return results
+            runs.setdefault((done["arm"], done["seed"]), {})[done["budget"]] = done
+            log(f"  {done['arm']} seed {done['seed']} --timeout {done['budget']}: {done['trials']} trials, "
+                f"{done['finished']} finished, hypervolume {done['hypervolume'][-1]:.3f} ({done['wall_s']:.1f} s)")
+    return [merge_budgets(per, setting.budgets) for per in runs.values()]
+
+
+def _anytime(name: str) -> bool:
+    arm = ARMS.get(name)
+    return arm is None or arm.anytime  # outside arms (Syne Tune's) never read --timeout
+
+
+def merge_budgets(per: dict[int, dict[str, Any]], budgets: Sequence[int]) -> dict[str, Any]:
+    """One row per (arm, seed): an anytime arm's single replay as it is; per-budget replays read each at
+    its own budget, the compute to reach the family the least any of them needed (within its budget)."""
+    if len(per) == 1:
+        return next(iter(per.values()))
+    rows = [per[b] for b in budgets]
+    merged = dict(rows[-1])
+    merged["hypervolume"] = [row["hypervolume"][-1] for row in rows]
+    merged["wall_s"] = sum(row["wall_s"] for row in rows)
+    for key in ("reach_family", "reach_family_searched"):
+        reached = [row[key] for row, b in zip(rows, budgets) if row[key] is not None and row[key] <= b]
+        merged[key] = min(reached) if reached else None
+    return merged
 
 
 def _init(make_state: Callable[[], dict[str, Any]]) -> None:
@@ -83,16 +107,17 @@ def _init(make_state: Callable[[], dict[str, Any]]) -> None:
     _STATE.update(make_state())
 
 
-def _one(job: tuple[str, int], setting: Setting) -> dict[str, Any]:
+def _one(job: tuple[str, int, int], setting: Setting) -> dict[str, Any]:
     import time
 
-    name, seed = job
+    name, seed, budget = job
     started = time.perf_counter()
     arm = _STATE["arms"][name]
-    budget = setting.budgets[-1] * setting.unit_s
-    result: Replay = arm(_STATE["plan"], _STATE["source"], seed, budget) if callable(arm) and not isinstance(arm, Arm) \
-        else replay(_STATE["plan"], _STATE["source"], arm, seed, budget)
-    return summarise(result, setting, _STATE["family_hv"]) | {"wall_s": time.perf_counter() - started}
+    seconds = budget * setting.unit_s
+    result: Replay = arm(_STATE["plan"], _STATE["source"], seed, seconds) if callable(arm) and not isinstance(arm, Arm) \
+        else replay(_STATE["plan"], _STATE["source"], arm, seed, seconds)
+    read = replace(setting, budgets=tuple(b for b in setting.budgets if b <= budget))
+    return summarise(result, read, _STATE["family_hv"]) | {"wall_s": time.perf_counter() - started, "budget": budget}
 
 
 def summarise(result: Replay, setting: Setting, family_hv: float) -> dict[str, Any]:

@@ -27,7 +27,8 @@ from nas.engine.optuna_adapter.study import MEMORY_STORAGE, open_study, run_stud
 from nas.engine.policy import run_policy
 from nas.engine.optuna_adapter.warm_start import family_plan, store_family_plan
 from nas.engine.trial import TrialSettings
-from nas.run.family import start_family, warm_start_until
+from nas.run.family import warm_start_until
+from nas.run.start import start_search
 from nas.run.search_config import SearchConfig
 from nas.run.search_plan import Plan, study_settings
 
@@ -130,6 +131,13 @@ class Arm:
     sampler: str = "tpe"
     early_stop: str = "halving"
     warm_start: str = "family"
+    cost_strata: int | None = None  # None: the task's default (SearchConfig.cost_strata)
+
+    @property
+    def anytime(self) -> bool:
+        """Its decisions do not depend on ``--timeout`` (no warm-start share): one replay at the largest
+        budget serves every smaller one."""
+        return self.warm_start == "none"
 
 
 @dataclass(frozen=True)
@@ -153,7 +161,8 @@ def replay(plan: Plan, source: Source, arm: Arm, seed: int, budget_s: float | No
     Syne Tune's MOASHA in benchmarks/nasbench.py)."""
     config = replace(plan.config, seed=seed, sampler=arm.sampler, early_stop=arm.early_stop,
                      warm_start=arm.warm_start, baselines=("family",) if arm.warm_start == "family" else (),
-                     timeout=budget_s, trials=max_trials)
+                     timeout=budget_s, trials=max_trials,
+                     cost_strata=plan.config.cost_strata if arm.cost_strata is None else arm.cost_strata)
     plan = replace(plan, config=config)
     clock = SimClock()
     trainer = ReplayTrainer(source, clock)
@@ -162,7 +171,7 @@ def replay(plan: Plan, source: Source, arm: Arm, seed: int, budget_s: float | No
     if cache_key in _FAMILY_PLANS:  # planning counts MACs of many specs: once per process
         store_family_plan(study, _FAMILY_PLANS[cache_key])
     with contextlib.redirect_stdout(io.StringIO()):
-        start_family(plan, study, lambda _: None)
+        start_search(plan, study, lambda _: None, macs_of=getattr(source, "macs", None))
         _FAMILY_PLANS.setdefault(cache_key, family_plan(study) or [])
         settings = TrialSettings(image_size=config.image_size, train=config.recipe())
         job = SearchJob(space=plan.space, data=plan.data, settings=settings, out=Path("/nonexistent/replay"),

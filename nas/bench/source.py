@@ -63,6 +63,11 @@ class TableSource:
             self.predicted[key] = self._predicted(spec, key)
         return self.predicted[key]
 
+    def macs(self, spec: Any) -> int:
+        """The MACs a replayed trial of ``spec`` will report: the table's, else the cost model's."""
+        row = self.rows.get(spec_key(spec))
+        return row.costs["macs"] if row is not None else int(self.costs(spec)[0])
+
     def _counted(self, spec: Any) -> tuple[int, int]:
         model = self.space.build_model(spec, self.in_channels, 1)
         shape = (1, self.in_channels, *(self.image_size,) * getattr(spec, "spatial_dims", 2))

@@ -84,7 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--workers", type=_num("workers"), default=D.workers, metavar="N",
                         help="N processes of this machine share the study (one GPU each when there are "
                              "several; a journal file is the default storage then)")
-    engine.add_argument("--worker-id", type=_num("worker_id"), default=None, help=argparse.SUPPRESS)
     engine.add_argument("--backend", default=D.backend, choices=("optuna", "ray"),
                         help="optuna: trials in this process (or --workers processes); ray: Ray Tune runs them "
                              "(pip install .[ray])")
@@ -110,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                              f"(default {D.warm_start})")
     parser.add_argument("--family-rungs", type=_num("family_rungs"), default=D.family_rungs, metavar="N",
                         help=f"MAC targets per family design (default {D.family_rungs})")
+    parser.add_argument("--cost-strata", type=_num("cost_strata"), default=D.cost_strata, metavar="N",
+                        help="queue N first trials, one uniform draw per band of the space's log-MACs, with the "
+                             "warm start, cheapest first, before the sampler takes over; 0: none "
+                             f"(default {D.cost_strata}; docs/search_engine.md)")
     add_final_flags(parser.add_argument_group("the finalist stage after the trials (nas-finalize runs it alone)"),
                     finalists_default=D.finalists,
                     finalists_help="retrain at most K Pareto members (spread along the front) and the baselines "
@@ -187,8 +190,10 @@ def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
-    """The parsed flags as a ``SearchConfig`` (each field's dest is its name)."""
-    return SearchConfig(**{item.name: getattr(args, item.name) for item in fields(SearchConfig)})
+    """The parsed flags as a ``SearchConfig`` (each field's dest is its name; ``worker_id`` is no flag:
+    ``nas.run.search`` sets it in the configs of its worker processes)."""
+    return SearchConfig(**{item.name: getattr(args, item.name) for item in fields(SearchConfig)
+                           if item.name != "worker_id"})
 
 
 def _describe(space, restriction, constraints) -> str:

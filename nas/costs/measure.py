@@ -158,6 +158,13 @@ def count_macs_by_hooks(model: nn.Module, input_shape: Sequence[int]) -> int:
     return shapes_only_forward(model, input_shape, _hook_macs)
 
 
+def count_macs_on_meta(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """The hook count of a model built on the meta device (``with torch.device("meta")``): no copy, no
+    weights, no dispatch counter, so ranking dozens of candidate architectures (``nas.engine.strata``)
+    costs about a model construction each. Hooks stay on ``model``: pass one built for counting."""
+    return _hook_macs(model.eval(), torch.zeros(_shape(input_shape), device="meta"))
+
+
 def describe_device(device: torch.device | str) -> str:
     """Human-readable device for reports: thread count on CPU, card name on CUDA."""
     device = torch.device(device)

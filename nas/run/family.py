@@ -3,10 +3,10 @@ trials (``--warm-start family``) or, without a warm start, trained beside it as 
 (``--baselines family``), never both.
 
 The plan (``nas.engine.family.plan_family``) is stored in the study when it is made, so a resume
-reads it back instead of planning again. A warm start queues the members cheapest rung first, as
-many as ``--trials`` still wants, and only into a study that has run nothing but family trials
-(``nas.engine.optuna_adapter.warm_start``): nothing is queued twice, and a resume with a larger
-``--trials`` queues the rest. The warm-start trials count toward ``--trials``; they are never
+reads it back instead of planning again. A warm start queues the members with the cost strata,
+cheapest first (``nas.run.start``), as many as ``--trials`` still wants, and only into a study that has
+run nothing but start trials (``nas.engine.optuna_adapter.warm_start``): nothing is queued twice, and a
+resume with a larger ``--trials`` queues the rest. The warm-start trials count toward ``--trials``; they are never
 stopped early, and with ``--timeout`` none starts after a quarter of it (``warm_start_until``). Both backends run them: with ``--backend ray`` the queued members are the first points
 Ray's ``OptunaSearch`` proposes, each filled in place when it ends (``nas.engine.ray_adapter.searcher``).
 """
@@ -69,29 +69,6 @@ def study_family(plan: Any, study: Any, log: Log) -> list[FamilyMember]:
         f"to MAC targets across the space's range (docs/family.md):")
     for member in members:
         log(f"  {describe(member)}")
-    return members
-
-
-def start_family(plan: Any, study: Any, log: Log) -> list[FamilyMember]:
-    """Plan (or read) the family and, with a warm start, queue it; returns the members ([] when the
-    run wants no family). Called once by the main process, before any trial runs."""
-    config = plan.config
-    if not family_wanted(config):
-        return []
-    members = study_family(plan, study, log)
-    if warm_start_active(config):
-        from nas.engine.optuna_adapter.study import count_finished
-        from nas.engine.optuna_adapter.warm_start import enqueue_family
-
-        cheapest_first = sorted(members, key=lambda member: (member.rung, member.design))
-        queued = enqueue_family(study, [member.to_dict() for member in cheapest_first],
-                                budget=config.trials - count_finished(study))
-        if queued:
-            log(f"warm start: {', '.join(queued)} queued as the first trials (they count toward --trials "
-                f"{config.trials})" + (f"; {len(members) - len(queued)} member(s) beyond --trials are not run"
-                                       if len(queued) < len(members) else "")
-                + (f"; with --timeout none starts after {WARM_START_SHARE:.0%} of it (then skipped)"
-                   if config.timeout is not None else ""))
     return members
 
 

@@ -10,23 +10,22 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sys
-import threading
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
+from nas.engine.workers import run_workers
 from nas.results.records import TrialRecord
 from nas.run.search_config import SearchConfig, SearchError
 from nas.run.search_plan import Plan, gpu_count, gpus_per_trial, prepare, study_settings
+from nas.run.signals import Terminated, sigterm_as_interrupt, sigterm_deferred
 
 if TYPE_CHECKING:  # torch-heavy at import; the study is Optuna's (nas.run sees it only through the adapter)
     from nas.engine.family import FamilyMember
     from nas.engine.job import LiveView, SearchJob
 
-__all__ = ["SearchConfig", "SearchError", "SearchResult", "Terminated", "run_search"]
+__all__ = ["SearchConfig", "SearchError", "SearchResult", "Terminated", "run_search", "run_worker"]
 
 # How a search ended; the CLI maps each to its exit code (nas.cli.search.EXIT_CODES).
 STATUSES = {"completed": "the wanted trials finished", "timeout": "--timeout reached (the same call resumes)",
@@ -48,10 +47,6 @@ class SearchResult:
     @property
     def ok(self) -> bool:
         return self.status in ("completed", "timeout", "exhausted")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so both end the search the same way."""
 
 
 def run_search(config: SearchConfig) -> SearchResult:
@@ -83,6 +78,11 @@ def run_search(config: SearchConfig) -> SearchResult:
     finally:
         if lock is not None:
             lock.close()
+
+
+def run_worker(config: SearchConfig) -> int:
+    """A ``--workers`` process (``nas.engine.workers`` starts it): exit code 0 when its search ended well."""
+    return 0 if run_search(config).ok else 1
 
 
 def _storage_file_exists(url: str) -> bool:
@@ -185,9 +185,9 @@ def _run(plan: Plan, study: Any) -> SearchResult:
     from reports.trivial import split_block, trivial_line
 
     _say(f"  {trivial_line(split_block(ensure_trivial(out, data)))}")  # what a model's Dice must beat
-    from nas.run.family import start_family
+    from nas.run.start import start_search
 
-    family = start_family(plan, study, _say)  # planned once per study; queued first with a warm start
+    family = start_search(plan, study, _say)  # the family planned once per study; the start trials queued
     with run_log(out), sigterm_as_interrupt():  # failed trials: one line here, tracebacks in logs/search.log
         stopped, interrupted = _search(plan, job, study, live, search, family)
     with sigterm_deferred() as late:  # the outputs are finished first; SIGTERM then ends the process
@@ -210,11 +210,10 @@ def _search(plan: Plan, job: SearchJob, study: Any, live: LiveView, search: Call
     interrupted = stopped = None
     try:
         if config.workers > 1:
-            from nas.engine.workers import run_workers
-
+            configs = [replace(config, workers=1, worker_id=i, storage=plan.storage, out=plan.out)
+                       for i in range(config.workers)]
             stopped = run_workers(
-                config.to_argv(), config.workers, plan.storage, plan.out,
-                poll=lambda: live.update(study_records(study)),
+                run_worker, configs, plan.out, poll=lambda: live.update(study_records(study)),
                 recover=lambda: recover_lost_trials(study, local=False),
                 remaining=lambda: config.trials - count_finished(study), max_failures=config.max_failures,
                 gpu_count=gpu_count(config.device))
@@ -361,39 +360,3 @@ def _interruption(error: BaseException) -> str:
 
 def _say(text: str, *, error: bool = False) -> None:
     print(text, file=sys.stderr if error else sys.stdout, flush=True)
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[list[int]]:
-    """Inside the block the first SIGTERM raises ``Terminated``; later ones are only noted."""
-    received: list[int] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        received.append(signum)
-        if len(received) == 1:
-            raise Terminated()
-
-    with _sigterm_handler(handler):
-        yield received
-
-
-@contextmanager
-def sigterm_deferred() -> Iterator[list[int]]:
-    """Inside the block SIGTERM is only noted: what is being written gets finished."""
-    received: list[int] = []
-    with _sigterm_handler(lambda signum, frame: received.append(signum)):
-        yield received
-
-
-@contextmanager
-def _sigterm_handler(handler: Any) -> Iterator[None]:
-    """``handler`` for SIGTERM inside the block, the previous one restored after; outside the main
-    thread (where Python cannot set handlers) nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

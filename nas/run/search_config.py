@@ -38,7 +38,7 @@ LIMITS: dict[str, Range] = {
     "patches_per_epoch": integers(1, 10**9), "test_fraction": numbers(0, 1, high_open=True),
     "num_classes": integers(2, 256),
     "finalists": integers(0, 1000), "final_epochs": integers(1, 100_000), "final_seeds": integers(1, 100),
-    "family_rungs": integers(1, 12),
+    "family_rungs": integers(1, 12), "cost_strata": integers(0, 64),
 }
 
 
@@ -80,6 +80,8 @@ class SearchConfig:
     baselines: tuple[str, ...] = ("family",)  # presets and/or "family"; () or "none": no baselines
     warm_start: str = "family"  # "family": the family's specs are the study's first trials; or "none"
     family_rungs: int = 3  # MAC targets per family design (nas.engine.family)
+    # first proposals, one per band of the space's MACs (nas.engine.strata); 6 won on the replay (issue 25)
+    cost_strata: int = 6
     # the finalist stage after the trials (nas.run.finalize): 0 finalists = none
     finalists: int = 0
     final_epochs: int | None = None  # default: 3x epochs
@@ -134,7 +136,7 @@ class SearchConfig:
         object.__setattr__(self, "early_stop_rungs", _rungs(self.early_stop_rungs, self.epochs, self.early_stop))
 
     def to_argv(self) -> list[str]:
-        """The ``nas-search`` flags that give this config (defaults left out): how workers are started."""
+        """The ``nas-search`` flags that give this config (defaults left out), e.g. for a benchmark's record."""
         argv: list[str] = []
         for item in fields(self):
             value, default = getattr(self, item.name), _default(item)

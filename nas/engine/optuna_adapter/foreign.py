@@ -2,8 +2,8 @@
 
 Replaying stored params through the space (``ReplaySuggest``) gives the spec and the Optuna
 distributions that ``add_trial`` needs; ``record_trial`` adds a trial that ran elsewhere;
-``warm_copy`` and ``open_for_peers`` hand out read-only views of the study; ``queued_family`` lists
-the warm-start trials another engine is to run, and ``record_trial`` fills them in place.
+``warm_copy`` and ``open_for_peers`` hand out read-only views of the study; ``queued_start`` lists
+the start trials (warm start, cost strata) another engine is to run, and ``record_trial`` fills them in place.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from search_spaces import get_space
 from search_spaces.overrides import RestrictedSuggest, Restriction
 
-from nas.engine.optuna_adapter.study import FAMILY_ATTR, FAMILY_ATTRS, JOURNAL_SCHEME, make_storage
+from nas.engine.optuna_adapter.study import FAMILY_ATTR, JOURNAL_SCHEME, START_ATTRS, STRATUM_ATTR, make_storage
 from nas.results.outcome import TrialState as State
 
 
@@ -74,12 +74,13 @@ def trial_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False))
 
 
-def queued_family(study: optuna.Study) -> list[dict[str, Any]]:
-    """The warm-start trials still WAITING in the study, in order: ``number``, ``params`` (the
-    member's point) and ``attrs`` (its family user attrs)."""
+def queued_start(study: optuna.Study) -> list[dict[str, Any]]:
+    """The start trials (family warm start, cost strata) still WAITING in the study, in order:
+    ``number``, ``params`` (the point) and ``attrs`` (the user attrs that label it)."""
     return [{"number": t.number, "params": {**t.system_attrs.get("fixed_params", {}), **t.params},
-             "attrs": {key: t.user_attrs[key] for key in FAMILY_ATTRS if key in t.user_attrs}}
-            for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) if t.user_attrs.get(FAMILY_ATTR)]
+             "attrs": {key: t.user_attrs[key] for key in START_ATTRS if key in t.user_attrs}}
+            for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            if t.user_attrs.get(FAMILY_ATTR) or t.user_attrs.get(STRATUM_ATTR)]
 
 
 def record_trial(study: optuna.Study, state: State, values: Sequence[float] | None, params: dict[str, Any],

@@ -174,6 +174,8 @@ def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> int | None:
 
 FAMILY_ATTR = "family"  # a warm-start trial's family member name (nas.results.family.FAMILY_KEY)
 FAMILY_ATTRS = (FAMILY_ATTR, "family_target_macs", "family_exact")
+STRATUM_ATTR = "cost_stratum"  # a queued cost-stratum trial's name, "stratum-<i>" (nas.engine.strata)
+START_ATTRS = (*FAMILY_ATTRS, STRATUM_ATTR)  # what labels the trials a search queues before its sampler
 
 
 def _process_started(pid: int) -> str | None:
@@ -199,9 +201,9 @@ def _process_alive(pid: int, started: str | None = None) -> bool:
 
 def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queue the same params again (once): the trial was lost through no fault of its own. A family
-    member's retry is still that member."""
+    member's (or cost stratum's) retry is still that member."""
     history = [*trial.system_attrs.get("retry_history", []), trial.number]
-    kept = {key: trial.user_attrs[key] for key in FAMILY_ATTRS if key in trial.user_attrs}
+    kept = {key: trial.user_attrs[key] for key in START_ATTRS if key in trial.user_attrs}
     study.add_trial(optuna.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
         user_attrs={"retry_of": trial.number, **kept},

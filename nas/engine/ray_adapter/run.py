@@ -21,7 +21,7 @@ from search_spaces import get_space
 from search_spaces.overrides import RestrictedSuggest, Restriction
 
 from nas.engine.job import LiveView, SearchJob
-from nas.engine.optuna_adapter.foreign import queued_family, warm_copy
+from nas.engine.optuna_adapter.foreign import queued_start, warm_copy
 from nas.engine.optuna_adapter.study import count_finished, make_sampler
 from nas.engine.ray_adapter import searcher as session_module
 from nas.engine.ray_adapter.searcher import EXPERIMENT_DIR, StudySearcher, _Session
@@ -180,7 +180,7 @@ def run_ray_search(job: SearchJob, study: Any, *, storage: str, study_name: str,
     trainable = tune.with_resources(
         tune.with_parameters(ray_trial, job=job, storage=storage, study_name=study_name),
         {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
-    family = queued_family(study)  # a restored experiment keeps its own queue (the searcher's state)
+    family = queued_start(study)  # a restored experiment keeps its own queue (the searcher's state)
     path, restore = _experiment(job.out, resume, [member["number"] for member in family])
     already = count_finished(study)
     session = _Session(job=job, study=study, live=LiveView(job.out, job.trials, job.objectives, already),

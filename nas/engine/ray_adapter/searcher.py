@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.engine.job import LiveView, SearchJob
-from nas.engine.optuna_adapter.foreign import (complete_with_params, queued_family, record_trial, replay,
+from nas.engine.optuna_adapter.foreign import (complete_with_params, queued_start, record_trial, replay,
                                                trial_count, trials_with_attr)
 from nas.engine.optuna_adapter.search import COSTS_ATTR, CURVE_ATTR
 from nas.engine.optuna_adapter.study import FAMILY_ATTR, FIXED_PARAMS_ATTR, count_finished, study_records
@@ -73,7 +73,7 @@ class _Session:
                error: bool, member: dict[str, Any] | None = None) -> tuple[TrialState, tuple[float, ...] | None] | None:
         """Add the finished Ray trial to the study (once); returns its state and values, or None
         for a trial that never ran (removed while pending when the search ended). ``member``: the
-        warm-start trial it ran (``queued_family``), filled in place."""
+        warm-start trial it ran (``queued_start``), filled in place."""
         if not result and not error:
             return None
         recorded = trials_with_attr(self.study, RAY_TRIAL_ATTR, trial_id)
@@ -90,7 +90,7 @@ class _Session:
             attrs[FIXED_PARAMS_ATTR] = fixed
         attrs[RAY_TRIAL_ATTR] = trial_id
         waiting = member["number"] if member else None
-        if waiting is not None and all(queued["number"] != waiting for queued in queued_family(self.study)):
+        if waiting is not None and all(queued["number"] != waiting for queued in queued_start(self.study)):
             waiting = None  # no longer waiting (cannot happen while this driver is the only writer)
         if member:
             attrs.update(member["attrs"])
@@ -171,7 +171,7 @@ class StudySearcher(_Searcher):
     It returns ``FINISHED`` once the study holds ``job.trials`` complete trials (or failures,
     pruned-in-a-row or ``job.timeout`` end it; running trials finish, as ``--timeout`` promises),
     and ``None`` (not now) while the running trials could still complete it. ``family``: the
-    warm-start trials (``queued_family``) whose points the inner searcher proposes first.
+    warm-start trials (``queued_start``) whose points the inner searcher proposes first.
     """
 
     def __init__(self, searcher: Any, family: list[dict[str, Any]] | None = None) -> None:
@@ -206,7 +206,7 @@ class StudySearcher(_Searcher):
         if member is not None:
             self.pending.remove(member)
             self.members[trial_id] = member
-            label = {FAMILY_ATTR: member["attrs"][FAMILY_ATTR]}
+            label = {key: member["attrs"][key] for key in (FAMILY_ATTR,) if key in member["attrs"]}
         return {"params": dict(config), "duplicate_of": session.duplicate_of(dict(config)), **label}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
