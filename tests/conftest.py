@@ -1,11 +1,12 @@
 """Shared fixtures: tiny data and specs so every test runs in seconds on 2 CPU cores.
 
-The suite runs on pytest-xdist's workers (addopts in pyproject.toml; ``-n 0`` for one process): each
-worker is a process of its own, so a session-scoped fixture is made once per worker. Tests that must not run beside each other (a
-Ray cluster, wall-clock limits) share an ``xdist_group`` and run one after another in one worker."""
+The suite runs on two pytest-xdist workers (addopts in pyproject.toml; ``-n 0`` runs it in one process).
+Each worker is a process of its own that makes its own copy of a session- or module-scoped fixture, so the
+tests that share one (a trained run) are handed to one worker together: see ``work_units``."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -14,12 +15,72 @@ import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+TESTS = Path(__file__).resolve().parent
 # Under xdist two workers share the two cores: one torch thread each (two each would oversubscribe them),
 # and the processes the tests start (nas-search, the benchmarks) inherit one OpenMP thread too.
 UNDER_XDIST = bool(os.environ.get("PYTEST_XDIST_WORKER"))
 TEST_THREADS = 1 if UNDER_XDIST else 2
 if UNDER_XDIST:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)  # for the session and module fixtures too, made before _few_threads runs
+
+
+# --- xdist work units ------------------------------------------------------------------------------
+_SHARED_FIXTURE = re.compile(r"@pytest\.fixture\(scope\s*=\s*[\"'](module|session)[\"']\)\s*\ndef (\w+)")
+
+
+def _shared_fixtures_in(path: Path) -> dict[str, str]:
+    """name -> scope of the module- and session-scoped fixtures that ``path`` defines."""
+    return {name: scope for scope, name in _SHARED_FIXTURE.findall(path.read_text(encoding="utf-8"))}
+
+
+def work_units(tests: Path = TESTS) -> dict[str, str]:
+    """Test file (as in node ids: ``tests/test_x.py``) -> the work unit its tests are handed to a worker in;
+    files not named run test by test, on whichever worker is free. A file with a module-scoped fixture
+    (its own, conftest's or one imported from another test file) is one unit; the files that use a
+    session fixture of conftest (``tiny_run``) are one unit, named after it; a file whose tests carry
+    ``xdist_group("name")`` joins that unit ("ray": one Ray cluster at a time). Read from the files' text:
+    the process that schedules never imports them (tests/test_suite_setup.py checks the result against
+    the fixtures the collected tests really use)."""
+    common = _shared_fixtures_in(tests / "conftest.py")  # tiny_run (session), local_ray (module)
+    units = {}
+    for path in sorted(tests.glob("test_*.py")):
+        text = path.read_text(encoding="utf-8")
+        nodeid, own = f"{tests.name}/{path.name}", _shared_fixtures_in(path)
+        used = {name for name in common if name not in own and re.search(rf"\b{name}\b", text)}
+        imported = set()
+        for module, names in re.findall(r"^from (test_\w+) import ([^\n#]+)", text, re.M):
+            if (tests / f"{module}.py").is_file():
+                imported |= set(re.findall(r"\w+", names)) & set(_shared_fixtures_in(tests / f"{module}.py"))
+        group = re.search(r"xdist_group\(\s*[\"']([^\"']+)[\"']", text)
+        sessions = sorted(name for name in used if common[name] == "session")
+        if group:
+            units[nodeid] = group.group(1)
+        elif sessions:
+            units[nodeid] = sessions[0]
+        elif own or imported or used:
+            units[nodeid] = nodeid
+    return units
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` with the units of ``work_units``. xdist's own loadgroup finds a test's group in
+    a suffix it appends to the node id, which pytest 9.2 no longer lets it change (pytest-xdist#1386): the
+    marks were silently ignored. Units are handed out largest first, then one test at a time."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    units = work_units(Path(config.rootpath) / "tests")
+
+    class WorkUnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.rfind("@") > nodeid.rfind("]"):  # xdist's suffix, where pytest still lets it add one
+                return nodeid.split("@")[-1]
+            return units.get(nodeid.split("::", 1)[0], nodeid)
+
+    return WorkUnitScheduling(config, log)
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ import pytest
 from conftest import RAY_TOKEN, ray_env
 
 pytest.importorskip("ray")
-pytestmark = pytest.mark.xdist_group("ray")  # one Ray at a time: ray.init() elsewhere could find this head
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray at a time (tests/test_ray_backend.py)
 RAY = Path(sys.executable).parent / "ray"
 
 

@@ -20,8 +20,8 @@ from nas.engine.optuna_adapter.study import count_finished, open_study, study_re
 from nas.engine.job import SearchJob, front_size
 from nas.train.trainer import TrainConfig
 
-# The Ray tests run one after another in one xdist worker: a Ray cluster beside another is found by
-# ray.init() (and a second 2-CPU Ray would only wait for the cores).
+# The Ray tests run one after another in one xdist worker: two Rays of 2 CPUs at once would only compete for
+# the two cores (each starts a new one, address "local": never one found in /tmp/ray).
 pytestmark = pytest.mark.xdist_group("ray")
 
 RESTRICT = ["depth=3", "base_width=8", "blocks_per_stage=1", "width_mode=growth", "block=basic"]

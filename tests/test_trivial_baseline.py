@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import call
+from conftest import TINY_FIX, call
 from torch import nn
 
 import nas
@@ -18,8 +18,7 @@ from nas.train.trivial import constant_dice, trivial_baselines
 from reports.finalists import finalists_section
 from reports.trivial import split_block, trivial_level, trivial_line
 
-FIX = {"depth": 3, "base_width": 8, "blocks_per_stage": 1, "block": "plain", "width_mode": "growth",
-       "width_growth": 1.5, "aspp": False, "attention": "none", "multiscale_input": False, "deep_supervision": False}
+FIX = TINY_FIX  # one tiny architecture: the corner conftest's tiny_run is trained in
 LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy_run_v0"
 BINARY = ("background", "foreground")
 
@@ -104,31 +103,32 @@ def test_the_same_numbers_as_the_models_dice(source):
 
 
 def tiny(out: Path) -> nas.SearchConfig:
-    """2 trials x 1 epoch of one tiny architecture at 32 px, no family: seconds."""
+    """2 trials x 1 epoch of one tiny architecture at 32 px, no family: conftest's ``tiny_run``."""
     return nas.SearchConfig(trials=2, epochs=1, image_size=32, seed=0, device="cpu", early_stop="none", fix=FIX,
                             baselines=(), warm_start="none", out=out)
 
 
-@pytest.fixture(scope="module")
-def tiny_search(tmp_path_factory):
-    out = tmp_path_factory.mktemp("trivial") / "run"
-    result = nas.run_search(tiny(out))
-    assert result.ok and result.finished == 2
-    return out
+@pytest.fixture
+def tiny_search(tiny_run) -> Path:
+    """The session's tiny run (conftest.py), made with ``tiny()``'s settings: read it, or copy it first."""
+    return tiny_run
 
 
-def test_a_search_writes_trivial_json_and_says_it(tiny_search, capfd):
+def test_a_search_writes_trivial_json_and_says_it(tiny_search, tmp_path, capfd):
     stored = json.loads((tiny_search / "trivial.json").read_text())
     data = load_data("synthetic", image_size=32, seed=0)
     assert stored == json.loads(json.dumps(trivial_baselines(data)))  # the run's own splits, both of them
     assert set(stored["splits"]) == {"val", "test"} and stored["splits"]["val"]["images"] == len(data.val_masks)
     # a resume prints the same header line and leaves the file as it is (same data, same numbers)
-    before = (tiny_search / "trivial.json").stat().st_mtime_ns
-    nas.run_search(tiny(tiny_search))
+    run = tmp_path / "run"
+    shutil.copytree(tiny_search, run)  # the resume rewrites the report: on a copy of the shared run
+    before = (run / "trivial.json").stat().st_mtime_ns
+    capfd.readouterr()
+    nas.run_search(tiny(run))
     printed = capfd.readouterr().out
     value = stored["splits"]["val"]["constants"]["all-foreground"]
     assert f"trivial predictors on validation: all-foreground Dice {value:.2f}, all-background 0.00" in printed
-    assert (tiny_search / "trivial.json").stat().st_mtime_ns == before
+    assert (run / "trivial.json").stat().st_mtime_ns == before
 
 
 def test_the_report_draws_the_line_and_states_it(tiny_search):
