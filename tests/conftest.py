@@ -132,9 +132,10 @@ def local_ray():
         os.environ.update(saved)
 
 
-# For searches whose subject is not the baseline family (tests/test_family.py's): without these,
-# every run plans the family (dozens of MAC counts) and trains its members as the first trials.
-NO_FAMILY = ["--baselines", "none", "--warm-start", "none"]
+# For searches whose subject is not the trials queued before the sampler (tests/test_family.py's and
+# tests/test_strata.py's): without these, every run plans the baseline family and the cost strata (dozens
+# of MAC counts) and trains them as its first trials.
+NO_FAMILY = ["--baselines", "none", "--warm-start", "none", "--cost-strata", "0"]
 # One tiny corner of the space (depth 3, base 8, plain blocks, no costly extras): the search machinery
 # runs for real and trials train in seconds; the free dimensions still give thousands of points.
 TINY_FIX = {"depth": 3, "base_width": 8, "blocks_per_stage": 1, "block": "plain", "width_mode": "growth",
@@ -198,14 +199,14 @@ def make_study(run: Path, spec: dict, checkpoint: str = "trials/trial_0000") -> 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """A real trained run, made once per session: 2 trials x 1 epoch of ``TINY_FIX`` at 32 px on the
-    synthetic data, seed 0, no family, the end-of-search latency pass included (about a minute on 2
-    cores). Read it, or copy it before changing it."""
+    """A real trained run, made once per session (per xdist worker; its users share one): 2 sampled trials
+    x 1 epoch of ``TINY_FIX`` at 32 px on the synthetic data, seed 0, no family or cost strata, the
+    end-of-search latency pass included (seconds on 2 cores). Read it, or copy it before changing it."""
     import nas
 
     out = tmp_path_factory.mktemp("tiny_run") / "run"
     result = nas.run_search(nas.SearchConfig(trials=2, epochs=1, image_size=32, seed=0, device="cpu",
                                              early_stop="none", fix=TINY_FIX, baselines=(), warm_start="none",
-                                             out=out))
+                                             cost_strata=0, out=out))
     assert result.ok and result.finished == 2, result
     return out
