@@ -56,7 +56,7 @@ def test_bad_input_from_python_is_a_search_error_and_writes_nothing(tmp_path):
 @pytest.mark.slow
 def test_run_search_from_python_writes_what_the_cli_writes(tmp_path, capsys):
     config = nas.SearchConfig(trials=1, epochs=1, image_size=32, seed=1, device="cpu", early_stop=False, fix=FIX,
-                              baselines="none", warm_start="none", out=tmp_path / "python")
+                              baselines="none", warm_start="none", cost_strata=0, out=tmp_path / "python")  # = NO_FAMILY
     result = nas.run_search(config)
     assert (result.status, result.out, result.finished) == ("completed", (tmp_path / "python").resolve(), 1)
     assert [r.number for r in result.front] == [0]
