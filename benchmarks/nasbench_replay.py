@@ -62,7 +62,7 @@ def syne_moasha(plan: Any, source: Any, seed: int, budget: float) -> Any:
 
     epochs = plan.config.epochs
     scheduler = moasha_scheduler(len(plan.objectives.names) - 1, epochs, grace=1, eta=3, seed=seed)
-    arm = Arm("syne-moasha", sampler="random", early_stop="none", warm_start="none")
+    arm = Arm("syne-moasha", sampler="random", early_stop="none", warm_start="none", cost_strata=0)
     return replay(plan, source, arm, seed, budget, port=lambda study, trial: MoashaPort(study, trial, scheduler, epochs))
 
 

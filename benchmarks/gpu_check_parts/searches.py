@@ -16,7 +16,8 @@ from .commands import cli_command, read_csv, run_command
 def small_search_flags(ctx: Context, trials: int) -> list[Any]:
     flags: list[Any] = ["--trials", trials, "--epochs", 1 if ctx.smoke else 2,
                         "--image-size", 32 if ctx.smoke else 64, "--batch-size", 8, "--device", ctx.device.type,
-                        "--sampler", "random", "--early-stop", "off", "--seed", 0]
+                        "--sampler", "random", "--early-stop", "off", "--seed", 0,
+                        "--cost-strata", 0]  # device paths, not the start: the first trial stays a family member
     if ctx.smoke:  # cheap corners only, so CI stays fast
         flags += ["--fix", "depth=3", "--fix", "base_width=8", "--fix", "blocks_per_stage=1"]
     return flags

@@ -30,8 +30,8 @@ ARMS: dict[str, Arm] = {arm.name: arm for arm in (
     Arm("engine-nostop", early_stop="none"),
     Arm("engine-moasha-rule", early_stop="moasha"),
     Arm("nsga2", sampler="nsga2"),
-    Arm("random", sampler="random", early_stop="none", warm_start="none"),  # plain random search
-    Arm("random-halving", sampler="random", warm_start="none"),
+    Arm("random", sampler="random", early_stop="none", warm_start="none", cost_strata=0),  # plain random search
+    Arm("random-halving", sampler="random", warm_start="none", cost_strata=0),
     Arm("gp", sampler="gp"),
 )}
 

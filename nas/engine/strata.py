@@ -41,13 +41,13 @@ class Stratum:
 
 
 def draw_strata(space: SearchSpace, *, count: int, seed: int, macs_of: Callable[[Any], int],
-                accept: Callable[[Any, int], bool] = lambda spec, macs: True,
+                fits: Callable[[Any], bool] = lambda spec: True, max_macs: int | None = None,
                 restriction: Restriction = Restriction(), pool: int | None = None) -> list[Stratum]:
     """``count`` architectures, one per equal log10-MAC stratum of ``pool`` uniform draws (default
     ``POOL_PER_STRATUM * count``), cheapest first; fewer when strata are empty or the space is small.
 
-    ``accept(spec, macs)`` refuses what the run could never train (too deep for the image size, over
-    ``--max-macs``); ``macs_of(spec)`` counts MACs at the run's input shape."""
+    What the run could never train is never drawn: ``fits(spec)`` (checked before counting: e.g. too
+    deep for the image size) and ``max_macs``; ``macs_of(spec)`` counts MACs at the run's input shape."""
     if count < 1:
         return []
     pool = pool or POOL_PER_STRATUM * count
@@ -61,11 +61,11 @@ def draw_strata(space: SearchSpace, *, count: int, seed: int, macs_of: Callable[
             spec = space.sample_spec(RestrictedSuggest(inner, restriction) if restriction else inner)
         except RestrictionConflict:
             continue
-        if spec in seen:
+        if spec in seen or not fits(spec):
             continue
         seen.add(spec)
         macs = int(macs_of(spec))
-        if accept(spec, macs):
+        if max_macs is None or macs <= max_macs:
             drawn.append((math.log10(max(macs, 1)), dict(inner.params), spec, macs))
     if not drawn:
         return []

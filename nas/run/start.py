@@ -40,11 +40,9 @@ def cost_strata(plan: Any, macs_of: MacsOf | None = None) -> list[Stratum]:
     # the patch side training really runs at, as the policy's ``training_side``
     side = min([config.image_size, *[min(image.shape[1:]) for image in plan.data.train_images]])
 
-    def accept(spec: Any, macs: int) -> bool:
-        return side // spec.downsampling_factor >= 2 and (limit is None or macs <= limit)
-
     return draw_strata(plan.space, count=config.cost_strata, seed=config.seed, macs_of=macs_of or counted_macs(plan),
-                       accept=accept, restriction=plan.restriction)
+                       fits=lambda spec: side // spec.downsampling_factor >= 2, max_macs=limit,
+                       restriction=plan.restriction)
 
 
 def start_search(plan: Any, study: Any, log: Log, macs_of: MacsOf | None = None) -> list[FamilyMember]:
