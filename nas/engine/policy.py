@@ -123,10 +123,9 @@ def _infeasible(port: TrialPort, verdict: Verdict, log: Log) -> None:
         raise TrialStopped(StopReason.INFEASIBLE, verdict.reason, measured=verdict.measured)
 
 
-def training_side(job: SearchJob) -> int:
+def training_side(data: Any, image_size: int) -> int:
     """The patch side training really runs at: ``--image-size``, or the smallest training image side."""
-    sides = [min(image.shape[1:]) for image in job.data.train_images]
-    return min([job.image_size, *sides])
+    return min([image_size, *[min(image.shape[1:]) for image in data.train_images]])
 
 
 def check_feasible(job: SearchJob, spec: Any, port: TrialPort, log: Log = _log) -> dict[str, Any]:
@@ -134,7 +133,7 @@ def check_feasible(job: SearchJob, spec: Any, port: TrialPort, log: Log = _log) 
 
     Returns the costs measured for the check (training-step memory), which join the metrics.
     """
-    side = training_side(job)
+    side = training_side(job.data, job.image_size)
     if side // spec.downsampling_factor < 2:
         at = (f"--image-size {job.image_size}" if side == job.image_size
               else f"the {side} px training patches (the smallest training image; --image-size {job.image_size})")

@@ -15,6 +15,7 @@ import torch
 
 from nas.costs.measure import count_macs_on_meta
 from nas.engine.family import FamilyMember
+from nas.engine.policy import training_side
 from nas.engine.strata import Stratum, draw_strata
 from nas.run.family import WARM_START_SHARE, family_wanted, study_family, warm_start_active
 
@@ -37,9 +38,7 @@ def counted_macs(plan: Any) -> MacsOf:
 def cost_strata(plan: Any, macs_of: MacsOf | None = None) -> list[Stratum]:
     """The run's cost strata: what it could train (depth within the image size, ``--max-macs``)."""
     config, limit = plan.config, plan.constraints.max_macs
-    # the patch side training really runs at, as the policy's ``training_side``
-    side = min([config.image_size, *[min(image.shape[1:]) for image in plan.data.train_images]])
-
+    side = training_side(plan.data, config.image_size)  # the policy prunes what does not fit it
     return draw_strata(plan.space, count=config.cost_strata, seed=config.seed, macs_of=macs_of or counted_macs(plan),
                        fits=lambda spec: side // spec.downsampling_factor >= 2, max_macs=limit,
                        restriction=plan.restriction)
@@ -73,7 +72,7 @@ def start_search(plan: Any, study: Any, log: Log, macs_of: MacsOf | None = None)
                if config.timeout is not None and members and warm_start_active(config) else ""))
         for stratum in strata:
             if stratum.name in queued:
-                log(f"  {stratum.name}: ~{stratum.macs / 1e6:.1f} MMAC  {stratum.summary}")
+                log(f"  {stratum.name}: {stratum.macs / 1e6:.1f} MMAC  {stratum.summary}")
     return members
 
 
