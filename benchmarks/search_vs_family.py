@@ -55,10 +55,11 @@ from search_vs_family_parts.fronts import (Step, dataset_summary, family_points,
                                            seed_result, steps)
 from search_vs_family_parts.moasha import MoashaPort, moasha_scheduler, moasha_search
 from search_vs_family_parts.runs import budgets, dataset, finalize
-from search_vs_family_parts.verdicts import GOALS, dominating_pairs, goals, markdown
+from search_vs_family_parts.verdicts import (GOALS, LIVE_GOAL, dominating_pairs, goals, half_cost_match, live_goal,
+                                             markdown)
 
 __all__ = ["DATASETS", "GOALS", "MoashaPort", "Step", "budgets", "dataset", "dataset_summary", "dominating_pairs",
-           "family_points", "finalize", "goals", "hypervolume", "main", "markdown", "median_reach", "moasha_scheduler",
+           "family_points", "finalize", "goals", "half_cost_match", "hypervolume", "live_goal", "main", "markdown", "median_reach", "moasha_scheduler",
            "moasha_search", "reach", "seed_result", "steps"]  # what tests/test_search_vs_family.py reads
 
 
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             "budget_s": args.budgets, "epochs": args.epochs, "image_size": args.image_size,
             "threads_per_arm": args.threads, "datasets": rows,
             "goals": goals(summaries) if rows else {}}
+    if rows:
+        blob["goals"][LIVE_GOAL] = "; ".join(live_goal(row) for row in rows)
     if args.smoke:  # tiny space, 20 s, 2 epochs: the verdicts say nothing about the engine
         blob["goals"] = {goal: f"not measured (--smoke, plumbing only; computed: {text})"
                          for goal, text in blob["goals"].items()}

@@ -221,3 +221,40 @@ def test_arms_must_include_the_engine_and_be_known():
         with pytest.raises(SystemExit) as error:
             bench.main(["--arms", arms, "--no-moasha"])
         assert error.value.code == 2
+
+
+def test_the_random_arm_is_plain_random_search_without_the_engines_start():
+    """Arm (b) is the rival of issue 25: no family, no cost strata, no stopping, the random sampler."""
+    from search_vs_family_parts.arms import ARM_FLAGS, search_config
+
+    args = bench.argparse.Namespace(epochs=2, image_size=32, smoke=False, patches_per_epoch=None, family_rungs=3)
+    config = search_config("random", "synthetic", Path("unused"), args, seed=0, budget=60.0)
+    assert (config.sampler, config.early_stop, config.warm_start, config.cost_strata) == ("random", "none", "none", 0)
+    assert config.baselines == () and ARM_FLAGS["moasha"] == ARM_FLAGS["random"]
+    assert search_config("engine", "synthetic", Path("unused"), args, seed=0, budget=60.0).cost_strata > 0
+
+
+def test_the_half_cost_match_is_against_the_best_family_member_at_half_its_macs():
+    def entrant(label, kind, dice, macs, family=None):
+        return {"label": label, "kind": kind, "dice": dice, "costs": {"macs": macs}, "family": family}
+
+    def verdict(baseline, finalist, macs_saving):
+        return {"baseline": baseline, "finalist": finalist, "savings": {"macs": macs_saving} if finalist else {},
+                "text": f"{finalist} matches {baseline}" if finalist else f"no finalist matches {baseline}"}
+
+    entrants = [entrant("trial 7", "finalist", 0.85, 10**6), entrant("family-unet-m0", "baseline", 0.84, 2 * 10**6, "m0"),
+                entrant("family-unet-m1", "baseline", 0.86, 8 * 10**6, "m1"), entrant("unet-16", "baseline", 0.95, 10**6)]
+    best_matched = {"entrants": entrants, "verdicts": [verdict("family-unet-m0", "trial 7", 2.0),
+                                                       verdict("family-unet-m1", "trial 7", 8.0)]}
+    assert bench.half_cost_match(best_matched) == "trial 7 matches family-unet-m1"  # the preset is not the family
+    only_weaker = {"entrants": entrants, "verdicts": [verdict("family-unet-m0", "trial 7", 2.0),
+                                                      verdict("family-unet-m1", None, 0.0)]}
+    assert bench.half_cost_match(only_weaker) is None  # matching a weaker member does not count
+    too_dear = {"entrants": entrants, "verdicts": [verdict("family-unet-m1", "trial 7", 1.5)]}
+    assert bench.half_cost_match(too_dear) is None  # a match at 1.5x fewer MACs is not half
+    seeds = [{"seed": n, "finalize": {"half_cost_match": "x" if n < hits else None}} for n in range(5)
+             for hits in [3]]
+    assert bench.live_goal({"dataset": "toy", "seeds": seeds}).startswith("met on toy: 3 of 5")
+    seeds[0]["finalize"]["half_cost_match"] = None
+    assert bench.live_goal({"dataset": "toy", "seeds": seeds}).startswith("not met on toy: 2 of 5")
+    assert bench.live_goal({"dataset": "toy", "seeds": [{"seed": 0}]}).startswith("not measured")

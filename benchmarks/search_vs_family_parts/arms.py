@@ -19,10 +19,10 @@ DATASETS = {"synthetic": "synthetic", "isbi2012_em": str(SHARED / "isbi2012_em" 
 SMOKE_FIX = {"depth": 3, "blocks_per_stage": 1, "block": "plain", "aspp": False, "attention": "none",
              "multiscale_input": False, "deep_supervision": False}
 SEARCHED = ("engine", "random", "moasha")  # the arms that run a search by default
-RANDOM = {"sampler": "random", "early_stop": "none", "warm_start": "none", "baselines": ()}
+RANDOM = {"sampler": "random", "early_stop": "none", "warm_start": "none", "baselines": (), "cost_strata": 0}
 # (a) with one default changed, side by side with it (--arms): the sampler and the space width of issue 14
 VARIANTS = {"gp": {"sampler": "gp"}, "compact": {"space_config": "compact"}, "full": {},
-            "nowarm": {"warm_start": "none", "baselines": ()}}  # nowarm: (a) without the family
+            "nowarm": {"warm_start": "none", "baselines": ()}}  # nowarm: (a) without the family (its strata kept)
 ARM_FLAGS = {"engine": {}, "random": RANDOM, "moasha": RANDOM, **VARIANTS}  # nas.SearchConfig fields over defaults
 ENGINES = ("engine", *VARIANTS)  # arms with the family warm start: their fronts are read with and without it
 

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from .arms import DATASETS, records_of, run_arm
 from .fronts import dataset_summary, seed_result
-from .verdicts import dominating_pairs
+from .verdicts import dominating_pairs, half_cost_match
 
 
 # --- running it ----------------------------------------------------------------------------------------------
@@ -31,6 +31,7 @@ def finalize(run: Path, args: argparse.Namespace) -> dict[str, Any]:
     return {"argv": ["nas-finalize", *argv], "exit": code, "seconds": time.monotonic() - started,
             "verdicts": [v["text"] for v in summary.get("verdicts", [])],
             "dominating": dominating_pairs(summary) if code == 0 else None,  # a failed stage measured nothing
+            "half_cost_match": half_cost_match(summary) if code == 0 else None,
             "entrants": [{k: e.get(k) for k in ("label", "kind", "family", "search_dice", "dice", "std", "ci")}
                          | {"macs": (e.get("costs") or {}).get("macs")} for e in summary.get("entrants", [])]}
 

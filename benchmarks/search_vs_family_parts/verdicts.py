@@ -18,6 +18,21 @@ def dominating_pairs(summary: dict[str, Any]) -> list[str]:
             and f["ci"][0] > b["ci"][1]]
 
 
+def half_cost_match(summary: dict[str, Any]) -> str | None:
+    """Issue 25's live test on one finalist stage: the best family member (highest final test Dice) and
+    the cheapest searched finalist not worse than it (nas-finalize's match: the paired 95 % interval of
+    the Dice difference not below -margin) at no more than half its MACs. None: the stage has no such
+    finalist (or no family member)."""
+    members = [e for e in summary.get("entrants") or [] if e.get("kind") == "baseline" and e.get("family")
+               and e.get("dice") is not None]
+    if not members:
+        return None
+    best = max(members, key=lambda e: e["dice"])
+    verdict = next((v for v in summary.get("verdicts") or [] if v["baseline"] == best["label"]), None)
+    if verdict is None or not verdict["finalist"] or (verdict["savings"] or {}).get("macs", 0.0) < 2.0:
+        return None
+    return verdict["text"]
+
 
 GOALS = {"front": "the searched front dominates the family on >= 2 of 3 datasets",
          "random": "the engine needs <= 1/4 of random search's compute to reach the family",
@@ -55,6 +70,22 @@ def goals(datasets: dict[str, dict[str, Any]], wanted: int = len(DATASETS)) -> d
     return out
 
 
+LIVE_GOAL = ("issue 25: in >= 3 of 5 seeds a searched finalist not worse than the best family member "
+             "at no more than half its MACs")
+
+
+def live_goal(row: dict[str, Any], wanted: int = 3) -> str:
+    """Issue 25's live goal on one dataset's seeds (their finalist stages), with each seed's verdict."""
+    staged = [s for s in row["seeds"] if "finalize" in s]
+    if not staged:
+        return "not measured (no finalist stage: --finalize)"
+    hits = [s["seed"] for s in staged if s["finalize"].get("half_cost_match")]
+    verdict = "met" if len(hits) >= wanted else ("not met" if len(hits) + len(row["seeds"]) - len(staged) < wanted
+                                                   else "not measured")
+    return (f"{verdict} on {row['dataset']}: {len(hits)} of {len(staged)} seeds staged"
+            + (f" (seeds {', '.join(map(str, hits))})" if hits else ""))
+
+
 
 def _reach(entry: dict[str, Any]) -> str:
     said = "not reached" if entry["seconds"] is None else f"{entry['seconds']:.0f} s, {entry['epochs']:.0f} epochs"
@@ -75,7 +106,9 @@ def markdown(row: dict[str, Any]) -> list[str]:
                   "(a)'s warm-start trials plus the members its budget left queued, trained after it from their planned "
                   "specs; compute: the trials' wall seconds and trained epochs summed in trial order."]
     lines += [f"\nseed {s['seed']} finalist stage ({s['finalize']['seconds']:.0f} s): "
-              + " ".join(f"Verdict: {v}." for v in s["finalize"]["verdicts"]) for s in row["seeds"] if "finalize" in s]
+              + " ".join(f"Verdict: {v}." for v in s["finalize"]["verdicts"])
+              + f" Half-cost match of the best family member: {s['finalize'].get('half_cost_match') or 'none'}."
+              for s in row["seeds"] if "finalize" in s]
     return lines
 
 
