@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from nas import load_checkpoint, read_checkpoint_info
-from nas.engine.baselines import baseline_records
+from nas.stages.baseline_training import baseline_records
 from nas.costs.measure import measure_latency
 from nas.engine.optuna_adapter.study import make_storage, run_storage, study_records
 from reports import Objective, pareto_front

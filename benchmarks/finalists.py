@@ -80,7 +80,7 @@ def test_dice(folder: Path, data, threshold: float) -> float:
 def dataset(name: str, args: argparse.Namespace) -> dict:
     from nas.cli.finalize import main as finalize_main
     from nas.data.loading import load_data
-    from nas.run.finalize import load_run_data
+    from nas.run.finalist_run import load_run_data
     from nas.run.open import open_run
 
     source = DATASETS[name]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from nas.io import atomic_write_bytes
-from nas.results.family import family_records
+from nas.results.family_records import family_records
 from nas.results.records import TrialRecord
 from nas.results.trial_result import CLASS_PREFIX, RecordKind
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FRONT_COLOR, DOMINATED_COLOR, FAMILY_COLOR = "#d62728", "#1f77b4", "#2ca02c"
-FAMILY_LABEL = "family front"  # the baseline family's own non-dominated points (nas.results.family)
+FAMILY_LABEL = "family front"  # the baseline family's own non-dominated points (nas.results.family_records)
 # attribute -> (axis label, unit symbol, is a count that gets k/M/G prefixes and a log axis)
 AXES = {
     "dice": ("Validation Dice", "", False),

@@ -1,4 +1,4 @@
-"""The report's "Finalists" section: pure rendering of ``finalists/finalists.json`` (``nas.engine.finalize``).
+"""The report's "Finalists" section: pure rendering of ``finalists/finalists.json`` (``nas.stages.finalist_training``).
 
 What a user deploys is a finalist trained properly, so this section carries the claims: test Dice per
 seed, mean +- std and its 95 % interval, the other metrics and costs, which seed ``best/`` holds, how

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
 from nas.io import atomic_write_text
-from nas.results.family import family_name, family_records
+from nas.results.family_records import family_name, family_records
 from nas.results.outcome import TrialState
 from nas.results.records import TrialRecord
 from nas.results.trial_result import RecordKind

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
-from nas.results.family import family_name
+from nas.results.family_records import family_name
 from nas.results.outcome import TrialState
 from nas.results.records import TrialRecord
 from nas.results.trial_result import RecordKind

@@ -114,6 +114,32 @@ def test_every_other_contract_bites(tree_copy):
         assert named in output, f"{named!r} not named:\n{output}"
 
 
+def _layers() -> list[str]:
+    """The modules the layers contract places, siblings split out of their ``a | b`` layer."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    layers = next(c for c in config["tool"]["importlinter"]["contracts"] if c["id"] == "layers")["layers"]
+    return [name.strip() for layer in layers for name in layer.split("|")]
+
+
+def test_every_part_of_nas_has_a_layer():
+    """A new package under nas/ (as nas.stages was) must be placed in the layers, or nothing checks it."""
+    parts = {f"nas.{p.stem if p.suffix else p.name}" for p in (ROOT / "nas").iterdir()
+             if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()}
+    assert parts - set(_layers()) == set()
+
+
+def test_the_stages_sit_between_the_run_and_the_engine(tree_copy):
+    """The stages use the engine and are used by the run: the reverse of either breaks the layers."""
+    _add_import(tree_copy, "nas/stages/family_planning.py", "import nas.run.family_run")
+    _add_import(tree_copy, "nas/engine/policy.py", "import nas.stages.finalist_training")
+    result = lint_imports(tree_copy, "layers")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and _broken(output, "layers"), output
+    for named in ("nas.stages.family_planning -> nas.run.family_run",
+                  "nas.engine.policy -> nas.stages.finalist_training"):
+        assert named in output, f"{named!r} not named:\n{output}"
+
+
 def _modules() -> list[str]:
     """The packages' modules, and the benchmark scripts with their parts' packages (same standard)."""
     return sorted(str(p.relative_to(ROOT)) for package in (*PACKAGES, "benchmarks")

@@ -9,15 +9,15 @@ import math
 import pytest
 
 from search_spaces import get_space
-from search_spaces.family import (DESIGNS, base_widths, design_template, planned_depth, scaled, space_point,
-                                  spec_params)
+from search_spaces.family_designs import (DESIGNS, base_widths, design_template, planned_depth, scaled,
+                                          space_point, spec_params)
 from search_spaces.overrides import make_restriction
 
-import nas.engine.family as family
+import nas.stages.family_planning as family
 from nas.costs.measure import count_macs
-from nas.engine.family import (TOLERANCE, FamilyMember, MacCounter, fit_width, mac_ladder, plan_family)
-from nas.results.family import family_fronts, family_name
+from nas.results.family_records import family_fronts, family_name
 from nas.results.records import TrialRecord
+from nas.stages.family_planning import (TOLERANCE, FamilyMember, MacCounter, fit_width, mac_ladder, plan_family)
 
 SPACE = get_space("resunet")
 LOW, HIGH = 1 / (1 + TOLERANCE), 1 + TOLERANCE  # met within +25 % / -20 %
@@ -126,10 +126,10 @@ def _study(out):
 @pytest.mark.slow
 def test_warm_start_queues_exactly_the_family_once_and_the_stages_know_it(tmp_path, capsys):
     import nas
-    from nas.engine.baselines import baseline_records
-    from nas.engine.finalize import entrants
+    from nas.stages.baseline_training import baseline_records
+    from nas.stages.finalist_training import entrants
     from nas.engine.optuna_adapter.warm_start import enqueue_start, family_plan
-    from nas.results.family import family_records, searched_records
+    from nas.results.family_records import family_records, searched_records
     from nas.results.pareto import DICE_MACS, pareto_front
 
     out = tmp_path / "run"
@@ -167,7 +167,7 @@ def test_warm_start_queues_exactly_the_family_once_and_the_stages_know_it(tmp_pa
 @pytest.mark.slow
 def test_without_warm_start_the_family_is_trained_as_baselines_once(tmp_path):
     import nas
-    from nas.engine.baselines import baseline_records, train_family
+    from nas.stages.baseline_training import baseline_records, train_family
     from nas.engine.optuna_adapter.warm_start import family_plan
 
     out = tmp_path / "run"
@@ -190,7 +190,7 @@ def test_none_and_none_plan_nothing_and_train_nothing(tmp_path):
     from types import SimpleNamespace
 
     import nas
-    from nas.run.family import family_wanted, train_family_baselines, warm_start_active
+    from nas.run.family_run import family_wanted, train_family_baselines, warm_start_active
     from nas.run.start import start_search
     from nas.run.search_plan import study_settings
 
@@ -237,7 +237,7 @@ def test_enqueue_is_budgeted_cheapest_first_and_never_twice():
 
 def test_warm_start_is_sized_to_a_timeout_and_never_to_a_trial_budget():
     import nas
-    from nas.run.family import WARM_START_SHARE, warm_start_until
+    from nas.run.family_run import WARM_START_SHARE, warm_start_until
 
     assert warm_start_until(nas.SearchConfig()) is None  # --trials is the budget: every queued member runs
     assert warm_start_until(nas.SearchConfig(timeout=600, warm_start="none")) is None

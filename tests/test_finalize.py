@@ -109,7 +109,7 @@ def test_finalize_resumes_after_kill_9_without_retraining_a_finished_seed(tmp_pa
 
 def test_finalize_refuses_bad_input_with_one_line(tmp_path, capsys):
     from nas.cli.finalize import main
-    from nas.run.finalize import FinalOptions
+    from nas.run.finalist_run import FinalOptions
     from nas.run.settings import RunSettings
 
     searched = RunSettings(epochs=4)
@@ -146,7 +146,7 @@ def test_nas_search_runs_the_finalist_stage_after_its_trials(tmp_path, capsys):
 
 
 def test_a_failing_seed_is_isolated_retried_next_run_and_other_final_epochs_are_refused(tmp_path, monkeypatch):
-    import nas.engine.finalize as fin
+    import nas.stages.finalist_training as fin
     from nas.engine.trial import TrialSettings
     from nas.train.trainer import TrainConfig
 

@@ -262,7 +262,7 @@ def test_report_reads_a_run_s_hostile_json_files_as_absent(tmp_path, capsys):
     """finalists.json, trivial.json and latency.json of someone else's run: wrong shapes, too deep,
     too large, a chosen seed folder outside the run: the page is rebuilt without them, no traceback."""
     from nas.cli.report import main
-    from nas.engine.finalize import finalized, read_summary
+    from nas.stages.finalist_training import finalized, read_summary
 
     run = tmp_path / "run"
     run.mkdir()

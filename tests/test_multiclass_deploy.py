@@ -263,7 +263,7 @@ def test_report_labels_a_non_dice_quality_objective(tmp_path):
 # --- ranking by the run's quality objective ------------------------------------------------------
 
 def test_one_finalist_is_the_best_by_the_quality_objective():
-    from nas.engine.finalize import spread
+    from nas.stages.finalist_training import spread
     from nas.results.pareto import Objective
 
     front = [_record(n, {"dice": dice, "macs": 100 * (n + 1), "quality": {"val": {"dice": dice, "hd95": hd95}}})

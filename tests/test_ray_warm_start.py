@@ -133,7 +133,7 @@ def test_a_ray_search_runs_the_start_trials_first_and_a_resume_never_again(local
     searched trial (no family label), the members are labelled and never stopped early."""
     import nas
     from nas.engine.optuna_adapter.warm_start import family_plan, start_name
-    from nas.results.family import family_name, family_records, searched_records
+    from nas.results.family_records import family_name, family_records, searched_records
 
     out = tmp_path / "run"
     result = nas.run_search(nas.SearchConfig(trials=3, out=out, **{**TINY, "cost_strata": 1}))

@@ -233,7 +233,7 @@ def test_to_record_reads_stored_enums_and_classifies_old_studies():
 
 def test_compressed_and_baseline_records_from_a_run_folder(tmp_path):
     from compress.index import compressed_records, index_path
-    from nas.engine.baselines import BASELINES_DIR, baseline_records
+    from nas.stages.baseline_training import BASELINES_DIR, baseline_records
 
     index_path(tmp_path).parent.mkdir(parents=True)
     shutil.copy(FIXTURES / "compressed.json", index_path(tmp_path))

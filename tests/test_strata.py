@@ -52,7 +52,7 @@ def test_every_stratum_is_covered_cheapest_first_and_the_draw_is_seeded():
     other = draw_strata(space, count=5, seed=4, macs_of=macs_of, fits=fits, pool=20)
     assert [s.params for s in other] != [s.params for s in strata]
     # the params rebuild the architecture they were drawn as
-    from search_spaces.family import space_point
+    from search_spaces.family_designs import space_point
 
     for stratum in strata:
         assert space_point(space.sample_spec, stratum.params)[1].summary() == stratum.summary
@@ -123,7 +123,7 @@ def test_a_search_runs_its_strata_first_cheapest_first_as_searched_trials(tmp_pa
 
     import nas
     from nas.engine.optuna_adapter.study import run_storage
-    from nas.results.family import searched_records
+    from nas.results.family_records import searched_records
 
     out = tmp_path / "run"
     result = nas.run_search(nas.SearchConfig(trials=2, out=out, epochs=1, image_size=32, seed=3, device="cpu",

@@ -12,7 +12,7 @@ from nas.data.loading import SegmentationData, load_data
 from nas.data.normalization import Normalization
 from nas.data.patches import describe_epoch, describe_foreground, epoch_patches, foreground_share
 from nas.data.splits import carve
-from nas.results import finalists as stats
+from nas.results import finalist_stats as stats
 from nas.results.pareto import DICE_MACS, pareto_front
 from nas.results.records import TrialRecord
 from nas.train.threshold import best_threshold, choose_threshold, logit
@@ -165,7 +165,7 @@ def _adversarial(data: SegmentationData) -> SegmentationData:
 def test_selection_reads_only_validation_never_test():
     """Best epoch, threshold and validation quality are the same whatever the test split holds; the
     Pareto ranking and the finalist's deployed seed ignore test numbers made adversarial."""
-    from nas.engine.finalize import choose_seed
+    from nas.stages.finalist_training import choose_seed
     from nas.engine.trial import assess
     from nas.train.trainer import TrainConfig, train_model
 

@@ -64,12 +64,12 @@ def complete_family(config: Any) -> list[str]:
     study, so the family front (c) is whole whatever the budget; their compute is not (a)'s."""
     import optuna
 
-    from nas.engine.baselines import train_family
-    from nas.engine.family import FamilyMember
+    from nas.stages.baseline_training import train_family
+    from nas.stages.family_planning import FamilyMember
     from nas.engine.optuna_adapter.study import make_storage
     from nas.engine.optuna_adapter.warm_start import family_plan
     from nas.engine.trial import TrialSettings
-    from nas.results.family import family_name
+    from nas.results.family_records import family_name
     from nas.run.search_plan import prepare
 
     plan = prepare(config)
@@ -83,7 +83,7 @@ def complete_family(config: Any) -> list[str]:
 
 
 def records_of(run: Path) -> list[Any]:
-    from nas.engine.baselines import baseline_records
+    from nas.stages.baseline_training import baseline_records
     from nas.run.open import open_run
 
     return list(open_run(run).records) + baseline_records(run)

@@ -22,7 +22,7 @@ class Step:
 
 def steps(records: Iterable[Any]) -> list[Step]:
     """The study's trials (warm-start family ones included; baselines and presets left out), in trial order."""
-    from nas.results.family import family_name
+    from nas.results.family_records import family_name
     from nas.results.trial_result import RecordKind
 
     out = []
@@ -35,7 +35,7 @@ def steps(records: Iterable[Any]) -> list[Step]:
 
 def family_points(records: Iterable[Any]) -> list[tuple[float, float]]:
     """The family front's points: every finished family member (warm-start trials and family baselines)."""
-    from nas.results.family import family_records
+    from nas.results.family_records import family_records
 
     return [(1.0 - r.dice, math.log10(r.macs)) for r in family_records(records) if r.finished and r.macs]
 

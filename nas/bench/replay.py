@@ -27,7 +27,7 @@ from nas.engine.optuna_adapter.study import MEMORY_STORAGE, open_study, run_stud
 from nas.engine.policy import run_policy
 from nas.engine.optuna_adapter.warm_start import family_plan, store_family_plan
 from nas.engine.trial import TrialSettings
-from nas.run.family import warm_start_until
+from nas.run.family_run import warm_start_until
 from nas.run.start import start_search
 from nas.run.search_config import SearchConfig
 from nas.run.search_plan import Plan, study_settings

@@ -24,10 +24,10 @@ from search_spaces.presets import get_preset, list_presets
 
 from nas.costs.latency import measure_latencies
 from nas.data.checks import data_fingerprint
-from nas.engine.family import plan_family
 from nas.engine.trial import TrialSettings, device_name, evaluate_spec, fit_spec
 from nas.run.search_config import SearchConfig
 from nas.run.search_plan import Plan, prepare
+from nas.stages.family_planning import plan_family
 from nas.train.trainer import evaluate_dice, foreground_mean, resolve_device
 
 SAMPLE, FAMILY, PRESET = "sample", "family", "preset"  # how an architecture came into the table

@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not run.is_dir():
         parser.error(f"--run {args.run}: no such run directory")
     check_writable(parser, "--run", args.run, folder=True)
-    from nas.run.finalize import FinalOptions, open_for_finalize
+    from nas.run.finalist_run import FinalOptions, open_for_finalize
     from nas.run.open import RunError
 
     try:
@@ -61,7 +61,7 @@ def _finalize(parser: argparse.ArgumentParser, run: Path, opened, data, options,
     """Lock the run, clean what a killed run left, train what is missing, write best/ and the report."""
     from nas.engine.run_lock import RunLocked, lock_run
     from nas.io import clean_stale_writes
-    from nas.run.finalize import FinalizeError, finalize_run
+    from nas.run.finalist_run import FinalizeError, finalize_run
     from nas.run.outputs import write_run_outputs
 
     try:

@@ -26,7 +26,7 @@ from nas.results.trial_result import TrialResult
 from nas.train.trainer import resolve_device
 
 Log = Callable[[str], None]
-WARM_START_PAST = "warm start past its share of --timeout"  # nas.run.family.WARM_START_SHARE
+WARM_START_PAST = "warm start past its share of --timeout"  # nas.run.family_run.WARM_START_SHARE
 
 
 class TrialStopped(Exception):

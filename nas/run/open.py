@@ -108,7 +108,7 @@ def effective_settings(stored: RunSettings, run_dir: str | Path | None = None) -
 
 def point_kind(record: TrialRecord) -> str:
     """``search``, ``family``, ``preset`` or ``compressed``: what the report draws the point as."""
-    from nas.results.family import family_name
+    from nas.results.family_records import family_name
 
     return "family" if family_name(record) is not None else str(record.kind)
 

@@ -20,8 +20,6 @@ from typing import Any
 from nas.results.pareto import Objective, ParetoFront, pareto_front
 from reports import render_report, save_static_figures
 
-from nas.engine.baselines import baseline_records
-from nas.engine.finalize import finalized, mark_finalized, read_summary
 from nas.deploy.checkpoint import replace_folder
 from nas.failpoints import failpoint
 from nas.io import read_json, staging_dir
@@ -31,6 +29,8 @@ from nas.run.latency_pass import latency_note, remeasure_latency, with_remeasure
 from nas.run.run_files import (annotate_best, below_trivial, precision_notes, read_trivial, restore_lost_checkpoints,
                                 search_end)
 from nas.run.settings import RunSettings
+from nas.stages.baseline_training import baseline_records
+from nas.stages.finalist_training import finalized, mark_finalized, read_summary
 
 OBJECTIVES = (Objective("dice", "maximize"), Objective("macs", "minimize"))
 

@@ -22,7 +22,7 @@ from nas.run.search_plan import Plan, gpu_count, gpus_per_trial, prepare, study_
 from nas.run.signals import Terminated, sigterm_as_interrupt, sigterm_deferred
 
 if TYPE_CHECKING:  # torch-heavy at import; the study is Optuna's (nas.run sees it only through the adapter)
-    from nas.engine.family import FamilyMember
+    from nas.stages.family_planning import FamilyMember
     from nas.engine.job import LiveView, SearchJob
 
 __all__ = ["SearchConfig", "SearchError", "SearchResult", "Terminated", "run_search", "run_worker"]
@@ -139,7 +139,7 @@ def _run(plan: Plan, study: Any) -> SearchResult:
     from nas.engine.optuna_adapter.storage_fault import complete_unstored, outputs_after_failure
     from nas.data.patches import describe_epoch, describe_foreground
     from nas.engine.trial import TrialSettings
-    from nas.run.family import warm_start_until
+    from nas.run.family_run import warm_start_until
     from nas.train.trainer import resolve_device
 
     config, out = plan.config, plan.out
@@ -232,8 +232,8 @@ def _search(plan: Plan, job: SearchJob, study: Any, live: LiveView, search: Call
     if str(stopped).startswith("storage: "):  # no baselines or finalists on a storage that refuses writes
         return stopped, None
     if config.baselines and interrupted is None:
-        from nas.engine.baselines import train_baselines
-        from nas.run.family import train_family_baselines
+        from nas.stages.baseline_training import train_baselines
+        from nas.run.family_run import train_family_baselines
 
         def on_epoch(epoch: int, loss: float, dice: float) -> None:
             _say(f"    epoch {epoch}/{config.epochs}  loss {loss:.3f}  val dice {dice:.3f}")
@@ -245,7 +245,7 @@ def _search(plan: Plan, job: SearchJob, study: Any, live: LiveView, search: Call
             interrupted = _interruption(error)
             _say(INTERRUPTED_LINE, error=True)
     if config.finalists and interrupted is None:
-        from nas.run.finalize import FinalizeError, FinalOptions, finalize_run
+        from nas.run.finalist_run import FinalizeError, FinalOptions, finalize_run
 
         try:
             finalize_run(plan.out, study_records(study), plan.settings.updated(objectives=plan.objectives),

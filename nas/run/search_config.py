@@ -79,10 +79,10 @@ class SearchConfig:
     cpus_per_trial: float = 1.0
     baselines: tuple[str, ...] = ("family",)  # presets and/or "family"; () or "none": no baselines
     warm_start: str = "family"  # "family": the family's specs are the study's first trials; or "none"
-    family_rungs: int = 3  # MAC targets per family design (nas.engine.family)
+    family_rungs: int = 3  # MAC targets per family design (nas.stages.family_planning)
     # first proposals, one per band of the space's MACs (nas.engine.strata); 6 won on the replay (issue 25)
     cost_strata: int = 6
-    # the finalist stage after the trials (nas.run.finalize): 0 finalists = none
+    # the finalist stage after the trials (nas.run.finalist_run): 0 finalists = none
     finalists: int = 0
     final_epochs: int | None = None  # default: 3x epochs
     final_seeds: int = 3

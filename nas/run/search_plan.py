@@ -107,7 +107,7 @@ def _check_settings(config: SearchConfig, out: Path) -> None:
 
         try:
             for name in config.baselines:
-                if name != "family":  # the baseline family (nas.engine.family), not a preset
+                if name != "family":  # the baseline family (nas.stages.family_planning), not a preset
                     get_preset(name)
         except ValueError as error:
             raise SearchError(f"--baselines: {error} (or family, or none)") from None

@@ -1,6 +1,6 @@
 """A search's first trials: the family warm start and the cost strata, queued cheapest first.
 
-Both are points chosen before the sampler has seen anything: the family (``nas.run.family``) is known
+Both are points chosen before the sampler has seen anything: the family (``nas.run.family_run``) is known
 designs scaled across the space's MAC range, the cost strata (``nas.engine.strata``, ``--cost-strata``)
 one uniform draw per band of the space's log-MACs. Queued in one order, by MACs, so a short budget
 spends itself on cheap models first: on the tabulated benchmark that put a front at every cost within
@@ -14,10 +14,10 @@ from typing import Any, Callable
 import torch
 
 from nas.costs.measure import count_macs_on_meta
-from nas.engine.family import FamilyMember
 from nas.engine.policy import training_side
 from nas.engine.strata import Stratum, draw_strata
-from nas.run.family import WARM_START_SHARE, family_wanted, study_family, warm_start_active
+from nas.run.family_run import WARM_START_SHARE, family_wanted, study_family, warm_start_active
+from nas.stages.family_planning import FamilyMember
 
 Log = Callable[[str], None]
 MacsOf = Callable[[Any], int]

@@ -172,7 +172,7 @@ def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> int | None:
     return None
 
 
-FAMILY_ATTR = "family"  # a warm-start trial's family member name (nas.results.family.FAMILY_KEY)
+FAMILY_ATTR = "family"  # a warm-start trial's family member name (nas.results.family_records.FAMILY_KEY)
 FAMILY_ATTRS = (FAMILY_ATTR, "family_target_macs", "family_exact")
 STRATUM_ATTR = "cost_stratum"  # a queued cost-stratum trial's name, "stratum-<i>" (nas.engine.strata)
 START_ATTRS = (*FAMILY_ATTRS, STRATUM_ATTR)  # what labels the trials a search queues before its sampler

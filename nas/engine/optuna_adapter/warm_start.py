@@ -2,7 +2,7 @@
 
 A warm start queues each family member's point of the space, labelled with the member's name (user
 attr ``family``), so the sampler starts from known designs and the report and finalist stage know
-which trials are the family (``nas.results.family``); the cost strata (``nas.engine.strata``) are
+which trials are the family (``nas.results.family_records``); the cost strata (``nas.engine.strata``) are
 queued beside them, labelled ``cost_stratum``, one architecture per band of the space's MACs.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Baselines trained with the search's own data and recipe, so the report shows where the search
 stands against known designs: presets (``nas-search --baselines unet-16,mobile-resunet``) and the
-baseline family (``--baselines family``, ``nas.engine.family``) when it is not already in the study
+baseline family (``--baselines family``, ``nas.stages.family_planning``) when it is not already in the study
 as warm-start trials.
 
 Each baseline is an ordinary checkpoint under ``<run>/baselines/<name>/`` whose metrics carry
@@ -17,13 +17,13 @@ from search_spaces import SearchSpace, get_space
 from search_spaces.presets import get_preset
 
 from nas.data.loading import SegmentationData
-from nas.engine.family import FamilyMember
 from nas.engine.trial import TrialSettings, train_and_save
 from nas.io import read_json
-from nas.results.family import FAMILY_KEY
+from nas.results.family_records import FAMILY_KEY
 from nas.results.outcome import TrialState
 from nas.results.records import TrialRecord
 from nas.results.trial_result import RecordKind
+from nas.stages.family_planning import FamilyMember
 
 BASELINES_DIR = "baselines"
 FAMILY = "family"  # the --baselines entry that stands for the whole family

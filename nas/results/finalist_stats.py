@@ -1,7 +1,7 @@
 """The statistics of the finalist stage, on plain numbers: seed spread, bootstrap intervals, the rank
 correlation between search and final Dice, and one verdict per baseline.
 
-No torch, no Optuna: ``nas.engine.finalize`` hands in Dice per (seed, test image) and costs; the
+No torch, no Optuna: ``nas.stages.finalist_training`` hands in Dice per (seed, test image) and costs; the
 report renders what comes out. Intervals are percentile bootstraps that resample the test images
 and the seeds together (a replicate draws images with replacement, and seeds with replacement, then
 averages), so they hold both sources of doubt: which images were tested and how training fell.

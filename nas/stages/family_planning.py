@@ -1,7 +1,7 @@
 """The baseline family of a search: known designs scaled by hand to the search's range of MACs.
 
 A search has to beat what an engineer gets by scaling a known design, not one preset. The family is
-each design of ``search_spaces.family.DESIGNS`` (the residual U-Net ``resunet-standard`` and the
+each design of ``search_spaces.family_designs.DESIGNS`` (the residual U-Net ``resunet-standard`` and the
 plain ``unet-16``, as the space expresses them) at the depth nnU-Net plans for the image size
 (``planned_depth``: the bottleneck at least 4 px, within the space's depth range), scaled uniformly
 in width to a ladder of MAC targets:
@@ -12,7 +12,7 @@ in width to a ladder of MAC targets:
   designs can take inside the space. ``--max-macs`` caps the top.
 * **Ladder.** ``rungs`` targets spaced geometrically from the bottom to the top of that range, the
   same for every design; member ``m0`` is the cheapest.
-* **Width.** Bisection over the base width (``search_spaces.family.base_widths``: two significant
+* **Width.** Bisection over the base width (``search_spaces.family_designs.base_widths``: two significant
   bits, 4, 5, 6, 7, 8, 10, 12, ...), stage widths base x 2^i; the member is the base whose MACs are
   nearest the target in ratio. MACs grow with the square of the base and neighbouring bases differ
   by at most 25 %, so every target at or above the base-4 member's MACs is met within +25 % / -20 %
@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from search_spaces import SearchSpace
-from search_spaces.family import DESIGNS, base_widths, design_template, planned_depth, scaled, space_point, spec_params
+from search_spaces.family_designs import (DESIGNS, base_widths, design_template, planned_depth, scaled,
+                                          space_point, spec_params)
 from search_spaces.overrides import Restriction
 
 from nas.costs.constraints import Constraints

@@ -1,6 +1,6 @@
 """The finalist stage on a run directory: after the trials of ``nas-search --finalists K``, or alone
 with ``nas-finalize --run DIR``. Both hand ``finalize_run`` the run's records and search settings;
-it retrains (``nas.engine.finalize``), writes ``finalists/finalists.json`` and leaves ``best/`` and the
+it retrains (``nas.stages.finalist_training``), writes ``finalists/finalists.json`` and leaves ``best/`` and the
 report to ``write_run_outputs``, which deploy the finalised weights and show the stage.
 
 The data is loaded as the search loaded it (same source, seed and splits), so the test images the
@@ -16,17 +16,17 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from nas.data.loading import SegmentationData
-from nas.engine.baselines import baseline_records
-from nas.engine.finalize import (DEFAULT_SEEDS, EPOCHS_FACTOR, entrants, other_recipes, summarize,
-                                 train_entrants, write_summary)
 from nas.engine.trial import TrialSettings
-from nas.results.family import family_records, searched_records
+from nas.results.family_records import family_records, searched_records
 from nas.results.pareto import pareto_front
 from nas.results.records import TrialRecord
 from nas.run.open import OpenedRun, RunError, open_run
 from nas.run.outputs import run_objectives
 from nas.run.run_files import ensure_trivial
 from nas.run.settings import RunSettings
+from nas.stages.baseline_training import baseline_records
+from nas.stages.finalist_training import (DEFAULT_SEEDS, EPOCHS_FACTOR, entrants, other_recipes, summarize,
+                                          train_entrants, write_summary)
 from reports.trivial import trivial_line
 from nas.train.trainer import TrainConfig
 

@@ -5,7 +5,7 @@ longer recipe and several seeds. Each (entrant, seed) is its own checkpoint fold
 ``<run>/finalists/<entrant>/seed_<S>/``, written atomically: a rerun after a kill trains only the
 missing ones, and a failed seed is logged and skipped (retried by the next run), never fatal. The
 summary (``finalists.json``) holds per entrant the Dice per seed, mean +- std, a 95 % interval
-(``nas.results.finalists``), the other metrics and costs, and the seed ``best/`` deploys: the median
+(``nas.results.finalist_stats``), the other metrics and costs, and the seed ``best/`` deploys: the median
 seed by *validation* Dice, so the test numbers stay untouched by any choice. Plain Python: records
 in, files out; no Optuna.
 """
@@ -24,8 +24,8 @@ from nas.deploy.checkpoint import METRICS_FILE
 from nas.engine.trial import TrialSettings, failure_reason, release_memory, train_and_save
 from nas.failpoints import failpoint
 from nas.io import atomic_write_json, read_json
-from nas.results import finalists as stats
-from nas.results.family import FAMILY_KEY, family_name
+from nas.results import finalist_stats as stats
+from nas.results.family_records import FAMILY_KEY, family_name
 from nas.results.pareto import Objective
 from nas.results.records import TrialRecord
 

@@ -1,5 +1,5 @@
 """The baseline family among a run's records: which points are family members, and the two fronts
-the search is judged by (``nas.engine.family`` plans the family; this reads what was trained).
+the search is judged by (``nas.stages.family_planning`` plans the family; this reads what was trained).
 
 A family member is a warm-start trial of the study or a baseline trained outside it; either way its
 metrics carry ``family: <member name>``. The *searched* front leaves the family's warm-start trials

@@ -2,7 +2,7 @@
 trials (``--warm-start family``) or, without a warm start, trained beside it as baselines
 (``--baselines family``), never both.
 
-The plan (``nas.engine.family.plan_family``) is stored in the study when it is made, so a resume
+The plan (``nas.stages.family_planning.plan_family``) is stored in the study when it is made, so a resume
 reads it back instead of planning again. A warm start queues the members with the cost strata,
 cheapest first (``nas.run.start``), as many as ``--trials`` still wants, and only into a study that has
 run nothing but start trials (``nas.engine.optuna_adapter.warm_start``): nothing is queued twice, and a
@@ -15,9 +15,9 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from nas.engine.baselines import FAMILY
-from nas.engine.family import FamilyMember, describe, plan_family
 from nas.run.search_config import SearchConfig
+from nas.stages.baseline_training import FAMILY
+from nas.stages.family_planning import FamilyMember, describe, plan_family
 
 Log = Callable[[str], None]
 WARM_START_SHARE = 0.25  # of --timeout: no warm-start member starts later (the searched trials get the rest)
@@ -78,6 +78,6 @@ def train_family_baselines(plan: Any, members: list[FamilyMember], settings: Any
     warm start the members are study trials, and those beyond ``--trials`` are not run)."""
     if FAMILY not in plan.config.baselines or not members or warm_start_active(plan.config):
         return
-    from nas.engine.baselines import train_family
+    from nas.stages.baseline_training import train_family
 
     train_family(members, plan.space, plan.data, settings, plan.out, log=log, on_epoch=on_epoch)

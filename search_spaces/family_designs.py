@@ -2,7 +2,7 @@
 
 A family member is a known design (``DESIGNS``: the residual U-Net the product grew from and a plain
 U-Net) at the depth nnU-Net would plan for the image size, scaled uniformly in width. Everything
-here is plain specs and params, no model and no cost: ``nas.engine.family`` counts the MACs and
+here is plain specs and params, no model and no cost: ``nas.stages.family_planning`` counts the MACs and
 chooses the widths.
 
 ``space_point`` answers the other question, what the search space can say about a spec: the params
