@@ -214,7 +214,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in list_spaces():
             print(f"{name}: {get_space(name).description}")
         return 0
-    from nas.run.search import run_search
     from nas.run.search_plan import resolve_space
 
     try:
@@ -222,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.describe:
             print(_describe(*resolve_space(config)))
             return 0
+        from nas.run.search import run_search  # loads Optuna: not for --describe
+
         result = run_search(config)
     except SearchError as error:
         die(PROG, error)

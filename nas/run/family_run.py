@@ -15,8 +15,9 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from nas.engine.optuna_adapter import family_plan, store_family_plan
 from nas.run.search_config import SearchConfig
-from nas.stages.baseline_training import FAMILY
+from nas.stages.baseline_training import FAMILY, train_family
 from nas.stages.family_planning import FamilyMember, describe, plan_family
 
 Log = Callable[[str], None]
@@ -48,8 +49,6 @@ def warm_start_until(config: SearchConfig, now: float | None = None) -> float | 
 
 def study_family(plan: Any, study: Any, log: Log) -> list[FamilyMember]:
     """The study's family: read back from the study, or planned now and stored with it."""
-    from nas.engine.optuna_adapter.warm_start import family_plan, store_family_plan
-
     stored = family_plan(study)
     if stored is not None:
         return [FamilyMember.from_dict(entry, plan.space) for entry in stored]
@@ -78,6 +77,4 @@ def train_family_baselines(plan: Any, members: list[FamilyMember], settings: Any
     warm start the members are study trials, and those beyond ``--trials`` are not run)."""
     if FAMILY not in plan.config.baselines or not members or warm_start_active(plan.config):
         return
-    from nas.stages.baseline_training import train_family
-
     train_family(members, plan.space, plan.data, settings, plan.out, log=log, on_epoch=on_epoch)

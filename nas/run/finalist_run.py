@@ -15,8 +15,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from nas.data.loading import SegmentationData
+from search_spaces import get_space
+
+from nas.costs.footprint import footprint_problem, spec_footprint
+from nas.data.errors import DataError
+from nas.data.loading import SegmentationData, load_data
+from nas.deploy.checkpoint_checks import first_line
 from nas.engine.trial import TrialSettings
+from nas.io import printable
 from nas.results.family_records import family_records, searched_records
 from nas.results.pareto import pareto_front
 from nas.results.records import TrialRecord
@@ -27,8 +33,8 @@ from nas.run.settings import RunSettings
 from nas.stages.baseline_training import baseline_records
 from nas.stages.finalist_training import (DEFAULT_SEEDS, EPOCHS_FACTOR, entrants, other_recipes, summarize,
                                           train_entrants, write_summary)
-from reports.trivial import trivial_line
 from nas.train.trainer import TrainConfig
+from reports.trivial import trivial_line
 
 Log = Callable[[str], None]
 
@@ -63,8 +69,6 @@ def final_recipe(settings: RunSettings, options: FinalOptions) -> TrialSettings:
 
 def load_run_data(settings: RunSettings) -> SegmentationData:
     """The search's data with its splits (``DataError`` if the source is gone or changed)."""
-    from nas.data.loading import load_data
-
     if settings.data is None:
         raise ValueError("the run's settings name no data")
     source = settings.data
@@ -91,8 +95,6 @@ def open_for_finalize(run_dir: Path, storage: str | None = None,
                       study_name: str | None = None) -> tuple[OpenedRun, SegmentationData]:
     """The run's records and settings and its data as the search split it; ``RunError`` (one line)
     when the run has no search settings, no finished trial, or its data cannot be loaded."""
-    from nas.data.errors import DataError
-
     opened = open_run(run_dir, storage=storage, study_name=study_name)
     if not opened.settings.image_size or not opened.settings.data:
         raise RunError(f"--run {run_dir}: its study holds no search settings (not written by nas-search)")
@@ -154,12 +156,6 @@ def entrant_problem(items: Sequence[Any], in_channels: int) -> str | None:
     """Why an entrant's architecture (a spec from the study or a baseline's ``spec.json``: input from
     whoever made the run) cannot be trained here, counted on the meta device before anything is
     allocated: a spec that does not parse, or weights, gradients and Adam's moments that would not fit."""
-    from search_spaces import get_space
-
-    from nas.costs.footprint import footprint_problem, spec_footprint
-    from nas.deploy.checkpoint_checks import first_line
-    from nas.io import printable
-
     for entrant in items:
         try:
             space = get_space(entrant.space)

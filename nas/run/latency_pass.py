@@ -19,11 +19,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
+from nas.costs.latency import measure_latencies
+from nas.deploy.checkpoint import load_checkpoint, read_checkpoint_info
+from nas.deploy.export import checkpoint_spatial_dims, export_onnx
 from nas.io import atomic_write_json, read_json
 from nas.results.pareto import DICE_LATENCY, DICE_MACS, DICE_PARAMS, Objective, pareto_front
 from nas.results.records import TrialRecord
 from nas.results.trial_result import RecordKind
 from nas.run.settings import RunSettings
+from nas.train.trainer import resolve_device
 
 LATENCY_FILE = "latency.json"
 FORMAT = "resunet-nas-latency"
@@ -77,11 +81,6 @@ def remeasure_latency(records: list[TrialRecord], run_dir: Path, settings: RunSe
     ``records`` are the search trials and the baselines; ``settings`` give ``image_size``, ``device``
     and ``latency_engine`` (default ``torch``). Nothing is written when no candidate has a checkpoint.
     """
-    from nas.costs.latency import measure_latencies
-    from nas.deploy.checkpoint import load_checkpoint, read_checkpoint_info
-    from nas.deploy.export import checkpoint_spatial_dims, export_onnx
-    from nas.train.trainer import resolve_device
-
     run_dir = Path(run_dir)
     rounds, repeats = rounds or ROUNDS, repeats or REPEATS
     engine = settings.latency_engine or "torch"

@@ -2,7 +2,8 @@
 
 ``nas-report`` and ``nas-compress`` read runs through ``open_run``, never through Optuna. Every
 reason a run cannot be opened is a ``RunError`` with a one-line message (the CLIs print it with
-exit code 2).
+exit code 2). Importing this module loads neither torch nor Optuna nor pandas (``nas.RunError``,
+``nas.open_run``): the functions import them when called.
 """
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.engine.early_stop import early_stop_policy
+from nas.results.family_records import family_name
+from nas.results.pareto import pareto_front
 from nas.results.records import TrialRecord
+from nas.results.table import trials_frame
 from nas.run.settings import RunSettings
 
 
@@ -42,8 +47,8 @@ def open_run(run_dir: str | Path, storage: str | None = None, study_name: str | 
 
     Without ``study_name`` the storage must hold exactly one study. Reads only: nothing is created.
     """
-    from nas.engine.optuna_adapter.reading import (StorageUnreadable, read_study, run_storage, storage_problem,
-                                                   study_names)
+    from nas.engine.optuna_adapter import (StorageUnreadable, read_study, run_storage,  # lazy: Optuna, torch
+                                           storage_problem, study_names)
 
     run = Path(run_dir)
     if not run.is_dir():
@@ -84,7 +89,7 @@ def effective_settings(stored: RunSettings, run_dir: str | Path | None = None) -
     """The study's stored settings with every default filled in: ``objectives``, ``sampler``,
     ``early_stop`` (and its rungs), the full ``recipe``, and the ``budget`` (``trials``, ``timeout``
     and why the search stopped, from ``search_end.json``; None where the run has no such file)."""
-    from nas.run.run_files import search_end
+    from nas.run.run_files import search_end  # lazy, with the next line: torch
     from nas.run.search_config import DEFAULT_VAL_FRACTION, RECIPE_FIELDS, SearchConfig
 
     defaults = SearchConfig()
@@ -93,8 +98,6 @@ def effective_settings(stored: RunSettings, run_dir: str | Path | None = None) -
                           "val_fraction": DEFAULT_VAL_FRACTION, **dict(stored.recipe or {})}
     if "early_stop_rungs" not in settings and settings["early_stop"] != "off":
         try:
-            from nas.engine.early_stop import early_stop_policy
-
             rule = "halving" if settings["early_stop"] == "on" else str(settings["early_stop"])
             policy = early_stop_policy(rule, stored.epochs if stored.epochs is not None else defaults.epochs, ())
             settings["early_stop_rungs"] = list(policy.rungs) if policy is not None else []
@@ -108,8 +111,6 @@ def effective_settings(stored: RunSettings, run_dir: str | Path | None = None) -
 
 def point_kind(record: TrialRecord) -> str:
     """``search``, ``family``, ``preset`` or ``compressed``: what the report draws the point as."""
-    from nas.results.family_records import family_name
-
     return "family" if family_name(record) is not None else str(record.kind)
 
 
@@ -122,10 +123,8 @@ def load_run(run_dir: str | Path, storage: str | None = None, study_name: str | 
     ``family``, ``preset`` or ``compressed``. ``frame.attrs["config"]`` holds the full effective
     settings (``effective_settings``: defaults filled in, recipe, budget), ``attrs["study"]`` the study.
     """
-    import pandas
+    import pandas  # lazy: pandas and, below, torch
 
-    from nas.results.pareto import pareto_front
-    from nas.results.table import trials_frame
     from nas.run.latency_pass import with_remeasured_latency
     from nas.run.outputs import run_objectives
 

@@ -17,12 +17,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.results.pareto import Objective, ParetoFront, pareto_front
-from reports import render_report, save_static_figures
-
+from compress.index import compressed_records, read_index
 from nas.deploy.checkpoint import replace_folder
+from nas.deploy.export import checked_onnx
+from nas.deploy.model_card import prepare_deployment
+from nas.deploy.overlays import prediction_overlays, validation_data
+from nas.engine.job import report_objectives
+from nas.engine.optuna_adapter import importances_from_storage, param_importances
 from nas.failpoints import failpoint
 from nas.io import read_json, staging_dir
+from nas.results.pareto import Objective, ParetoFront, pareto_front
 from nas.results.records import TrialRecord
 from nas.results.table import write_trials_csv
 from nas.run.latency_pass import latency_note, remeasure_latency, with_remeasured_latency
@@ -31,15 +35,16 @@ from nas.run.run_files import (annotate_best, below_trivial, precision_notes, re
 from nas.run.settings import RunSettings
 from nas.stages.baseline_training import baseline_records
 from nas.stages.finalist_training import finalized, mark_finalized, read_summary
+from reports import render_report, save_static_figures
 
 OBJECTIVES = (Objective("dice", "maximize"), Objective("macs", "minimize"))
 
 
 def run_objectives(settings: RunSettings) -> tuple[Objective, ...]:
     """The axes ``best/`` is ranked by: the search's ``--objectives`` (Dice vs MACs by default)."""
-    from nas.engine.job import report_objectives
-
     return report_objectives(settings.objectives) if settings.objectives else OBJECTIVES
+
+
 VERSIONED = ("torch", "optuna", "numpy", "plotly", "onnxruntime")
 
 
@@ -53,8 +58,6 @@ def _already_deployed(previous: Path, source: Path) -> bool:
             return None
 
     def vouched(folder: Path) -> bool:  # an old copy without the ONNX hash is exported again
-        from nas.deploy.export import checked_onnx
-
         try:
             return checked_onnx(folder) is not None
         except ValueError:
@@ -73,8 +76,6 @@ def export_best(front: ParetoFront, run_dir: Path, *, deploy: bool = True,
     The new ``best/`` is assembled beside the old one and swapped in as a whole; folders whose
     weights did not change since the last call are reused instead of exported again.
     """
-    from nas.deploy.model_card import prepare_deployment
-
     run_dir = Path(run_dir)
     for folder in restore_lost_checkpoints(run_dir):  # the best/ copy was its last one: keep it
         print(f"{folder.relative_to(run_dir)} was missing: restored from best/{folder.name}", flush=True)
@@ -134,8 +135,6 @@ def report_extras(run_dir: Path, settings: RunSettings, records: list[TrialRecor
     """
     extras: dict[str, Any] = {"environment": environment(settings, records), "finalists": read_summary(run_dir)}
     try:
-        from nas.engine.optuna_adapter.importance import importances_from_storage, param_importances
-
         if study is not None:
             extras["importance"] = param_importances(study)
         elif settings.storage and settings.study:
@@ -144,8 +143,6 @@ def report_extras(run_dir: Path, settings: RunSettings, records: list[TrialRecor
         extras["importance"] = {"targets": {}, "note": _warn("importance", error)}
     if overlays and (Path(run_dir) / "best").is_dir():
         try:
-            from nas.deploy.overlays import prediction_overlays
-
             extras["overlays"] = prediction_overlays(run_dir, lambda: _validation_data(settings),
                                                      image_size=settings.image_size, n_images=overlay_images)
         except Exception as error:
@@ -157,8 +154,6 @@ def report_extras(run_dir: Path, settings: RunSettings, records: list[TrialRecor
 
 def _validation_data(settings: RunSettings) -> Any:
     """The run's validation split for the overlays, as the search made it (data, image size, seed, classes)."""
-    from nas.deploy.overlays import validation_data
-
     if settings.data is None or settings.image_size is None or settings.seed is None:
         raise ValueError("the run's settings name no data, image_size or seed")
     return validation_data(settings.data, image_size=settings.image_size, seed=settings.seed,
@@ -186,8 +181,6 @@ def write_run_outputs(records: list[TrialRecord], run_dir: Path, *, title: str, 
     if export:
         export_best(front, run_dir, skip=below_trivial(records, trivial))
         annotate_best(run_dir, remeasured)
-    from compress.index import compressed_records
-
     first = max((r.number for r in records), default=-1) + 1
     # compressed variants and baselines are drawn (own markers) but never exported to best/
     shown = (records + compressed_records(run_dir, first_number=first)
@@ -215,8 +208,6 @@ def _latency_pass(records: list[TrialRecord], run_dir: Path, settings: RunSettin
 
 def _notes(run_dir: Path) -> dict[str, str]:
     """Conventions the page states for this run: how the front's latency was measured, which precisions pay."""
-    from compress.index import read_index
-
     notes = {}
     latency = latency_note(run_dir)
     if latency:

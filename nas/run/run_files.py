@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from nas.deploy.checkpoint import METRICS_FILE, WEIGHTS_FILE, replace_folder
+from nas.deploy.model_card import write_model_card
 from nas.io import atomic_write_json, read_json, staging_dir
+from nas.train.trivial import trivial_baselines
 
 _TRIAL = re.compile(r"^trial_(\d+)$")
 CHECKPOINT_DIRS = ("trials", "best")
@@ -70,8 +72,6 @@ def orphan_checkpoints(run_dir: Path, numbers: Iterable[int]) -> list[str]:
 
 def annotate_best(run_dir: Path, remeasured: dict[str, Any]) -> None:
     """Write each ``best/trial_N`` model's re-measured latency into its ``metrics.json`` and card."""
-    from nas.deploy.model_card import write_model_card
-
     for name, entry in (remeasured.get("models") or {}).items():
         folder = Path(run_dir) / "best" / Path(name).name
         if not name.startswith("trials/") or not (folder / METRICS_FILE).is_file():
@@ -128,8 +128,6 @@ def read_trivial(run_dir: Path) -> dict[str, Any] | None:
 def ensure_trivial(run_dir: Path, data: Any) -> dict[str, Any]:
     """``trivial.json`` of ``data`` (the run's ``SegmentationData``), computed (milliseconds: a pass over
     the masks, so never stale) and written atomically when the stored one differs."""
-    from nas.train.trivial import trivial_baselines
-
     trivial = trivial_baselines(data)
     if read_trivial(run_dir) != json.loads(json.dumps(trivial)):
         atomic_write_json(Path(run_dir) / TRIVIAL_FILE, trivial)

@@ -13,17 +13,36 @@ import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
+import torch
+
+from nas.data.checks import data_fingerprint
+from nas.data.patches import describe_epoch, describe_foreground
+from nas.engine.early_stop import early_stop_policy
+from nas.engine.job import LiveView, SearchJob
+from nas.engine.optuna_adapter import (StudyConfigError, complete_unstored, count_finished, open_study,
+                                       outputs_after_failure, recover_lost_trials, run_optuna_search, study_records)
+from nas.engine.run_lock import RunLocked, lock_run
+from nas.engine.run_log import run_log
+from nas.engine.trial import TrialSettings
 from nas.engine.workers import run_workers
+from nas.io import atomic_write_json, clean_stale_writes, read_json
 from nas.results.records import TrialRecord
+from nas.run.family_run import train_family_baselines, warm_start_until
+from nas.run.finalist_run import FinalizeError, FinalOptions, finalize_run
+from nas.run.outputs import write_run_outputs
+from nas.run.places import storage_file
+from nas.run.run_files import (SEARCH_END_FILE, below_trivial, ensure_trivial, orphan_checkpoints, read_trivial,
+                               trivial_floor)
 from nas.run.search_config import SearchConfig, SearchError
 from nas.run.search_plan import Plan, gpu_count, gpus_per_trial, prepare, study_settings
 from nas.run.signals import Terminated, sigterm_as_interrupt, sigterm_deferred
-
-if TYPE_CHECKING:  # torch-heavy at import; the study is Optuna's (nas.run sees it only through the adapter)
-    from nas.stages.family_planning import FamilyMember
-    from nas.engine.job import LiveView, SearchJob
+from nas.run.start import start_search
+from nas.stages.baseline_training import train_baselines
+from nas.stages.family_planning import FamilyMember
+from nas.train.trainer import resolve_device
+from reports.trivial import split_block, trivial_line
 
 __all__ = ["SearchConfig", "SearchError", "SearchResult", "Terminated", "run_search", "run_worker"]
 
@@ -55,8 +74,6 @@ def run_search(config: SearchConfig) -> SearchResult:
     ``OSError`` if a write fails midway (disk full): every file is then the old or the new version.
     """
     plan = prepare(config)
-    from nas.engine.run_lock import RunLocked, lock_run
-
     existed = plan.out.exists()
     plan.out.mkdir(parents=True, exist_ok=True)
     lock = None
@@ -86,8 +103,6 @@ def run_worker(config: SearchConfig) -> int:
 
 
 def _storage_file_exists(url: str) -> bool:
-    from nas.run.places import storage_file
-
     path = storage_file(url)
     return path is None or path.exists()
 
@@ -95,10 +110,6 @@ def _storage_file_exists(url: str) -> bool:
 def _refuse_orphans(plan: Plan, study: Any, storage_existed: bool) -> None:
     """Checkpoints the study does not know (its study.db deleted or replaced) would be overwritten by a
     study that numbers its trials from 0 again: refuse, and remove the study this call just created."""
-    from nas.engine.optuna_adapter.study import study_records
-    from nas.run.places import storage_file
-    from nas.run.run_files import orphan_checkpoints
-
     orphans = orphan_checkpoints(plan.out, (record.number for record in study_records(study)))
     if not orphans:
         return
@@ -113,9 +124,6 @@ def _refuse_orphans(plan: Plan, study: Any, storage_existed: bool) -> None:
 
 
 def _open_study(plan: Plan) -> Any:
-    from nas.data.checks import data_fingerprint
-    from nas.engine.optuna_adapter.study import StudyConfigError, open_study
-
     config = plan.config
     # Each worker samples with its own seed: the same seed would propose the same architectures
     # (wrapped into the samplers' 32-bit range, so --seed 4294967295 works with workers too).
@@ -131,21 +139,8 @@ def _open_study(plan: Plan) -> Any:
 
 
 def _run(plan: Plan, study: Any) -> SearchResult:
-    from nas.engine.early_stop import early_stop_policy
-    from nas.engine.job import LiveView, SearchJob
-    from nas.engine.optuna_adapter.search import search
-    from nas.engine.run_log import run_log
-    from nas.engine.optuna_adapter.study import count_finished, recover_lost_trials
-    from nas.engine.optuna_adapter.storage_fault import complete_unstored, outputs_after_failure
-    from nas.data.patches import describe_epoch, describe_foreground
-    from nas.engine.trial import TrialSettings
-    from nas.run.family_run import warm_start_until
-    from nas.train.trainer import resolve_device
-
     config, out = plan.config, plan.out
     if config.worker_id is None:
-        from nas.io import clean_stale_writes
-
         own_storage = plan.storage.endswith((str(out / "study.db"), str(out / "study.journal")))
         for path in clean_stale_writes(out):
             _say(f"cleaned up after an interrupted write: {path.relative_to(out)}")
@@ -166,7 +161,7 @@ def _run(plan: Plan, study: Any) -> SearchResult:
         _say(f"nas-search worker {config.worker_id} (pid {os.getpid()}): storage {plan.storage}")
         with run_log(out), sigterm_as_interrupt():
             try:
-                stopped = search(job, study)
+                stopped = run_optuna_search(job, study)
             except KeyboardInterrupt as error:
                 return SearchResult(_interruption(error), out)
         if str(stopped).startswith("storage: "):  # the parent sees exit code 1 and this line in the worker's log
@@ -181,15 +176,10 @@ def _run(plan: Plan, study: Any) -> SearchResult:
          f"{config.workers} worker(s), out {out}")
     _say(f"  {data.test_note or 'no test split'}; {describe_epoch(data, config.image_size, config.patches_per_epoch)}")
     _say(f"  {describe_foreground(data, config.foreground_fraction)}")
-    from nas.run.run_files import ensure_trivial
-    from reports.trivial import split_block, trivial_line
-
     _say(f"  {trivial_line(split_block(ensure_trivial(out, data)))}")  # what a model's Dice must beat
-    from nas.run.start import start_search
-
     family = start_search(plan, study, _say)  # the family planned once per study; the start trials queued
     with run_log(out), sigterm_as_interrupt():  # failed trials: one line here, tracebacks in logs/search.log
-        stopped, interrupted = _search(plan, job, study, live, search, family)
+        stopped, interrupted = _search(plan, job, study, live, run_optuna_search, family)
     with sigterm_deferred() as late:  # the outputs are finished first; SIGTERM then ends the process
         if str(stopped).startswith("storage: "):  # disk full, read-only: outputs as far as the disk allows
             return SearchResult("storage", out, *outputs_after_failure(
@@ -204,8 +194,6 @@ def _search(plan: Plan, job: SearchJob, study: Any, live: LiveView, search: Call
             family: list[FamilyMember]) -> tuple[str | None, str | None]:
     """Run the trials, then the baselines (presets, and the family when no warm start made it study
     trials); returns (why the engine stopped early, interruption or None)."""
-    from nas.engine.optuna_adapter.study import count_finished, recover_lost_trials, study_records
-
     config = plan.config
     interrupted = stopped = None
     try:
@@ -218,7 +206,7 @@ def _search(plan: Plan, job: SearchJob, study: Any, live: LiveView, search: Call
                 remaining=lambda: config.trials - count_finished(study), max_failures=config.max_failures,
                 gpu_count=gpu_count(config.device))
         elif config.backend == "ray":
-            from nas.engine.ray_adapter import run_ray_search
+            from nas.engine.ray_adapter import run_ray_search  # lazy: imports Ray, only for --backend ray
 
             stopped = run_ray_search(job, study, storage=plan.storage, study_name=plan.study_name, seed=config.seed,
                                      sampler=config.sampler, ray_address=config.ray_address,
@@ -232,9 +220,6 @@ def _search(plan: Plan, job: SearchJob, study: Any, live: LiveView, search: Call
     if str(stopped).startswith("storage: "):  # no baselines or finalists on a storage that refuses writes
         return stopped, None
     if config.baselines and interrupted is None:
-        from nas.stages.baseline_training import train_baselines
-        from nas.run.family_run import train_family_baselines
-
         def on_epoch(epoch: int, loss: float, dice: float) -> None:
             _say(f"    epoch {epoch}/{config.epochs}  loss {loss:.3f}  val dice {dice:.3f}")
 
@@ -245,8 +230,6 @@ def _search(plan: Plan, job: SearchJob, study: Any, live: LiveView, search: Call
             interrupted = _interruption(error)
             _say(INTERRUPTED_LINE, error=True)
     if config.finalists and interrupted is None:
-        from nas.run.finalist_run import FinalizeError, FinalOptions, finalize_run
-
         try:
             finalize_run(plan.out, study_records(study), plan.settings.updated(objectives=plan.objectives),
                          plan.data, FinalOptions(config.finalists, config.final_epochs, config.final_seeds,
@@ -261,12 +244,6 @@ def _search(plan: Plan, job: SearchJob, study: Any, live: LiveView, search: Call
 
 def _write_outputs(plan: Plan, study: Any, live: LiveView, stopped: str | None, interrupted: str | None) -> SearchResult:
     """Table, ``best/``, report; the summary on the console; how the search ended."""
-    import torch
-
-    from nas.engine.optuna_adapter.study import study_records
-    from nas.run.outputs import write_run_outputs
-    from nas.train.trainer import resolve_device
-
     config, out = plan.config, plan.out
     records = study_records(study)
     live.update(records)
@@ -293,9 +270,6 @@ def _record_ending(out: Path, config: SearchConfig, records: list[TrialRecord], 
     """Write ``search_end.json`` (the budget, why the search stopped, how many trained models are no
     better than a trivial predictor) and add the count to ``status.json``; returns the console line
     about those models ("" when there is none)."""
-    from nas.io import atomic_write_json, read_json
-    from nas.run.run_files import SEARCH_END_FILE, below_trivial, read_trivial, trivial_floor
-
     trivial = read_trivial(out)
     below = below_trivial(records, trivial)
     end = {"trials": config.trials, "timeout": config.timeout, "stopped": stopped, "finished": finished,
@@ -319,8 +293,6 @@ def _deployed(out: Path, record: TrialRecord) -> str:
     folder = out / "best" / Path(record.checkpoint or "").name
     if record.checkpoint and folder.is_dir():
         return str(folder)
-    from nas.run.run_files import below_trivial, read_trivial
-
     if record.number in below_trivial([record], read_trivial(out)):
         return "not deployed: validation Dice not above the trivial predictor's"
     return f"no checkpoint ({record.checkpoint} is missing)"

@@ -7,10 +7,13 @@ with (``LIMITS``), so NaN, infinity and out-of-range values never reach a study;
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from nas.costs.constraints import parse_count
+from nas.engine.early_stop import RULES, rungs_problem
 from nas.engine.objectives import Objectives
 from nas.run.limits import (BATCH, FRACTION, MAX_SIDE, POSITIVE, SEED, Range, integers, numbers, side_range)
 from nas.train.trainer import TrainConfig
@@ -174,8 +177,6 @@ class SearchConfig:
 
 def _weights(value: Any) -> tuple[float, ...]:
     """``"1,2,4"`` (or numbers) -> ``(1.0, 2.0, 4.0)``: finite and positive, else a ``SearchError``."""
-    import math
-
     parts = value.split(",") if isinstance(value, str) else list(value or ())
     try:
         weights = tuple(float(str(part).strip()) for part in parts if str(part).strip())
@@ -210,8 +211,6 @@ def _assignments(value: Any) -> tuple[str, ...]:
 
 def _rule(value: Any) -> str:
     """``--early-stop``: a rule name; on/off (and True/False) as before the rules existed."""
-    from nas.engine.early_stop import RULES
-
     if isinstance(value, (bool, str)):
         value = {True: "halving", False: "none", "on": "halving", "off": "none"}.get(value, value)
     if value not in RULES:
@@ -221,8 +220,6 @@ def _rule(value: Any) -> str:
 
 def _rungs(value: Any, epochs: int, rule: str) -> tuple[int, ...]:
     """``"3,6"`` -> ``(3, 6)``: increasing epochs below ``--epochs`` at which the rule decides."""
-    from nas.engine.early_stop import rungs_problem
-
     parts = value.split(",") if isinstance(value, str) else list(value or ())
     try:
         rungs = tuple(int(str(part).strip()) for part in parts if str(part).strip())
@@ -240,8 +237,6 @@ def _count(name: str, value: Any) -> Any:
     """``"500k"`` -> 500000 (the --max-params / --max-macs suffixes); numbers are checked by LIMITS."""
     if not isinstance(value, str):
         return value
-    from nas.costs.constraints import parse_count
-
     try:
         return parse_count(value)
     except (ValueError, OverflowError) as error:

@@ -8,18 +8,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
+from search_spaces import SearchSpace, get_space
+from search_spaces.overrides import OverrideError, Restriction, check_restriction, restriction_from_args
+from search_spaces.presets import get_preset
+
+from nas.costs.constraints import Constraints
+from nas.data.dataset import SegmentationData
+from nas.data.loading import DataError, check_data_source, load_data
+from nas.data.patches import epoch_patches
+from nas.engine.job import sampler_problem
+from nas.engine.objectives import Objectives
+from nas.io import unwritable
+from nas.run.limits import pixel_budget_problem
+from nas.run.places import managed_folders, overlap_problem, storage_file
 from nas.run.search_config import SearchConfig, SearchError, flag
 from nas.run.settings import RunSettings
-
-if TYPE_CHECKING:  # torch-heavy at import: the plan's types only
-    from search_spaces import SearchSpace
-    from search_spaces.overrides import Restriction
-
-    from nas.costs.constraints import Constraints
-    from nas.data.dataset import SegmentationData
-    from nas.engine.objectives import Objectives
+from nas.train.trainer import resolve_device
 
 
 @dataclass(frozen=True)
@@ -44,11 +51,6 @@ class Plan:
 
 def resolve_space(config: SearchConfig) -> tuple[SearchSpace, Restriction, Constraints]:
     """The space, its checked restriction and the constraints (all ``--describe`` needs)."""
-    from search_spaces import get_space
-    from search_spaces.overrides import OverrideError, check_restriction, restriction_from_args
-
-    from nas.costs.constraints import Constraints
-
     try:
         space = get_space(config.space)
         restriction = restriction_from_args(space.dimensions, config.fix, config.choices, config.space_config)
@@ -70,13 +72,7 @@ def data_name(source: str) -> str:
 
 def _check_settings(config: SearchConfig, out: Path) -> None:
     """Everything about the settings themselves, before the data is read."""
-    from nas.data.loading import check_data_source
-    from nas.engine.job import sampler_problem
-    from nas.engine.objectives import Objectives
-    from nas.engine.optuna_adapter.reading import storage_problem
-    from nas.io import unwritable
-    from nas.run.places import managed_folders, overlap_problem, storage_file
-    from nas.train.trainer import resolve_device
+    from nas.engine.optuna_adapter import storage_problem  # lazy: nas-search --describe (resolve_space) needs no Optuna
 
     try:
         check_data_source(config.data)
@@ -103,8 +99,6 @@ def _check_settings(config: SearchConfig, out: Path) -> None:
         if getattr(config, name) not in allowed:
             raise SearchError(f"{flag(name)} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
     if config.baselines:
-        from search_spaces.presets import get_preset
-
         try:
             for name in config.baselines:
                 if name != "family":  # the baseline family (nas.stages.family_planning), not a preset
@@ -124,7 +118,7 @@ def _check_settings(config: SearchConfig, out: Path) -> None:
     if config.backend == "ray":
         if config.workers > 1:
             raise SearchError("--workers and --backend ray do not mix: Ray runs the trials in parallel itself")
-        from nas.engine.ray_adapter import check_ray_backend, probe_ray_address
+        from nas.engine.ray_adapter import check_ray_backend, probe_ray_address  # lazy: imports Ray
 
         try:
             check_ray_backend(config.device, gpus_per_trial(config), config.cpus_per_trial)
@@ -135,10 +129,6 @@ def _check_settings(config: SearchConfig, out: Path) -> None:
 
 def prepare(config: SearchConfig) -> Plan:
     """Check everything and load the data; ``SearchError`` (one line) if anything is wrong. Writes nothing."""
-    from nas.data.loading import DataError, load_data
-    from nas.engine.objectives import Objectives
-    from nas.run.limits import pixel_budget_problem
-
     for name in ("out", "data", "storage"):  # "" from Python: refused, never read as the default
         value = getattr(config, name)
         if value is not None and not str(value).strip():
@@ -168,7 +158,7 @@ def prepare(config: SearchConfig) -> Plan:
         kind = {2: "2D images", 3: "3D volumes"}
         raise SearchError(f"space {space.name!r} builds {kind[space.spatial_dims]} networks but --data "
                           f"{config.data!r} holds {kind[data.spatial_dims]}")
-    from nas.engine.optuna_adapter.study import default_storage
+    from nas.engine.optuna_adapter import default_storage  # lazy: see _check_settings
 
     return Plan(config, space, restriction, constraints, Objectives.parse(config.objectives), data, out,
                 config.storage or default_storage(out, config.workers), config.study_name or space.name)
@@ -177,8 +167,6 @@ def prepare(config: SearchConfig) -> Plan:
 def run_settings(plan: Plan) -> RunSettings:
     """The settings a resume must match, as the study stores them: only what differs from the defaults
     (so studies made before a setting existed still resume); never change the fields' names."""
-    from nas.engine.objectives import Objectives
-
     config = plan.config
     data_id = config.data if config.data.startswith("synthetic") else str(Path(config.data).resolve())
     family = config.warm_start == "family" or "family" in config.baselines
@@ -207,8 +195,6 @@ def study_settings(plan: Plan) -> dict[str, Any]:
 def data_settings(plan: Plan) -> dict[str, Any]:
     """How an epoch and the test split were made, when they differ from what runs before them did (one
     patch per image, no test split): a resume must match, and ``nas-finalize`` splits the same way."""
-    from nas.data.patches import epoch_patches
-
     data, settings = plan.data, {}
     patches = plan.config.patches_per_epoch or epoch_patches(data, plan.config.image_size)
     if patches != len(data.train_images):
@@ -225,6 +211,4 @@ def gpus_per_trial(config: SearchConfig) -> float:
 
 
 def gpu_count(device: str) -> int:
-    import torch
-
     return torch.cuda.device_count() if device in ("auto", "cuda") and torch.cuda.is_available() else 0

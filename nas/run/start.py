@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 
 from nas.costs.measure import count_macs_on_meta
+from nas.engine.optuna_adapter import count_finished, enqueue_start, start_name
 from nas.engine.policy import training_side
 from nas.engine.strata import Stratum, draw_strata
 from nas.run.family_run import WARM_START_SHARE, family_wanted, study_family, warm_start_active
@@ -48,9 +49,6 @@ def start_search(plan: Any, study: Any, log: Log, macs_of: MacsOf | None = None)
     """Plan (or read) the family and queue the start trials; returns the family's members ([] when the
     run wants no family). Called once by the main process, before any trial runs; ``macs_of`` ranks the
     strata (default: counted on the meta device; a replay passes its table's)."""
-    from nas.engine.optuna_adapter.study import count_finished
-    from nas.engine.optuna_adapter.warm_start import enqueue_start
-
     config = plan.config
     members = study_family(plan, study, log) if family_wanted(config) else []
     queue: list[tuple[float, dict[str, Any]]] = []
@@ -78,6 +76,4 @@ def start_search(plan: Any, study: Any, log: Log, macs_of: MacsOf | None = None)
 
 def _fresh(study: Any) -> bool:
     """Nothing but start trials so far (a resume after them draws the same strata again: same seed)."""
-    from nas.engine.optuna_adapter.warm_start import start_name
-
     return all(start_name(trial) for trial in study.get_trials(deepcopy=False))

@@ -10,7 +10,6 @@ import warnings
 from typing import Any
 
 import optuna
-from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator, get_param_importances
 from optuna.trial import TrialState
 
 MIN_TRIALS = 2
@@ -21,6 +20,9 @@ TARGETS = {"Dice": lambda t: -t.values[0], "log10 MACs": lambda t: math.log10(ma
 
 def _evaluator(seed: int) -> tuple[Any, str]:
     """fANOVA when scikit-learn is installed (it needs its random forest), else PED-ANOVA (no extra deps)."""
+    # optuna.importance pulls scikit-learn, SciPy and pandas: loaded here, not with the adapter's facade
+    from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
+
     try:
         import sklearn  # noqa: F401
     except ImportError:
@@ -41,6 +43,8 @@ def param_importances(study: optuna.Study, *, seed: int = 0) -> dict[str, Any]:
     if not any(t.params != finished[0].params for t in finished):
         out["note"] = f"not enough trials (all {len(finished)} finished trials share the same parameters)"
         return out
+    from optuna.importance import get_param_importances  # see _evaluator: not with the facade
+
     problems = []
     for name, target in TARGETS.items():
         try:
