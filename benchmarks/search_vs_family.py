@@ -52,15 +52,15 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # the parts' package s
 
 from search_vs_family_parts.arms import ARM_FLAGS, DATASETS, SEARCHED
 from search_vs_family_parts.fronts import (Step, dataset_summary, family_points, hypervolume, median_reach, reach,
-                                           seed_result, steps)
+                                           seed_result, steps, test_points)
 from search_vs_family_parts.moasha import MoashaPort, moasha_scheduler, moasha_search
 from search_vs_family_parts.runs import budgets, dataset, finalize
 from search_vs_family_parts.verdicts import (GOALS, LIVE_GOAL, dominating_pairs, goals, half_cost_match, live_goal,
                                              markdown)
 
 __all__ = ["DATASETS", "GOALS", "MoashaPort", "Step", "budgets", "dataset", "dataset_summary", "dominating_pairs",
-           "family_points", "finalize", "goals", "half_cost_match", "hypervolume", "live_goal", "main", "markdown", "median_reach", "moasha_scheduler",
-           "moasha_search", "reach", "seed_result", "steps"]  # what tests/test_search_vs_family.py reads
+           "family_points", "finalize", "goals", "half_cost_match", "hypervolume", "live_goal", "main", "markdown",
+           "median_reach", "moasha_scheduler", "moasha_search", "reach", "seed_result", "steps", "test_points"]  # tests/test_search_vs_family.py reads them
 
 
 def main(argv: list[str] | None = None) -> int:

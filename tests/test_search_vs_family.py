@@ -258,3 +258,22 @@ def test_the_half_cost_match_is_against_the_best_family_member_at_half_its_macs(
     seeds[0]["finalize"]["half_cost_match"] = None
     assert bench.live_goal({"dataset": "toy", "seeds": seeds}).startswith("not met on toy: 2 of 5")
     assert bench.live_goal({"dataset": "toy", "seeds": [{"seed": 0}]}).startswith("not measured")
+
+
+@needs_moocore
+def test_the_test_hypervolume_scores_the_validation_selected_front_on_test():
+    """A model off the validation front does not count on test however well it tests: selection is on
+    validation, the claim on test (as the run deploys best/)."""
+    def tested(number, val, test, macs):
+        return TrialRecord.from_metrics(number, "COMPLETE", {"quality": {"val": {"dice": val}, "test": {"dice": test}}},
+                                        dice=val, macs=macs, seconds=1.0, epoch_dice=[val])
+
+    random = [tested(0, 0.8, 0.7, 10**6), tested(1, 0.6, 0.95, 10**7)]  # 1 is dominated on validation
+    assert bench.test_points(random) == [(pytest.approx(0.3), 6.0)]
+    row = bench.seed_result({"engine": [tested(0, 0.5, 0.6, 10**5)], "random": random}, REF)
+    assert row["test_hypervolume"]["random"] == pytest.approx(area([(0.3, 6.0)]))
+    assert row["test_hypervolume"]["engine (all trials)"] == pytest.approx(area([(0.4, 5.0)]))
+    assert row["test_hypervolume"]["family"] == 0.0  # no family member ran
+    table = "\n".join(bench.markdown({"dataset": "toy", "budget_s": 60.0, "reference": list(REF), "reference_note": "",
+                                      "seeds": [row], "summary": bench.dataset_summary([row])}))
+    assert f"| random | {row['hypervolume']['random']:.4f} ± 0.0000 | {area([(0.3, 6.0)]):.4f} ± 0.0000 (" in table

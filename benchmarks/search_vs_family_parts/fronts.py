@@ -40,6 +40,19 @@ def family_points(records: Iterable[Any]) -> list[tuple[float, float]]:
     return [(1.0 - r.dice, math.log10(r.macs)) for r in family_records(records) if r.finished and r.macs]
 
 
+def test_points(records: Iterable[Any]) -> list[tuple[float, float]]:
+    """The front the run selects (validation Dice vs MACs, ``nas.results.pareto``), scored on the test
+    split each trial was evaluated on: (1 - test Dice, log10 MACs). A model is claimed on test."""
+    from nas.results.pareto import DICE_MACS, pareto_front
+
+    out = []
+    for record in pareto_front(list(records), DICE_MACS).front:
+        test = ((record.result.quality.splits or {}).get("test") or {}).get("dice")
+        if test is not None and math.isfinite(test) and record.macs:
+            out.append((1.0 - float(test), math.log10(record.macs)))
+    return out
+
+
 def hypervolume(points: Sequence[tuple[float, float]], reference: Sequence[float]) -> float:
     """moocore's hypervolume of minimisation points; points not strictly better than ``reference`` add nothing."""
     import moocore
@@ -66,7 +79,11 @@ def reach(trials: Sequence[Step], target: float, reference: Sequence[float], *, 
 
 
 def seed_result(records: dict[str, list[Any]], reference: Sequence[float]) -> dict[str, Any]:
-    """One seed: every arm's hypervolume, and the compute (a), (b), (d) need to reach the family's."""
+    """One seed: every arm's hypervolume (validation, what the search saw; and its validation-selected
+    front on test), and the compute (a), (b), (d) need to reach the family's."""
+    from nas.results.family_records import family_name, family_records
+    from nas.results.trial_result import RecordKind
+
     engine = steps(records["engine"])
     family = family_points(records["engine"])
     target = hypervolume(family, reference)
@@ -80,7 +97,12 @@ def seed_result(records: dict[str, list[Any]], reference: Sequence[float]) -> di
     for arm, trials in variants.items():  # (a) with one default changed: read like (a)
         fronts[f"{arm} (all trials)"] = [s.point for s in trials if s.point]
         fronts[f"{arm} searched"] = [s.point for s in trials if s.point and not s.family]
+    searched = [r for r in records["engine"] if r.kind == RecordKind.SEARCH]
+    tested = {"engine (all trials)": searched, "engine searched": [r for r in searched if family_name(r) is None],
+              "family": family_records(records["engine"]), **{arm: records[arm] for arm in ("random", "moasha")
+                                                               if arm in records}}
     row = {"hypervolume": {arm: hypervolume(points, reference) for arm, points in fronts.items()},
+           "test_hypervolume": {arm: hypervolume(test_points(chosen), reference) for arm, chosen in tested.items()},
            "trials": {arm: len(points) for arm, points in fronts.items()}, "family_members": len(family)}
     row["reach"] = {"engine searched": reach(engine, target, reference, searched_only=True),
                     "engine (all trials)": reach(engine, target, reference)}
@@ -104,7 +126,10 @@ def dataset_summary(seeds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     arms = [arm for arm in seeds[0]["hypervolume"] if all(arm in s["hypervolume"] for s in seeds)]
     spread = [(statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
               for v in ([s["hypervolume"][arm] for s in seeds] for arm in arms)]
-    out = {"hypervolume": dict(zip(arms, spread)),
+    tested = [arm for arm in seeds[0].get("test_hypervolume", {}) if all(arm in s["test_hypervolume"] for s in seeds)]
+    test_spread = [(statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
+                   for v in ([s["test_hypervolume"][arm] for s in seeds] for arm in tested)]
+    out = {"hypervolume": dict(zip(arms, spread)), "test_hypervolume": dict(zip(tested, test_spread)),
            "reach": {arm: median_reach([s["reach"][arm] for s in seeds]) for arm in seeds[0]["reach"]
                      if all(arm in s["reach"] for s in seeds)}}
     searched = [s["hypervolume"]["engine searched"] for s in seeds]

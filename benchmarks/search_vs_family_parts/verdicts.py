@@ -96,12 +96,16 @@ def markdown(row: dict[str, Any]) -> list[str]:
     summary = row["summary"]
     lines = [f"**{row['dataset']}** ({len(row['seeds'])} seed(s), {row['budget_s']:g} s per arm; reference "
              f"{row['reference_note']}: ({row['reference'][0]:g}, {row['reference'][1]:g}))", "",
-             "| arm | hypervolume mean ± std | models on it (mean) | compute to reach the family (median) |",
-             "|---|---|---:|---|"]
+             "| arm | hypervolume (validation) mean ± std | its front on test: mean ± std (per seed) | models on it (mean) "
+             "| compute to reach the family (median) |", "|---|---|---|---:|---|"]
+    tested = summary.get("test_hypervolume") or {}
     for arm, (mean, std) in summary["hypervolume"].items():
         models = statistics.fmean(s["trials"][arm] for s in row["seeds"])
         reach = summary["reach"].get(arm)
-        lines.append(f"| {arm} | {mean:.4f} ± {std:.4f} | {models:.1f} | {_reach(reach) if reach else '(the target)' if arm == 'family' else '-'} |")
+        test = (f"{tested[arm][0]:.4f} ± {tested[arm][1]:.4f} ("
+                + ", ".join(f"{s['test_hypervolume'][arm]:.3f}" for s in row["seeds"]) + ")") if arm in tested else "-"
+        lines.append(f"| {arm} | {mean:.4f} ± {std:.4f} | {test} | {models:.1f} | "
+                     f"{_reach(reach) if reach else '(the target)' if arm == 'family' else '-'} |")
     lines += ["", "engine searched: (a) without its family warm-start trials' points (their compute counted); family: "
                   "(a)'s warm-start trials plus the members its budget left queued, trained after it from their planned "
                   "specs; compute: the trials' wall seconds and trained epochs summed in trial order."]
