@@ -26,7 +26,7 @@ def spec(width: int) -> ResUNetSpec:
     return ResUNetSpec(encoder_widths=(width, width), decoder_widths=(width,), block="plain")
 
 
-def make_run(run: Path) -> Path:
+def make_run(run: Path, dice=lambda number: 0.5 + 0.1 * number) -> Path:
     """A study as nas-search leaves it: three finished trials on the front, their checkpoints, a baseline."""
     import optuna
 
@@ -40,7 +40,7 @@ def make_run(run: Path) -> Path:
                                       "batch_size": 8, "seed": 0})
     norm = Normalization((0.5,), (0.25,))
     for number, width in enumerate(WIDTHS):
-        metrics = {"dice": 0.5 + 0.1 * number, "macs": 1000 * (number + 1), "params": 100 * (number + 1),
+        metrics = {"dice": dice(number), "macs": 1000 * (number + 1), "params": 100 * (number + 1),
                    "latency_ms": 1.0, "seconds": 1.0, "best_epoch": 1, "trial": number, "input_shape": [1, 1, 32, 32]}
         checkpoint = f"trials/trial_{number:04d}"
         model = get_space("resunet").build_model(spec(width), 1, 1)
@@ -172,3 +172,24 @@ def test_a_failing_seed_is_isolated_retried_next_run_and_other_final_epochs_are_
     assert calls == [("trial_0000", 1)]  # only the failed seed is tried again
     assert fin.other_recipes(items, tmp_path, [0, 1], 2) == []
     assert fin.other_recipes(items, tmp_path, [0, 1], 6)[0] == "trial_0000/seed_0 (2 epochs)"
+
+
+def test_a_front_member_not_above_the_trivial_predictor_is_never_a_finalist(tmp_path, monkeypatch):
+    """The cheap end of a log-MAC front is often a model that learned nothing (validation Dice 0): the
+    search does not deploy it, and the finalist stage spends no slot on it; the next one takes its place."""
+    import nas.run.finalist_run as stage
+
+    run = make_run(tmp_path / "run", dice=lambda number: 0.0 if number == 0 else 0.9 + 0.01 * number)
+    opened, data = stage.open_for_finalize(run)
+    chosen, lines = [], []
+
+    def stop_before_training(items, *args, **kwargs):
+        chosen.extend(e.label for e in items if e.kind == "finalist")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stage, "train_entrants", stop_before_training)
+    with pytest.raises(KeyboardInterrupt):
+        stage.finalize_run(run, opened.records, opened.settings, data, stage.FinalOptions(finalists=2, final_seeds=1),
+                           log=lines.append)
+    assert chosen == ["trial 1", "trial 2"]  # trial 0 (Dice 0) sat at the front's cheap end
+    assert any("1 trial(s) not above the trivial predictor left out" in line for line in lines)

@@ -28,7 +28,7 @@ from nas.results.pareto import pareto_front
 from nas.results.records import TrialRecord
 from nas.run.open import OpenedRun, RunError, open_run
 from nas.run.outputs import run_objectives
-from nas.run.run_files import ensure_trivial
+from nas.run.run_files import below_trivial, ensure_trivial
 from nas.run.settings import RunSettings
 from nas.stages.baseline_training import baseline_records
 from nas.stages.finalist_training import (DEFAULT_SEEDS, EPOCHS_FACTOR, entrants, other_recipes, summarize,
@@ -112,8 +112,12 @@ def finalize_run(run_dir: Path, records: Sequence[TrialRecord], settings: RunSet
 
     ``FinalizeError`` (nothing trained) when ``finalists/`` holds seeds of other final epochs."""
     run_dir = Path(run_dir)
-    # finalists come from the searched front; the family's warm-start trials enter as baselines
-    front = pareto_front(searched_records(records), run_objectives(settings)).front
+    # finalists come from the searched front of the models above the trivial predictor (the ones the
+    # search deploys: the cheap end of a log-MAC front is often a model that learned nothing); the
+    # family's warm-start trials enter as baselines
+    trivial_splits = ensure_trivial(run_dir, data)
+    junk = below_trivial(records, trivial_splits)
+    front = pareto_front([r for r in searched_records(records) if r.number not in junk], run_objectives(settings)).front
     family = [r for r in family_records(records) if r.finished]
     items = entrants(front, baseline_records(run_dir), options.finalists, settings.space or "resunet",
                      family, quality=run_objectives(settings)[0])  # k = 1: the best by the run's quality objective
@@ -128,7 +132,8 @@ def finalize_run(run_dir: Path, records: Sequence[TrialRecord], settings: RunSet
         raise FinalizeError(f"--final-epochs {final.train.epochs}: {run_dir / 'finalists'} holds seeds trained for "
                             f"other final epochs ({', '.join(other[:3])}); pass the same --final-epochs or move "
                             "finalists/ away")
-    log(f"finalists: {sum(e.kind == 'finalist' for e in items)} of {len(front)} Pareto member(s) and "
+    left_out = f" ({len(junk)} trial(s) not above the trivial predictor left out)" if junk else ""
+    log(f"finalists: {sum(e.kind == 'finalist' for e in items)} of {len(front)} Pareto member(s){left_out} and "
         f"{sum(e.kind == 'baseline' for e in items)} baseline(s) x {len(seeds)} seed(s), {final.train.epochs} epochs "
         f"each; final numbers on the {'test' if split == 'test' else 'validation (no test split)'} images"
         f"{'' if not data.test_note else ' (' + data.test_note + ')'}")
@@ -140,7 +145,7 @@ def finalize_run(run_dir: Path, records: Sequence[TrialRecord], settings: RunSet
             "search_epochs": settings.epochs, "split_note": data.test_note,
             "test_images": len(data.test_images) if split == "test" else 0, "val_images": len(data.val_images)}
     summary = summarize(items, run_dir, seeds, split=split, failures=failures, info=info)
-    summary["trivial"] = trivial = ensure_trivial(run_dir, data)["splits"].get(split)  # the floor, same images
+    summary["trivial"] = trivial = trivial_splits["splits"].get(split)  # the floor, same images
     write_summary(run_dir, summary)
     if trivial:
         log(f"{trivial_line(trivial, 3)} (the floor every final Dice above is measured against)")
