@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from search_spaces import SearchSpace, get_space
 from search_spaces.overrides import OverrideError, Restriction, check_restriction, restriction_from_args
 from search_spaces.presets import get_preset
