@@ -27,6 +27,7 @@ from nas.engine.optuna_adapter.study import MEMORY_STORAGE, open_study, run_stud
 from nas.engine.policy import run_policy
 from nas.engine.optuna_adapter.warm_start import family_plan, store_family_plan
 from nas.engine.trial import TrialSettings
+from nas.results.trial_result import TrialResult
 from nas.run.family_run import warm_start_until
 from nas.run.start import start_search
 from nas.run.search_config import SearchConfig
@@ -92,7 +93,7 @@ class ReplayTrainer:
 
     def __call__(self, spec: Any, space: Any, data: Any, settings: TrialSettings, folder: Path, *,
                  extra: dict[str, Any] | None = None, on_epoch: Callable[[int, float, float], None] | None = None,
-                 on_costs: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                 on_costs: Callable[[dict[str, Any]], None] | None = None) -> TrialResult:
         curve = self.source(spec)
         epochs = settings.train.epochs
         if len(curve.val_dice) < epochs:
@@ -117,10 +118,11 @@ class ReplayTrainer:
         dice = curve.val_dice[best - 1]
         self.events.append(Event(end=self.clock(), finished=True, val_dice=dice, test_dice=curve.final_test_dice,
                                  **ended))
-        return {"dice": dice, "best_epoch": best, "epoch_dice": list(curve.val_dice[:epochs]),
-                "epoch_loss": list(curve.loss[:epochs]), **curve.costs,
-                "quality": {"val": {"dice": dice}, "test": {"dice": curve.final_test_dice}},
-                "train_seconds": sum(curve.epoch_s[:epochs]), "replay_source": curve.source, **extra}
+        return TrialResult.from_dict({
+            "dice": dice, "best_epoch": best, "epoch_dice": list(curve.val_dice[:epochs]),
+            "epoch_loss": list(curve.loss[:epochs]), **curve.costs,
+            "quality": {"val": {"dice": dice}, "test": {"dice": curve.final_test_dice}},
+            "train_seconds": sum(curve.epoch_s[:epochs]), "replay_source": curve.source, **extra})
 
 
 @dataclass(frozen=True)

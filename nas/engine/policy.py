@@ -187,8 +187,6 @@ def run_policy(job: SearchJob, port: TrialPort, log: Log = _log,
     except EarlyStopped as stop:
         partial = {**progress.measured, "epoch_dice": list(progress.curve), "stopped_at_epoch": stop.epoch}
         raise TrialStopped(StopReason.EARLY_STOPPED, str(stop), epoch=stop.epoch, measured=partial) from None
-    if not isinstance(trained, TrialResult):  # a stand-in's flat metrics (the replay's recorded curves)
-        trained = TrialResult.from_dict(trained)
     result = trained.merged(measured, replace=False)  # + the costs measured for the check
     result = replace(result, timing=replace(result.timing, seconds=time.perf_counter() - started))
     quality, costs = result.quality, result.costs
