@@ -193,3 +193,16 @@ def test_a_front_member_not_above_the_trivial_predictor_is_never_a_finalist(tmp_
                            log=lines.append)
     assert chosen == ["trial 1", "trial 2"]  # trial 0 (Dice 0) sat at the front's cheap end
     assert any("1 trial(s) not above the trivial predictor left out" in line for line in lines)
+
+
+def test_a_run_whose_every_model_is_below_the_trivial_predictor_has_nothing_to_finalise(tmp_path, capsys):
+    import shutil
+
+    run = make_run(tmp_path / "run", dice=lambda number: 0.0)
+    shutil.rmtree(run / "baselines")
+    from nas.cli.finalize import main
+
+    code, _, err = call(capsys, main, "--run", run, *FLAGS)
+    err = err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "nothing to finalise" in err[0] and "3 left out" in err[0]
+    assert not (run / "finalists").exists()

@@ -121,6 +121,9 @@ def finalize_run(run_dir: Path, records: Sequence[TrialRecord], settings: RunSet
     family = [r for r in family_records(records) if r.finished]
     items = entrants(front, baseline_records(run_dir), options.finalists, settings.space or "resunet",
                      family, quality=run_objectives(settings)[0])  # k = 1: the best by the run's quality objective
+    if not items:
+        raise FinalizeError(f"nothing to finalise: no model of the searched front is above the trivial predictor "
+                            f"({len(junk)} left out) and the run has no baselines")
     problem = entrant_problem(items, data.in_channels)
     if problem:
         raise FinalizeError(problem)
