@@ -32,9 +32,12 @@ gpu-check: venv
 	$(PY) benchmarks/gpu_check.py --out runs/gpu_check
 
 # The tabulated benchmark (docs/benchmark.md): train what the table lacks on both cores (resumable; a kill
-# loses only the two trainings in flight), then replay 8 search arms x 30 seeds on it.
+# loses only the two trainings in flight), then replay 8 search arms x 30 seeds on it. The real-data table:
+# make bench-table BENCH_TASK=cvc BENCH_COUNT=150
+BENCH_TASK  ?= synthetic
+BENCH_COUNT ?= 500
 bench-table: venv
-	$(PY) benchmarks/nasbench.py build --task synthetic --count 500 --workers 2
+	$(PY) benchmarks/nasbench.py build --task $(BENCH_TASK) --count $(BENCH_COUNT) --workers 2
 
 bench-replay: venv
 	$(PY) benchmarks/nasbench_replay.py --seeds 30 --workers 2

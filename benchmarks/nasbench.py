@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--task", default="synthetic")
     build.add_argument("--count", type=int, default=500, help="uniformly sampled architectures wanted")
     build.add_argument("--workers", type=int, default=2, help="training processes (one torch thread each)")
-    build.add_argument("--noise-every", type=int, default=10, help="every N-th sample also trains with seeds 1, 2")
+    build.add_argument("--noise-every", type=int, default=None,
+                       help="every N-th sample also trains with seeds 1, 2 (default: the task's, 10 on synthetic)")
     build.add_argument("--limit", type=int, default=None, help="train at most this many now")
     export = sub.add_parser("export", help="merge the journal into the parquet table")
     export.add_argument("--task", default="synthetic")

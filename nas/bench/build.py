@@ -72,20 +72,22 @@ def pending(order: Iterable[Entry], done: set[tuple[str, int]]) -> list[Entry]:
     return [entry for entry in order if entry.key not in done]
 
 
-def build_table(task: Task, count: int, table: Path, journal: Path, *, workers: int = 2, noise_every: int = 10,
-                limit: int | None = None, log: Log = print) -> int:
+def build_table(task: Task, count: int, table: Path, journal: Path, *, workers: int = 2,
+                noise_every: int | None = None, limit: int | None = None, log: Log = print) -> int:
     """Train what ``table`` and ``journal`` lack of the task's first ``count`` samples (plus references and
     noise seeds), ``workers`` at a time; returns how many trainings finished in this call."""
     plan, _ = task_plan(task)
     frame = read_rows(table, journal)
     done = {(str(a), int(s)) for a, s in zip(frame["arch_id"], frame["seed"])}
-    todo = pending(build_order(plan, count, noise_every=noise_every), done)
+    noise_every = task.noise_every if noise_every is None else noise_every
+    todo = pending(build_order(plan, count, noise_every=noise_every, presets=task.presets), done)
     if limit is not None:
         todo = todo[:limit]
     log(f"table {task.name}: {len(done)} trainings done, {len(todo)} to go, {workers} worker(s) x {THREADS} thread")
     if not todo:
         return 0
     journal.parent.mkdir(parents=True, exist_ok=True)
+    _end_cut_line(journal)
     finished = 0
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(task,)) as pool, \
             journal.open("a", encoding="utf-8") as out:
@@ -111,6 +113,17 @@ def build_table(task: Task, count: int, table: Path, journal: Path, *, workers: 
                 for nxt in _take(queue, 1):
                     running[pool.submit(_train, nxt)] = nxt
     return finished
+
+
+def _end_cut_line(journal: Path) -> None:
+    """End a line a kill cut short, so the next row starts a line of its own instead of joining it."""
+    if journal.exists() and journal.stat().st_size:
+        with journal.open("rb") as existing:
+            existing.seek(-1, os.SEEK_END)
+            cut = existing.read(1) != b"\n"
+        if cut:
+            with journal.open("a", encoding="utf-8") as out:
+                out.write("\n")
 
 
 def _take(queue: Iterable[Entry], n: int) -> list[Entry]:

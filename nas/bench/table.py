@@ -43,7 +43,9 @@ class Task:
     epochs: int = 10
     image_size: int = 64
     batch_size: int = 8
-    patches_per_epoch: int | None = None
+    patches_per_epoch: int | None = None  # None: the covering epoch (every training pixel once)
+    presets: bool = True  # train the presets too (2.8-3 GMAC each: most of a real task's reference cost)
+    noise_every: int = 10  # every N-th sample also trains with seeds 1 and 2 (the noise floor)
     note: str = ""
 
     def config(self, seed: int = 0) -> SearchConfig:
@@ -54,8 +56,13 @@ class Task:
 
 TASKS = {
     "synthetic": Task("synthetic", note="the make search settings without a budget: 10 epochs of 96 patches, 64 px"),
-    "isbi": Task("isbi", data="../shared/data/isbi2012_em/train", epochs=4, patches_per_epoch=None,
-                 note="ISBI 2012 at 64 px, the covering epoch (every training pixel once, 1,152 patches), 4 epochs"),
+    "cvc": Task("cvc", data="../shared/data/cvc_clinicdb_sample", epochs=3, presets=False, noise_every=15,
+                note="the CVC-ClinicDB polyp sample at 64 px (RGB; 11 train / 5 val / 4 test images of 384 x 288), "
+                     "the covering epoch (every training pixel once, 297 patches), 3 epochs: ~1.6x a synthetic "
+                     "training's CPU seconds, what fits 150 architectures into the machine time of a session"),
+    "isbi": Task("isbi", data="../shared/data/isbi2012_em/train", epochs=4, presets=False,
+                 note="ISBI 2012 at 64 px, the covering epoch (every training pixel once, 1,024 patches), 4 epochs: "
+                      "~3.5x CVC's seconds per epoch (65-133 CPU s an epoch for two median-plus samples), not built"),
 }
 
 
@@ -102,9 +109,9 @@ def sampled_entries(space: SearchSpace, count: int, image_size: int, table_seed:
     return entries
 
 
-def reference_entries(plan: Plan) -> list[Entry]:
+def reference_entries(plan: Plan, presets: bool = True) -> list[Entry]:
     """The family members' points (what a warm start trains), their planned specs where the space cannot
-    express them, and every preset that fits the image size."""
+    express them, and (``presets``) every preset that fits the image size."""
     config = plan.config
     entries, seen = [], set()
     members = plan_family(plan.space, image_size=config.image_size, in_channels=plan.data.in_channels,
@@ -116,7 +123,7 @@ def reference_entries(plan: Plan) -> list[Entry]:
                 continue
             seen.add(spec_key(spec))
             entries.append(Entry(member.name + suffix, FAMILY, spec.to_dict(), params))
-    for name in list_presets():
+    for name in list_presets() if presets else ():
         preset = get_preset(name)
         if preset.space == plan.space.name and training_fits(preset.spec, config.image_size) \
                 and spec_key(preset.spec) not in seen:
@@ -126,10 +133,10 @@ def reference_entries(plan: Plan) -> list[Entry]:
 
 
 def build_order(plan: Plan, count: int, noise_every: int = 10, noise_seeds: Sequence[int] = (1, 2),
-                table_seed: int = 0) -> list[Entry]:
+                table_seed: int = 0, presets: bool = True) -> list[Entry]:
     """The references first, then the samples in order; every ``noise_every``-th sample is trained with
     ``noise_seeds`` too (the noise floor), right after its seed-0 run so a partial table has it early."""
-    order = reference_entries(plan)
+    order = reference_entries(plan, presets)
     for index, entry in enumerate(sampled_entries(plan.space, count, plan.config.image_size, table_seed)):
         order.append(entry)
         if noise_every and index % noise_every == 0:
