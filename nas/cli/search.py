@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_storage(parser, storage_help="Optuna storage URL (default: sqlite:///<out>/study.db)",
                 name_help="study name (default: the space name)")
     add_seed(parser, default=D.seed, help="seed for data, sampler and training (0 .. 2^32-1)")
+    parser.add_argument("--search-seed", type=_num("search_seed"), default=D.search_seed, metavar="S",
+                        help="seed for the sampler and the cost strata only (default: --seed): another search "
+                             "on the same split, with the same training seed")
     add_device(parser)
     engine = parser.add_argument_group("search engine")
     engine.add_argument("--objectives", default=D.objectives, metavar="QUALITY,COST[,COST]",
@@ -68,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "8 px, hd95 (minimised) or dice:<class name>) and one or two of macs, latency, params, "
                              "memory (training-step MB), e.g. dice,latency or dice_small,macs (default dice,macs)")
     engine.add_argument("--sampler", default=D.sampler, choices=SAMPLERS,
-                        help="Optuna multi-objective sampler, seeded by --seed (default tpe)")
+                        help="Optuna multi-objective sampler, seeded by --search-seed, else --seed (default tpe)")
     engine.add_argument("--early-stop", default=D.early_stop, choices=("halving", "moasha", "none", "on", "off"),
                         help="at each rung stop a trial whose Dice so far is beaten: halving = by most trials that "
                              "cost no more (cost-aware successive halving); moasha = it is on a non-dominated front "

@@ -127,7 +127,8 @@ def _open_study(plan: Plan) -> Any:
     config = plan.config
     # Each worker samples with its own seed: the same seed would propose the same architectures
     # (wrapped into the samplers' 32-bit range, so --seed 4294967295 works with workers too).
-    seed = (config.seed + 7919 * (config.worker_id + 1)) % 2**32 if config.worker_id is not None else config.seed
+    seed = config.sampler_seed
+    seed = (seed + 7919 * (config.worker_id + 1)) % 2**32 if config.worker_id is not None else seed
     try:
         return open_study(plan.storage, plan.study_name, seed, study_settings(plan), plan.objectives, config.sampler,
                           data_fingerprint=data_fingerprint(plan.data))
@@ -208,7 +209,7 @@ def _search(plan: Plan, job: SearchJob, study: Any, live: LiveView, search: Call
         elif config.backend == "ray":
             from nas.engine.ray_adapter import run_ray_search  # lazy: imports Ray, only for --backend ray
 
-            stopped = run_ray_search(job, study, storage=plan.storage, study_name=plan.study_name, seed=config.seed,
+            stopped = run_ray_search(job, study, storage=plan.storage, study_name=plan.study_name, seed=config.sampler_seed,
                                      sampler=config.sampler, ray_address=config.ray_address,
                                      gpus_per_trial=gpus_per_trial(config), cpus_per_trial=config.cpus_per_trial,
                                      resume=True)
@@ -249,7 +250,7 @@ def _write_outputs(plan: Plan, study: Any, live: LiveView, stopped: str | None, 
     live.update(records)
     settings = plan.settings.updated(objectives=plan.objectives, trials=config.trials, study=plan.study_name,
                                      storage=plan.storage, device=str(resolve_device(config.device)),
-                                     torch_threads=torch.get_num_threads())
+                                     torch_threads=torch.get_num_threads(), search_seed=config.search_seed)
     finished = sum(r.finished for r in records)
     below = _record_ending(out, config, records, finished, stopped)
     front = write_run_outputs(records, out, title=f"nas-search: {plan.space.name} on {plan.data.name}",

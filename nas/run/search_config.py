@@ -30,7 +30,7 @@ MAX_PRUNED_IN_A_ROW = 25
 
 LIMITS: dict[str, Range] = {
     "trials": integers(1, 1_000_000), "epochs": integers(1, 100_000), "image_size": side_range(16, 4096),
-    "batch_size": BATCH, "seed": SEED, "timeout": POSITIVE, "max_failures": integers(1, 1_000_000),
+    "batch_size": BATCH, "seed": SEED, "search_seed": SEED, "timeout": POSITIVE, "max_failures": integers(1, 1_000_000),
     "workers": integers(1, 1024), "worker_id": integers(0, 1023), "gpus_per_trial": numbers(0, 1024),
     "cpus_per_trial": numbers(0, 4096, low_open=True),
     "val_fraction": numbers(0, 1, low_open=True, high_open=True), "lr": numbers(0, 10, low_open=True),
@@ -65,6 +65,9 @@ class SearchConfig:
     storage: str | None = None  # default: sqlite:///<out>/study.db (a journal file with workers)
     study_name: str | None = None  # default: the space name
     seed: int = 0
+    # the search's own randomness (sampler, cost strata) when it should differ from --seed's data and
+    # training: another search on the same split with the same trainings; None = --seed
+    search_seed: int | None = None
     device: str = "auto"
     # search engine
     objectives: str = str(Objectives())
@@ -137,6 +140,11 @@ class SearchConfig:
             else:
                 object.__setattr__(self, name, int(value))
         object.__setattr__(self, "early_stop_rungs", _rungs(self.early_stop_rungs, self.epochs, self.early_stop))
+
+    @property
+    def sampler_seed(self) -> int:
+        """What seeds the sampler and the cost strata: ``--search-seed``, else ``--seed``."""
+        return self.seed if self.search_seed is None else self.search_seed
 
     def to_argv(self) -> list[str]:
         """The ``nas-search`` flags that give this config (defaults left out), e.g. for a benchmark's record."""

@@ -65,6 +65,7 @@ class RunSettings:
     storage: str | None = _stored(TEXT)
     device: str | None = _stored(TEXT)
     torch_threads: int | None = _stored(INT)
+    search_seed: int | None = _stored(INT)  # None: the sampler was seeded by ``seed``
     extra: Mapping[str, Any] = field(default_factory=dict)  # unknown keys, unexpected values: kept as stored
     keys: tuple[str, ...] = field(default=(), repr=False, compare=False)  # the stored dict's keys, in order
 

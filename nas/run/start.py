@@ -40,7 +40,7 @@ def cost_strata(plan: Any, macs_of: MacsOf | None = None) -> list[Stratum]:
     """The run's cost strata: what it could train (depth within the image size, ``--max-macs``)."""
     config, limit = plan.config, plan.constraints.max_macs
     side = training_side(plan.data, config.image_size)  # the policy prunes what does not fit it
-    return draw_strata(plan.space, count=config.cost_strata, seed=config.seed, macs_of=macs_of or counted_macs(plan),
+    return draw_strata(plan.space, count=config.cost_strata, seed=config.sampler_seed, macs_of=macs_of or counted_macs(plan),
                        fits=lambda spec: side // spec.downsampling_factor >= 2, max_macs=limit,
                        restriction=plan.restriction)
 
