@@ -127,6 +127,13 @@ def test_cross_validate_reports_finite_scores(frame):
     noise = report["noise_floor"]
     assert noise["n_architectures"] == 3 and noise["seeds_compared"] == 2
     assert all(math.isfinite(noise[t]["kendall_tau"]) for t in targets)
+    # the ceiling: the mean of seeds 1 and 2 as a predictor of seed 0, and each model against the seed mean
+    zero = frame[frame.seed == 0].set_index("arch_id")["final_test_dice"]
+    others = frame[frame.seed != 0].groupby("arch_id")["final_test_dice"].mean()
+    from scipy.stats import kendalltau
+    assert math.isclose(noise["final_test_dice_ceiling"]["kendall_tau"],
+                        kendalltau(zero.loc[others.index], others).statistic)
+    assert all(-1 <= s["final_test_dice"]["kendall_tau_vs_seed_mean"] <= 1 for s in report["models"].values())
 
 
 def test_predict_one_is_predict_for_one_architecture(frame):
