@@ -144,3 +144,45 @@ def test_predict_one_is_predict_for_one_architecture(frame):
     many = surrogate.predict(frame.iloc[[3]]).iloc[0]
     assert one["final_test_dice"] == pytest.approx(many["final_test_dice"], abs=1e-9)
     assert np.allclose(one["val_dice"], many["val_dice"]) and np.allclose(one["epoch_cpu_s"], many["epoch_cpu_s"])
+
+
+def test_tree_fast_paths_are_sklearn_bit_for_bit(frame):
+    """The replay's one-row predictions (nas.bench.trees) equal sklearn's exactly: the cost model's boosted
+    trees and the surrogate's forest, on proposals the table lacks, and a NaN sent where sklearn sends it."""
+    from nas.bench.costs import fit_cost_model, proxies
+    from nas.bench.load import encode_row
+    from nas.bench.trees import ForestRows, boosted_rows
+
+    model = fit_cost_model(frame)
+    surrogate = fit_surrogate(frame, "rf")
+    forest = surrogate.estimator.regressor_
+    space = get_space("resunet")
+    for i in range(40):
+        spec = space.sample_spec(RandomSuggest(seed=1000 + i))
+        row = encode_row(spec, 1, 1)
+        row["proxy_macs"], row["proxy_params"] = proxies(spec)
+        x = np.array([[row.get(column, 0.0) for column in model.columns]])
+        exact = (int(round(10 ** model.macs.predict(x)[0])), int(round(10 ** model.params.predict(x)[0])))
+        assert model(spec) == exact
+        assert boosted_rows(model.macs).predict(x) == model.macs.predict(x)[0]
+        z = encode_row(spec, *exact)
+        xs = np.array([[z.get(column, 0.0) for column in surrogate.columns]])
+        trees = np.mean([t.tree_.predict(xs.astype(np.float32)) for t in forest.estimators_], axis=0).reshape(1, -1)
+        assert np.array_equal(ForestRows(forest).predict(xs), trees)
+        assert surrogate.predict_one(spec, *exact) == _sklearn_predict_one(surrogate, xs)
+    xs[0, ::3] = np.nan
+    trees = np.mean([t.tree_.predict(xs.astype(np.float32)) for t in forest.estimators_], axis=0).reshape(1, -1)
+    assert np.array_equal(ForestRows(forest).predict(xs), trees)
+    x[0, ::3] = np.nan
+    assert boosted_rows(model.macs).predict(x) == model.macs.predict(x)[0]
+
+
+def _sklearn_predict_one(surrogate, x):
+    """``Surrogate.predict_one`` as it was before the fast path: sklearn's trees one call each."""
+    forest = surrogate.estimator.regressor_
+    z = np.mean([t.tree_.predict(x.astype(np.float32)) for t in forest.estimators_], axis=0).reshape(1, -1)
+    y = surrogate.estimator.transformer_.inverse_transform(z)[0]
+    e = surrogate.epochs
+    dice = np.clip(y[:2 + e], 0.0, 1.0)
+    return {"final_val_dice": float(dice[0]), "final_test_dice": float(dice[1]), "val_dice": list(dice[2:]),
+            "epoch_cpu_s": list(10.0 ** y[2 + e:])}

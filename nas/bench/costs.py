@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from nas.bench.load import encode_params, encode_row, spec_dict
+from nas.bench.trees import boosted_rows
 
 IMAGE_SIZE = 64
 COUNT_COLUMNS = ("spec_key", "spec", "macs", "param_count")
@@ -57,6 +58,7 @@ class CostModel:
     macs: Any
     params: Any
     columns: list[str]
+    _rows: Any = field(default=None, init=False, repr=False, compare=False)  # one-row predictors, built once
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         x = features(frame).reindex(columns=self.columns, fill_value=0.0).to_numpy()
@@ -69,7 +71,12 @@ class CostModel:
         row = encode_row(spec, 1, 1)
         row["proxy_macs"], row["proxy_params"] = proxies(spec)
         x = np.array([[row.get(column, 0.0) for column in self.columns]])
-        return int(round(10 ** self.macs.predict(x)[0])), int(round(10 ** self.params.predict(x)[0]))
+        if self._rows is None:  # the trees descended at once (nas.bench.trees), else sklearn's predict
+            fast = [boosted_rows(model) for model in (self.macs, self.params)]
+            self._rows = [m.predict if m is not None else (lambda x, model=model: model.predict(x)[0])
+                          for m, model in zip(fast, (self.macs, self.params))]
+        macs, params = (predict(x) for predict in self._rows)
+        return int(round(10 ** macs)), int(round(10 ** params))
 
 
 def _regressor(seed: int = 0) -> Any:
