@@ -7,9 +7,9 @@ The live runs search the table's own task: ``nas-search --space resunet --seed 0
 table's and only the search differs by ``S``. Each is replayed with the same arm, search seed and
 ``--trials`` (``nas.bench.replay``, table rows where the table has the architecture, the surrogate
 elsewhere). Compared per run: the hypervolume of (test Dice, log10 MACs) of the front chosen on
-validation; the **noise floor** is how far the live hypervolume moves when every trial's validation and
-test Dice move by a training seed (paired seed differences of the table's 3-seed architectures, 2,000
-draws: the 95 % interval). Per trial: live Dice of table architectures against their rows, the
+validation; the **noise floor** is how far that hypervolume moves between two trainings of the same
+trials (each trial's validation and test Dice moved by the paired seed differences of the table's 3-seed
+architectures, 2,000 draws: the 95 % interval of the difference). Per trial: live Dice of table architectures against their rows, the
 surrogate's prediction against the live Dice of the rest, and for random search whether replay and live
 proposed the same architectures.
 
@@ -65,19 +65,18 @@ def seed_noise(frame: Any) -> np.ndarray:
 
 
 def noise_interval(events: Sequence[Event], noise: np.ndarray, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95 % interval of the hypervolume change when each finished trial's Dice moves by a training seed."""
+    """95 % interval of the hypervolume difference between two trainings of the run's architectures: each
+    of two copies moves every finished trial's Dice by a table seed difference over sqrt(2) (one seed's
+    share of a difference between two), so the interval is symmetric and as wide as the seed makes it."""
     rng = np.random.default_rng(seed)
-    base = front_hypervolume(events, math.inf)
-    changes = []
-    for _ in range(draws):
-        moved = []
-        for event in events:
-            if event.finished:
-                dval, dtest = noise[rng.integers(len(noise))]
-                event = Event(event.trial, event.key, 0.0, 0.0, True, event.macs, event.val_dice + dval,
-                              event.test_dice + dtest, event.family)
-            moved.append(event)
-        changes.append(front_hypervolume(moved, math.inf) - base)
+    done = [e for e in events if e.finished]
+
+    def moved() -> float:
+        shifts = noise[rng.integers(len(noise), size=len(done))] / math.sqrt(2)
+        return front_hypervolume([Event(e.trial, e.key, 0.0, 0.0, True, e.macs, e.val_dice + dv, e.test_dice + dt,
+                                        e.family) for e, (dv, dt) in zip(done, shifts)], math.inf)
+
+    changes = [moved() - moved() for _ in range(draws)]
     return float(np.percentile(changes, 2.5)), float(np.percentile(changes, 97.5))
 
 

@@ -31,6 +31,6 @@ def test_noise_interval_is_zero_without_noise_and_covers_the_spread_with_it():
     events = _events([(10**6, 0.6, 0.62), (10**7, 0.7, 0.71), (10**8, 0.8, 0.79)])
     assert noise_interval(events, np.zeros((4, 2)), draws=50) == (0.0, 0.0)
     low, high = noise_interval(events, np.array([[0.02, 0.02], [-0.02, -0.02]]), draws=400)
-    assert low < 0 < high
+    assert low < 0 < high and abs(low + high) < 0.25 * (high - low)  # two trainings: symmetric
     base = front_hypervolume(events, float("inf"))
     assert abs(low) < base and high < base
