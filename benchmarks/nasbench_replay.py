@@ -30,7 +30,7 @@ _ARGS: dict[str, Any] = {}
 
 
 def make_state() -> dict[str, Any]:
-    """Once per worker: the table, the surrogate, the cost model, the task's plan."""
+    """Once (in the parent; forked workers inherit it): the table, the surrogate, the cost model, the task's plan."""
     import pandas as pd
 
     from nas.bench.costs import fit_cost_model

@@ -84,6 +84,81 @@ def test_the_simulated_clock_drives_the_timeout_and_the_warm_start_share(tmp_pat
     assert len(family) == 1 and skipped, "30 s per member: the second starts past 25 s (a quarter) and is skipped"
 
 
+def _varied(spec):
+    """A curve per spec from its key's hash: members and proposals of different lengths and Dice."""
+    import hashlib
+
+    h = int(hashlib.sha256(spec_key(spec).encode()).hexdigest()[:8], 16)
+    seconds, dice, macs = 4.0 + h % 17, 0.3 + (h % 97) / 200, 10**5 + h % 10**7
+    return Curve(val_dice=(dice * 0.8, dice * 0.9, dice), epoch_s=(seconds,) * 3, final_test_dice=dice - 0.01,
+                 costs={"macs": macs, "flops": 2 * macs, "params": 100, "latency_ms": 1.0})
+
+
+def test_a_smaller_timeout_read_off_a_larger_replay_is_that_replay(tmp_path):
+    """``prefix`` reads a smaller --timeout off a larger replay only where it is that replay, event for event:
+    the second member starts at 57 s, past a quarter of 90 and 160 s (skipped there, trained at 600 s)."""
+    from nas.bench.replay import prefix
+
+    plan = prepare(nas.SearchConfig(trials=50, out=tmp_path / "r", **LIVE))
+    arm = Arm("engine", cost_strata=0)
+    big = replay(plan, _varied, arm, seed=1, budget_s=600.0)
+    assert [start for start, _ in big.family_starts] == [0.0, 57.0]
+    for budget, readable in ((20.0, True), (45.0, True), (90.0, False), (160.0, False), (300.0, True),
+                             (450.0, True)):
+        small = replay(plan, _varied, arm, seed=1, budget_s=budget)
+        read = prefix(big, plan, arm, budget)
+        assert (read is not None) == readable
+        if read is not None:
+            assert read.events == small.events
+        else:  # the naive cut would be wrong: the member skipped here changes what follows
+            assert tuple(e for e in big.events if e.start < budget) != small.events
+
+
+def test_an_arm_without_the_family_replayed_first_leaves_the_family_to_the_next(tmp_path, monkeypatch):
+    """The per-process family plan is kept only once planned: a random-search replay first (no family
+    wanted) once cached an empty plan, and every warm-start replay after it in that worker ran without one."""
+    from nas.bench import replay as replay_module
+
+    plan = prepare(nas.SearchConfig(trials=50, out=tmp_path / "r", **LIVE))
+    arm = Arm("engine", cost_strata=0)
+    monkeypatch.setattr(replay_module, "_FAMILY_PLANS", {})
+    fresh = replay(plan, _varied, arm, seed=0, budget_s=200.0)
+    monkeypatch.setattr(replay_module, "_FAMILY_PLANS", {})
+    replay(plan, _varied, Arm("random", sampler="random", early_stop="none", warm_start="none", cost_strata=0),
+           seed=0, budget_s=60.0)
+    after = replay(plan, _varied, arm, seed=0, budget_s=200.0)
+    assert sum(e.family is not None for e in fresh.events) >= 1 and after.events == fresh.events
+
+
+def test_run_arms_shares_one_state_and_reads_budgets_off_as_replaying_each(tmp_path):
+    """Forked workers on the parent's state, budgets read off larger replays: the rows of replaying every
+    (arm, seed, budget) here, one by one (but wall_s), in seed-by-seed order."""
+    from nas.bench import experiment
+    from nas.bench.experiment import Setting, merge_budgets, run_arms, summarise
+
+    plan = prepare(nas.SearchConfig(trials=50, out=tmp_path / "r", **LIVE))
+    arms = {"engine": Arm("engine", cost_strata=0), "random": experiment.ARMS["random"]}
+    state = {"plan": plan, "source": _varied, "family_hv": 0.5, "arms": arms}
+    setting = Setting(unit_s=30.0, budgets=(1, 3, 5, 15))
+    lines = []
+    rows = run_arms(lambda: state, ["random", "engine"], range(2), setting, workers=2, log=lines.append)
+    assert sum("read off --timeout 15" in line for line in lines) == 2  # --timeout 1: the member at 57 s is past it
+
+    def alone(name, seed):
+        per = {}
+        for budget in (setting.budgets if name == "engine" else setting.budgets[-1:]):
+            result = replay(plan, _varied, arms[name], seed, budget * setting.unit_s)
+            read = Setting(setting.unit_s, tuple(b for b in setting.budgets if b <= budget))
+            per[budget] = summarise(result, read, 0.5) | {"wall_s": 0.0, "budget": budget}
+        return merge_budgets(per, setting.budgets)
+
+    def bare(row):
+        return {k: v for k, v in row.items() if k != "wall_s"}
+
+    assert [bare(r) for r in rows] == [bare(alone(a, s)) for s in range(2) for a in ("random", "engine")]
+    assert not experiment._STATE  # the parent's copy dropped
+
+
 def test_front_hypervolume_selects_on_validation_and_scores_on_test():
     events = [Event(0, "a", 0, 10, True, 10**6, 0.8, 0.5), Event(1, "b", 10, 20, True, 10**7, 0.7, 0.9),
               Event(2, "c", 20, 30, False, 10**5, None, None)]

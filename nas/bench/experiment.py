@@ -3,14 +3,16 @@
 Compute is counted in default-trial equivalents: the mean single-thread CPU seconds of one uniformly
 sampled architecture's full training at the table's fidelity (set-up, every epoch, scoring). An arm
 whose decisions depend on ``--timeout`` (a warm start gets a share of it) is replayed once per budget
-with that ``--timeout``, as a user would run it; an anytime arm (no warm start) once at the largest
-budget, read at every smaller one. Per budget: the median
+with that ``--timeout``, as a user would run it (or read off its replay at a larger budget where
+``nas.bench.replay.prefix`` shows that is the same replay); an anytime arm (no warm start) once at the
+largest budget, read at every smaller one. Per budget: the median
 hypervolume over seeds with a 95 % bootstrap interval, and the paired Wilcoxon signed-rank test of the
 default engine against every other arm; per arm, the compute to reach the family's hypervolume.
 """
 from __future__ import annotations
 
 import math
+import multiprocessing
 import statistics
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -19,7 +21,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from nas.bench.replay import REFERENCE, Arm, Event, Replay, front_hypervolume, reach_time, replay
+from nas.bench.replay import REFERENCE, Arm, Event, Replay, front_hypervolume, plan_family_once, prefix, \
+    reach_time, replay
 from nas.bench.table import FAMILY, SAMPLE
 
 BUDGETS = (2, 5, 10, 20, 40, 80)  # default-trial equivalents
@@ -63,19 +66,30 @@ _STATE: dict[str, Any] = {}
 
 
 def run_arms(make_state: Callable[[], dict[str, Any]], arms: Sequence[str], seeds: Sequence[int], setting: Setting,
-             workers: int = 2, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+             workers: int = 2, log: Callable[[str], None] = print, derive: bool = True) -> list[dict[str, Any]]:
     """Replay every (arm, seed) in ``workers`` processes; ``make_state()`` (run once per worker) returns
-    ``plan``, ``source`` and ``arms`` (name -> Arm, or a callable(plan, source, seed, budget) -> Replay)."""
-    jobs = [(arm, seed, budget) for seed in seeds for arm in arms
-            for budget in ((setting.budgets[-1],) if _anytime(arm) else setting.budgets)]
-    jobs.sort(key=lambda job: -job[2])  # the longest replays first: the pool ends together
+    ``plan``, ``source`` and ``arms`` (name -> Arm, or a callable(plan, source, seed, budget) -> Replay).
+    An arm replayed per budget runs its budgets largest first in one job; ``derive``: a smaller budget's
+    replay is read off a larger one where ``nas.bench.replay.prefix`` shows it is the same."""
+    arms, seeds = list(dict.fromkeys(arms)), list(dict.fromkeys(seeds))
+    jobs = [(arm, seed, (setting.budgets[-1],) if _anytime(arm) else setting.budgets) for seed in seeds for arm in arms]
+    jobs.sort(key=lambda job: -sum(job[2]))  # the longest first: the pool ends together
     runs: dict[tuple[str, int], dict[int, dict[str, Any]]] = {}
-    with ProcessPoolExecutor(workers, initializer=_init, initargs=(make_state,)) as pool:
-        for done in pool.map(_one, jobs, [setting] * len(jobs)):
-            runs.setdefault((done["arm"], done["seed"]), {})[done["budget"]] = done
-            log(f"  {done['arm']} seed {done['seed']} --timeout {done['budget']}: {done['trials']} trials, "
-                f"{done['finished']} finished, hypervolume {done['hypervolume'][-1]:.3f} ({done['wall_s']:.1f} s)")
-    return [merge_budgets(per, setting.budgets) for per in runs.values()]
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    try:
+        if fork:  # built once here, inherited by every worker
+            _build_state(make_state)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork") if fork else None,
+                                 initializer=_init, initargs=(None if fork else make_state,)) as pool:
+            for rows in pool.map(_one, jobs, [setting] * len(jobs), [derive] * len(jobs)):
+                for done, source in rows:
+                    runs.setdefault((done["arm"], done["seed"]), {})[done["budget"]] = done
+                    how = f"{done['wall_s']:.1f} s" if source is None else f"read off --timeout {source}"
+                    log(f"  {done['arm']} seed {done['seed']} --timeout {done['budget']}: {done['trials']} trials, "
+                        f"{done['finished']} finished, hypervolume {done['hypervolume'][-1]:.3f} ({how})")
+    finally:
+        _STATE.clear()
+    return [merge_budgets(runs[arm, seed], setting.budgets) for seed in seeds for arm in arms]  # seed by seed
 
 
 def _anytime(name: str) -> bool:
@@ -98,26 +112,58 @@ def merge_budgets(per: dict[int, dict[str, Any]], budgets: Sequence[int]) -> dic
     return merged
 
 
-def _init(make_state: Callable[[], dict[str, Any]]) -> None:
+def _init(make_state: Callable[[], dict[str, Any]] | None) -> None:
+    """A worker: one thread; the state inherited (forked) or, with ``make_state``, built here."""
     import torch
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
     threadpool_limits(1)  # for the whole worker: OpenMP's thread start-up per one-row prediction costs more than it
-    _STATE.update(make_state())
+    if make_state is not None:
+        _build_state(make_state)
 
 
-def _one(job: tuple[str, int, int], setting: Setting) -> dict[str, Any]:
+def _build_state(make_state: Callable[[], dict[str, Any]]) -> None:
+    """``make_state()`` and the warm start's family planned, on one thread (a forked worker inherits no
+    OpenMP threads, the replay's numbers do not depend on them)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            _STATE.update(make_state())
+            plan_family_once(_STATE["plan"], _STATE["source"])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _one(job: tuple[str, int, tuple[int, ...]], setting: Setting,
+         derive: bool = True) -> list[tuple[dict[str, Any], int | None]]:
+    """One arm and seed at each of its budgets, largest first: (summary row, the budget it was read off or None)."""
     import time
 
-    name, seed, budget = job
-    started = time.perf_counter()
-    arm = _STATE["arms"][name]
-    seconds = budget * setting.unit_s
-    result: Replay = arm(_STATE["plan"], _STATE["source"], seed, seconds) if callable(arm) and not isinstance(arm, Arm) \
-        else replay(_STATE["plan"], _STATE["source"], arm, seed, seconds)
-    read = replace(setting, budgets=tuple(b for b in setting.budgets if b <= budget))
-    return summarise(result, read, _STATE["family_hv"]) | {"wall_s": time.perf_counter() - started, "budget": budget}
+    name, seed, budgets = job
+    arm, plan = _STATE["arms"][name], _STATE["plan"]
+    ran: list[tuple[int, Replay]] = []
+    rows = []
+    for budget in sorted(budgets, reverse=True):
+        started = time.perf_counter()
+        seconds = budget * setting.unit_s
+        found = [(b, read) for b, r in ran if (read := prefix(r, plan, arm, seconds)) is not None] \
+            if derive and isinstance(arm, Arm) else []
+        if found:
+            source, result = found[0]
+        else:
+            source = None
+            result = arm(plan, _STATE["source"], seed, seconds) if callable(arm) and not isinstance(arm, Arm) \
+                else replay(plan, _STATE["source"], arm, seed, seconds)
+            ran.append((budget, result))
+        read = replace(setting, budgets=tuple(b for b in setting.budgets if b <= budget))
+        rows.append((summarise(result, read, _STATE["family_hv"]) |
+                     {"wall_s": time.perf_counter() - started, "budget": budget}, source))
+    return rows
 
 
 def summarise(result: Replay, setting: Setting, family_hv: float) -> dict[str, Any]:

@@ -23,10 +23,11 @@ from nas.bench.table import spec_key
 from nas.engine.early_stop import early_stop_policy
 from nas.engine.job import SearchJob
 from nas.engine.optuna_adapter.search import search
-from nas.engine.optuna_adapter.study import MEMORY_STORAGE, open_study, run_study, study_records
+from nas.engine.optuna_adapter.study import FAMILY_ATTR, MEMORY_STORAGE, open_study, run_study, study_records
 from nas.engine.policy import run_policy
 from nas.engine.optuna_adapter.warm_start import family_plan, store_family_plan
 from nas.engine.trial import TrialSettings
+from nas.results.outcome import STOP_REASON_ATTR, StopReason
 from nas.results.trial_result import TrialResult
 from nas.run.family_run import warm_start_until
 from nas.run.start import start_search
@@ -90,15 +91,23 @@ class ReplayTrainer:
     source: Source
     clock: SimClock
     events: list[Event] = field(default_factory=list)
+    ends: list[tuple[Any, float]] = field(default_factory=list)  # (trial, clock after its call): nothing else moves it
 
     def __call__(self, spec: Any, space: Any, data: Any, settings: TrialSettings, folder: Path, *,
                  extra: dict[str, Any] | None = None, on_epoch: Callable[[int, float, float], None] | None = None,
                  on_costs: Callable[[dict[str, Any]], None] | None = None) -> TrialResult:
+        try:
+            return self._train(spec, settings, dict(extra or {}), on_epoch, on_costs)
+        finally:
+            self.ends.append(((extra or {}).get("trial"), self.clock()))
+
+    def _train(self, spec: Any, settings: TrialSettings, extra: dict[str, Any],
+               on_epoch: Callable[[int, float, float], None] | None,
+               on_costs: Callable[[dict[str, Any]], None] | None) -> TrialResult:
         curve = self.source(spec)
         epochs = settings.train.epochs
         if len(curve.val_dice) < epochs:
             raise ValueError(f"the benchmark holds {len(curve.val_dice)} epochs, the replay wants {epochs}")
-        extra = dict(extra or {})
         start = self.clock()
         self.clock.advance(curve.setup_s)
         if on_costs is not None:
@@ -150,6 +159,8 @@ class Replay:
     events: tuple[Event, ...]
     stopped: str | None
     records: tuple[Any, ...] = ()  # the study's TrialRecords (nas.results.records), in trial order
+    family_starts: tuple[tuple[float, bool], ...] | None = None  # per warm-start trial: (clock at its start,
+    # skipped for the share of --timeout); None: unknown (see ``prefix``)
 
 
 _FAMILY_PLANS: dict[Any, list[dict[str, Any]]] = {}
@@ -161,20 +172,12 @@ def replay(plan: Plan, source: Source, arm: Arm, seed: int, budget_s: float | No
     ``--timeout budget_s`` in simulated seconds (None: ``--trials max_trials`` is the budget). ``port(study,
     trial)``: the policy's port for each trial instead of the engine's own (an outside stopping rule, as
     Syne Tune's MOASHA in benchmarks/nasbench.py)."""
-    config = replace(plan.config, seed=seed, sampler=arm.sampler, early_stop=arm.early_stop,
-                     warm_start=arm.warm_start, baselines=("family",) if arm.warm_start == "family" else (),
-                     timeout=budget_s, trials=max_trials,
-                     cost_strata=plan.config.cost_strata if arm.cost_strata is None else arm.cost_strata)
+    config = arm_config(plan, arm, seed, budget_s, max_trials)
     plan = replace(plan, config=config)
     clock = SimClock()
     trainer = ReplayTrainer(source, clock)
-    study = open_study(MEMORY_STORAGE, plan.study_name, seed, study_settings(plan), plan.objectives, config.sampler)
-    cache_key = (plan.space.name, config.image_size, config.family_rungs)
-    if cache_key in _FAMILY_PLANS:  # planning counts MACs of many specs: once per process
-        store_family_plan(study, _FAMILY_PLANS[cache_key])
     with contextlib.redirect_stdout(io.StringIO()):
-        start_search(plan, study, lambda _: None, macs_of=getattr(source, "macs", None))
-        _FAMILY_PLANS.setdefault(cache_key, family_plan(study) or [])
+        study = _started(plan, source)
         settings = TrialSettings(image_size=config.image_size, train=config.recipe())
         job = SearchJob(space=plan.space, data=plan.data, settings=settings, out=Path("/nonexistent/replay"),
                         trials=max_trials, restriction=plan.restriction, constraints=plan.constraints,
@@ -190,7 +193,72 @@ def replay(plan: Plan, source: Source, arm: Arm, seed: int, budget_s: float | No
                                 max_failures=job.max_failures, max_pruned_in_a_row=job.max_pruned_in_a_row,
                                 objectives=job.objectives, timeout=job.timeout, clock=clock)
     records = tuple(study_records(study)) if keep_records else ()
-    return Replay(arm.name, seed, budget_s, tuple(trainer.events), stopped, records)
+    return Replay(arm.name, seed, budget_s, tuple(trainer.events), stopped, records,
+                  _family_starts(study, trainer.ends))
+
+
+def _started(plan: Plan, source: Source) -> Any:
+    """The replay's study, opened and started (family planned, start trials queued) as ``nas-search`` does;
+    the family's plan kept per process once planned (planning counts the MACs of many specs)."""
+    config = plan.config
+    study = open_study(MEMORY_STORAGE, plan.study_name, config.seed, study_settings(plan), plan.objectives,
+                       config.sampler)
+    cache_key = (plan.space.name, config.image_size, config.family_rungs)
+    if cache_key in _FAMILY_PLANS:
+        store_family_plan(study, _FAMILY_PLANS[cache_key])
+    start_search(plan, study, lambda _: None, macs_of=getattr(source, "macs", None))
+    planned = family_plan(study)
+    if planned is not None:  # an arm without the family plans none: an empty list here would empty it for all
+        _FAMILY_PLANS.setdefault(cache_key, planned)
+    return study
+
+
+def plan_family_once(plan: Plan, source: Source) -> None:
+    """Plan the family before any replay: in a parent, once for all the workers it forks."""
+    config = arm_config(plan, Arm("family"), 0, None)
+    with contextlib.redirect_stdout(io.StringIO()):
+        _started(replace(plan, config=config), source)
+
+
+def arm_config(plan: Plan, arm: Arm, seed: int, budget_s: float | None, max_trials: int = 10_000) -> SearchConfig:
+    """The ``nas-search`` settings of ``arm`` with ``--seed seed --timeout budget_s --trials max_trials``."""
+    return replace(plan.config, seed=seed, sampler=arm.sampler, early_stop=arm.early_stop,
+                   warm_start=arm.warm_start, baselines=("family",) if arm.warm_start == "family" else (),
+                   timeout=budget_s, trials=max_trials,
+                   cost_strata=plan.config.cost_strata if arm.cost_strata is None else arm.cost_strata)
+
+
+def _family_starts(study: Any, ends: Sequence[tuple[Any, float]]) -> tuple[tuple[float, bool], ...] | None:
+    """(simulated clock when the policy looked at it, skipped for the warm start's share) per family trial:
+    trials run one after another and only the trainer moves the clock, so a trial starts at the clock the
+    last trainer call of an earlier trial left."""
+    if any(not isinstance(trial, int) for trial, _ in ends):
+        return None
+    starts = []
+    for trial in study.get_trials(deepcopy=False):
+        if trial.user_attrs.get(FAMILY_ATTR):
+            start = max((end for number, end in ends if number < trial.number), default=0.0)
+            starts.append((start, trial.user_attrs.get(STOP_REASON_ATTR) == StopReason.BUDGET.value))
+    return tuple(starts)
+
+
+def prefix(result: Replay, plan: Plan, arm: Arm, budget_s: float) -> Replay | None:
+    """What ``replay(plan, source, arm, result.seed, budget_s)`` returns (but ``stopped`` and records), read
+    off ``result``, a replay of the same arm and seed with a larger ``--timeout``; None where that cannot be
+    shown. ``--timeout`` reaches a replay's decisions in two places only: the search stops after the trial
+    that ends at or past it (``run_study``), and a family member whose turn comes at or past
+    ``warm_start_until`` (a quarter of it) is skipped (``run_policy``). So while every family member that
+    starts before ``budget_s`` meets the same skip decision under both timeouts, the smaller replay is the
+    trials of ``result`` that start before ``budget_s``, event for event."""
+    if result.budget_s is None or result.family_starts is None or budget_s > result.budget_s or \
+            any(event.trial is None for event in result.events):
+        return None
+    until = warm_start_until(arm_config(plan, arm, result.seed, budget_s), now=0.0)
+    for start, skipped in result.family_starts:
+        if start < budget_s and skipped != (until is not None and start >= until):
+            return None
+    events = tuple(event for event in result.events if event.start < budget_s)
+    return Replay(result.arm, result.seed, budget_s, events, None)
 
 
 def front_hypervolume(events: Sequence[Event], until: float, reference: Sequence[float] = REFERENCE,
