@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import statistics
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
@@ -67,13 +67,17 @@ _STATE: dict[str, Any] = {}
 
 def run_arms(make_state: Callable[[], dict[str, Any]], arms: Sequence[str], seeds: Sequence[int], setting: Setting,
              workers: int = 2, log: Callable[[str], None] = print, derive: bool = True) -> list[dict[str, Any]]:
-    """Replay every (arm, seed) in ``workers`` processes; ``make_state()`` (run once per worker) returns
-    ``plan``, ``source`` and ``arms`` (name -> Arm, or a callable(plan, source, seed, budget) -> Replay).
-    An arm replayed per budget runs its budgets largest first in one job; ``derive``: a smaller budget's
-    replay is read off a larger one where ``nas.bench.replay.prefix`` shows it is the same."""
+    """Replay every (arm, seed) in ``workers`` processes; ``make_state()`` (run once, in the parent where
+    workers are forked) returns ``plan``, ``source`` and ``arms`` (name -> Arm, or a callable(plan, source,
+    seed, budget) -> Replay). An arm replayed per budget runs its budgets largest first in one job;
+    ``derive``: a smaller budget's replay is read off a larger one where ``nas.bench.replay.prefix`` shows
+    it is the same. The longest jobs go first (by the mean of the arm's jobs done so far; an arm not yet
+    seen first, to learn it), so the workers end together."""
     arms, seeds = list(dict.fromkeys(arms)), list(dict.fromkeys(seeds))
-    jobs = [(arm, seed, (setting.budgets[-1],) if _anytime(arm) else setting.budgets) for seed in seeds for arm in arms]
-    jobs.sort(key=lambda job: -sum(job[2]))  # the longest first: the pool ends together
+    pending = [(arm, seed, (setting.budgets[-1],) if _anytime(arm) else setting.budgets)
+               for seed in seeds for arm in arms]
+    pending.sort(key=lambda job: -sum(job[2]))
+    spent: dict[str, list[float]] = {}
     runs: dict[tuple[str, int], dict[int, dict[str, Any]]] = {}
     fork = "fork" in multiprocessing.get_all_start_methods()
     try:
@@ -81,12 +85,20 @@ def run_arms(make_state: Callable[[], dict[str, Any]], arms: Sequence[str], seed
             _build_state(make_state)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork") if fork else None,
                                  initializer=_init, initargs=(None if fork else make_state,)) as pool:
-            for rows in pool.map(_one, jobs, [setting] * len(jobs), [derive] * len(jobs)):
-                for done, source in rows:
-                    runs.setdefault((done["arm"], done["seed"]), {})[done["budget"]] = done
-                    how = f"{done['wall_s']:.1f} s" if source is None else f"read off --timeout {source}"
-                    log(f"  {done['arm']} seed {done['seed']} --timeout {done['budget']}: {done['trials']} trials, "
-                        f"{done['finished']} finished, hypervolume {done['hypervolume'][-1]:.3f} ({how})")
+            running: dict[Any, tuple[str, int, tuple[int, ...]]] = {}
+            while pending or running:
+                while pending and len(running) < workers:
+                    job = max(pending, key=lambda job: statistics.fmean(spent.get(job[0]) or [math.inf]))
+                    pending.remove(job)
+                    running[pool.submit(_one, job, setting, derive)] = job
+                for future in wait(running, return_when=FIRST_COMPLETED).done:
+                    (arm, seed, _), rows = running.pop(future), future.result()
+                    spent.setdefault(arm, []).append(sum(done["wall_s"] for done, _ in rows))
+                    for done, source in rows:
+                        runs.setdefault((arm, seed), {})[done["budget"]] = done
+                        how = f"{done['wall_s']:.1f} s" if source is None else f"read off --timeout {source}"
+                        log(f"  {done['arm']} seed {done['seed']} --timeout {done['budget']}: {done['trials']} "
+                            f"trials, {done['finished']} finished, hypervolume {done['hypervolume'][-1]:.3f} ({how})")
     finally:
         _STATE.clear()
     return [merge_budgets(runs[arm, seed], setting.budgets) for seed in seeds for arm in arms]  # seed by seed
