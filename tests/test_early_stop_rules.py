@@ -25,6 +25,18 @@ def test_nondominated_ranks_peel_fronts_and_equal_points_share_one():
     assert nondominated_ranks([(1.0,), (0.0,), (0.0,)]) == [1, 0, 0]
 
 
+def test_nondominated_ranks_off_one_matrix_equal_peeling_front_by_front():
+    import numpy as np
+
+    from nas.results.pareto import _ranks_by_peeling
+
+    rng = np.random.default_rng(0)
+    for n, k in ((1, 2), (7, 2), (60, 2), (200, 3), (150, 2)):
+        rows = rng.integers(0, 6, size=(n, k)).astype(float)  # many ties and equal rows
+        rows[rng.random((n, k)) < 0.05] = np.nan
+        assert nondominated_ranks(rows.tolist()) == _ranks_by_peeling(rows)
+
+
 # --- MO-ASHA -----------------------------------------------------------------------------------
 
 def test_moasha_stops_a_trial_behind_most_peers_on_both_axes():

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.engine.policy import TrialStopped
@@ -166,8 +165,9 @@ def record_violations(trial: optuna.Trial, verdict: Any) -> None:
 def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> int | None:
     """The finished (or, with several workers, running) trial whose sampled params equal this
     trial's: same spec, same seed, same result. Asked once the params are sampled, before training."""
+    params = trial.params  # a deep copy on every read: read once
     for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
-        if other.number != trial.number and other.params == trial.params:
+        if other.number != trial.number and other.params == params:
             return other.number
     return None
 
@@ -336,10 +336,17 @@ def run_study(study: optuna.Study, n_finished: int, run_trial: TrialFunction,
             stopped = "timeout"
             study.stop()
 
+    def on_trial_end(study: optuna.Study, trial: FrozenTrial) -> None:
+        """Optuna's ``MaxTrialsCallback`` on finished trials, then ``stop_when_done``: one callback, as
+        Optuna deep-copies the ended trial once per callback."""
+        if count_finished(study) >= n_finished:
+            study.stop()
+        stop_when_done(study, trial)
+
     try:
         study.optimize(
             objective, n_trials=None, timeout=timeout if clock is None else None,
-            callbacks=[MaxTrialsCallback(n_finished, states=(TrialState.COMPLETE,)), stop_when_done],
+            callbacks=[on_trial_end],
             catch=(Exception,), gc_after_trial=clock is None,  # a simulated clock trains nothing: nothing to free
         )
     except Exception as error:  # a new trial or a callback's write refused by the storage
