@@ -92,7 +92,7 @@ def compare_run(state: dict[str, Any], arm: str, run_dir: Path, seed: int, noise
     plan, source = state["plan"], state["source"]
     live, records = live_events(run_dir)
     trials = sum(e.finished for e in live)
-    replayed = replay(plan, source, state["arms"][arm], seed, None, max_trials=trials)
+    replayed = replay(plan, source, state["arms"][arm], seed, None, max_trials=trials, keep_records=True)
     low, high = noise_interval(live, noise, seed=seed)
     hv_live, hv_replay = front_hypervolume(live, math.inf), front_hypervolume(replayed.events, math.inf)
     per_trial = []
@@ -105,9 +105,11 @@ def compare_run(state: dict[str, Any], arm: str, run_dir: Path, seed: int, noise
                           "macs_live": event.macs, "macs_replay": int(curve.costs["macs"]),
                           "val_live": event.val_dice, "val_replay": curve.val_dice[best],
                           "test_live": event.test_dice, "test_replay": curve.final_test_dice})
-    live_keys = [e.key for e in live]
-    replay_keys = [e.key for e in replayed.events]
-    same = sum(a == b for a, b in zip(live_keys, replay_keys))
+    # the sampled params in trial order (an early-stopped live record keeps no spec, its params it does)
+    live_params = [r.params for r in sorted(records, key=lambda r: r.number)]
+    replay_params = [r.params for r in replayed.records]
+    same = sum(a == b for a, b in zip(live_params, replay_params))
+    first = next((i for i, (a, b) in enumerate(zip(live_params, replay_params)) if a != b), None)
     return {"arm": arm, "seed": seed, "run": str(run_dir), "trials": trials,
             "live": {"hypervolume": hv_live, "started": len(live), "early_stopped": len(live) - trials},
             "replay": {"hypervolume": hv_replay, "started": len(replayed.events),
@@ -115,18 +117,20 @@ def compare_run(state: dict[str, Any], arm: str, run_dir: Path, seed: int, noise
                        "surrogate_share": sum(e.source == "surrogate" for e in replayed.events) / max(1, len(replayed.events))},
             "difference": hv_replay - hv_live, "noise_floor": [low, high],
             "within_noise": low <= hv_replay - hv_live <= high,
-            "same_proposals": f"{same} of {min(len(live_keys), len(replay_keys))}", "per_trial": per_trial}
+            "same_proposals": f"{same} of {min(len(live_params), len(replay_params))}", "first_different": first,
+            "per_trial": per_trial}
 
 
 def summary_rows(results: list[dict[str, Any]]) -> str:
     lines = ["| arm | search seed | trials | HV live | HV replay | replay - live | noise floor (95 %) | within | "
-             "early stops live / replay | same proposals | replay from surrogate |",
+             "early stops live / replay | same proposals (first different) | replay from surrogate |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['arm']} | {r['seed']} | {r['trials']} | {r['live']['hypervolume']:.3f} | "
                      f"{r['replay']['hypervolume']:.3f} | {r['difference']:+.3f} | "
                      f"[{r['noise_floor'][0]:+.3f}, {r['noise_floor'][1]:+.3f}] | {'yes' if r['within_noise'] else 'no'} | "
-                     f"{r['live']['early_stopped']} / {r['replay']['early_stopped']} | {r['same_proposals']} | "
+                     f"{r['live']['early_stopped']} / {r['replay']['early_stopped']} | {r['same_proposals']} "
+                     f"({'-' if r['first_different'] is None else 'trial ' + str(r['first_different'])}) | "
                      f"{r['replay']['surrogate_share']:.0%} |")
     return "\n".join(lines)
 
