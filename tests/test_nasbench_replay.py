@@ -243,3 +243,30 @@ def test_moasha_fronts_peeled_at_once_are_syne_tunes_nondominated_sort():
             theirs, draw = nondominated_sort(x, dim=dim), np.random.rand()
             np.random.seed(case)
             assert nondominated_order(x, dim) == theirs and np.random.rand() == draw
+
+
+def test_moasha_epsilon_net_is_syne_tunes():
+    """The faster epsilon net inside a front: Syne Tune's ranks and random draw on whole fronts (points on
+    a line, so every one is non-dominated), ties, duplicates and NaNs included."""
+    import sys
+
+    import numpy as np
+
+    pytest.importorskip("syne_tune")
+    from syne_tune.optimizer.schedulers.multiobjective.non_dominated_priority import compute_epsilon_net
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from search_vs_family_parts.moasha import epsilon_net_ranks
+
+    rng = np.random.default_rng(1)
+    for case in range(100):
+        n = int(rng.integers(1, 80))
+        first = rng.random(n).round(1 if case % 3 == 0 else 6)
+        x = np.stack([first, 1 - first, *([rng.random(n)] if case % 2 else [])], axis=1)
+        if case % 7 == 0:
+            x[int(rng.integers(0, n)), 0] = np.nan
+        for dim in (None, 0, 1):
+            np.random.seed(case)
+            theirs, draw = compute_epsilon_net(x, dim=dim), np.random.rand()
+            np.random.seed(case)
+            assert epsilon_net_ranks(x, dim).tolist() == theirs.tolist() and np.random.rand() == draw

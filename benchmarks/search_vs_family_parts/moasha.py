@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 from typing import Any
 
 from nas.engine.early_stop import EarlyStopped, rung_dice
 from nas.engine.optuna_adapter.search import OptunaPort
+from nas.results.pareto import dominance_matrix
 
 
 def moasha_scheduler(costs: int, epochs: int, grace: int, eta: float, seed: int, priority: str = "ranked") -> Any:
@@ -39,22 +41,49 @@ def moasha_scheduler(costs: int, epochs: int, grace: int, eta: float, seed: int,
 def nondominated_order(objectives: Any, dim: int | None) -> list[int]:
     """Syne Tune 0.16's ``nondominated_sort(objectives, dim)`` (every item, flattened) with the fronts peeled
     off one dominance matrix: the same fronts (the items no item left strictly dominates, in index order),
-    each ordered by Syne Tune's own ``compute_epsilon_net``. Its Python loop over items per front was most
+    each ordered as Syne Tune's ``compute_epsilon_net`` orders it (``epsilon_net_ranks``). Its Python loop over items per front was most
     of a replayed MOASHA search (the same list and random draws: tests/test_nasbench_replay.py)."""
     import numpy as np
-    from syne_tune.optimizer.schedulers.multiobjective.non_dominated_priority import compute_epsilon_net
 
     x = np.asarray(objectives)
-    dominates = (x[:, None, :] <= x[None, :, :]).all(axis=-1) & (x[:, None, :] < x[None, :, :]).any(axis=-1)
+    dominates = dominance_matrix(x)
     dominators = dominates.sum(axis=0)
     left = np.ones(len(x), dtype=bool)
     order: list[int] = []
     while left.any():
         front = np.flatnonzero(left & (dominators == 0))
-        order += front[compute_epsilon_net(x[front], dim=dim)].tolist()
+        order += front[epsilon_net_ranks(x[front], dim=dim)].tolist()
         left[front] = False
         dominators -= dominates[front].sum(axis=0)
     return order
+
+
+def epsilon_net_ranks(x: Any, dim: int | None) -> Any:
+    """Syne Tune 0.16's ``compute_epsilon_net(x, dim)``: the same ranks and random draw, from the front's
+    distances computed once (the same numbers as its per-step ones) and each item's distance to the chosen
+    set lowered by the newest choice in plain Python, NaN as numpy's ``min`` and ``argmax`` treat it; its
+    numpy calls per step were most of a replayed MOASHA search (tests/test_nasbench_replay.py)."""
+    import numpy as np
+
+    indices = set(range(x.shape[0]))
+    first = np.random.choice(x.shape[0]) if dim is None else np.argmin(x, axis=0)[dim]
+    order = [int(first)]
+    indices.remove(order[0])
+    distance = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1).tolist() if indices else []
+    nearest = [math.inf] * x.shape[0]
+    while indices:
+        newest, best, best_value = distance[order[-1]], -1, math.nan
+        for item in indices:  # Syne Tune's iteration order: ties go to the first in it
+            value, step = nearest[item], newest[item]
+            value = math.nan if value != value or step != step else min(value, step)
+            nearest[item] = value
+            if best < 0 or (best_value == best_value and (value != value or value > best_value)):
+                best, best_value = item, value
+        order.append(best)
+        indices.remove(best)
+    ranks = np.empty(len(order), dtype=int)
+    ranks[order] = np.arange(len(order))
+    return ranks
 
 
 class MoashaPort(OptunaPort):
