@@ -55,8 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "surrogate":
         return surrogate_report(task.name, table, journal, args.folds, args.seed, args.models.split(","))
     if args.command == "build":
-        build_table(task, args.count, table, journal, workers=args.workers, noise_every=args.noise_every,
-                    limit=args.limit, log=lambda line: print(line, flush=True))
+        try:
+            build_table(task, args.count, table, journal, workers=args.workers, noise_every=args.noise_every,
+                        limit=args.limit, log=lambda line: print(line, flush=True))
+        except ValueError as error:
+            parser.exit(2, f"nasbench: {error}\n")
     frame = export_table(table, journal)
     print(f"{table.relative_to(ROOT)}: {len(frame)} rows, {frame['arch_id'].nunique()} architectures, "
           f"{table.stat().st_size / 1e6:.2f} MB")

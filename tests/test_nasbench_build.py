@@ -29,3 +29,29 @@ def test_a_resumed_build_trains_only_what_the_journal_lacks(tmp_path):
     keys = [(row["arch_id"], row["seed"]) for row in journal_rows(journal)]
     assert keys == order[:4], lines  # the next two in build order, none of the first two again
     assert lines[3].startswith("table tiny: 2 trainings done"), lines
+
+
+def test_a_table_of_another_fidelity_is_not_resumed(tmp_path, monkeypatch, capsys):
+    """Rows trained at other epochs would count as done: the build refuses, one line naming what to move;
+    the CLI exits 2 and writes nothing."""
+    import json
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    table, journal = tmp_path / "tiny.parquet", tmp_path / "tiny.journal.jsonl"
+    journal.write_text(json.dumps({"arch_id": "s0000", "seed": 0, "val_dice": [0.1, 0.2]}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="1 training\\(s\\) of 2 epoch\\(s\\); task tiny trains 1"):
+        build_table(TINY, 1, table, journal, workers=1, limit=1, log=lambda _: None)
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import nasbench
+
+    monkeypatch.setitem(TASKS, "tiny", TINY)
+    monkeypatch.setattr(nasbench, "paths", lambda task: (table, journal))
+    with pytest.raises(SystemExit) as exited:
+        nasbench.main(["build", "--task", "tiny", "--count", "1", "--workers", "1"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1 and "move both aside" in err
+    assert not table.exists() and len(journal_rows(journal)) == 1

@@ -76,8 +76,9 @@ def build_table(task: Task, count: int, table: Path, journal: Path, *, workers: 
                 noise_every: int | None = None, limit: int | None = None, log: Log = print) -> int:
     """Train what ``table`` and ``journal`` lack of the task's first ``count`` samples (plus references and
     noise seeds), ``workers`` at a time; returns how many trainings finished in this call."""
-    plan, _ = task_plan(task)
     frame = read_rows(table, journal)
+    check_fidelity(frame, task, table, journal)
+    plan, _ = task_plan(task)
     done = {(str(a), int(s)) for a, s in zip(frame["arch_id"], frame["seed"])}
     noise_every = task.noise_every if noise_every is None else noise_every
     todo = pending(build_order(plan, count, noise_every=noise_every, presets=task.presets), done)
@@ -113,6 +114,19 @@ def build_table(task: Task, count: int, table: Path, journal: Path, *, workers: 
                 for nxt in _take(queue, 1):
                     running[pool.submit(_train, nxt)] = nxt
     return finished
+
+
+def check_fidelity(frame: pd.DataFrame, task: Task, table: Path, journal: Path) -> None:
+    """A table trained at another number of epochs than ``task`` names is not resumed: its rows would be
+    counted done and mixed with the new ones (ValueError, naming what to move aside)."""
+    if "val_dice" not in frame or not len(frame):
+        return
+    epochs = frame["val_dice"].map(len)
+    other = sorted(set(epochs[epochs != task.epochs].tolist()))
+    if other:
+        raise ValueError(f"{table.name} / {journal.name} hold {int((epochs != task.epochs).sum())} training(s) of "
+                         f"{', '.join(map(str, other))} epoch(s); task {task.name} trains {task.epochs}: move both "
+                         f"aside to build it anew")
 
 
 def _end_cut_line(journal: Path) -> None:
