@@ -43,8 +43,8 @@ def make_state() -> dict[str, Any]:
     frame = load_table(task)
     plan, _ = task_plan(TASKS[task])
     counted = [frame[["spec_key", "spec", "macs", "param_count"]]]
-    costs_file = ROOT / "benchmarks" / "nasbench" / "costs.parquet"
-    if costs_file.exists():
+    costs_file = ROOT / "benchmarks" / "nasbench" / "costs.parquet"  # counted at one input channel
+    if costs_file.exists() and plan.data.in_channels == 1:
         counted.append(pd.read_parquet(costs_file))
     surrogate = fit_surrogate(frame, _ARGS["surrogate"])
     cost_model = fit_cost_model(pd.concat(counted, ignore_index=True))
