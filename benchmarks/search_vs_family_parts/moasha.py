@@ -41,8 +41,9 @@ def moasha_scheduler(costs: int, epochs: int, grace: int, eta: float, seed: int,
 def nondominated_order(objectives: Any, dim: int | None) -> list[int]:
     """Syne Tune 0.16's ``nondominated_sort(objectives, dim)`` (every item, flattened) with the fronts peeled
     off one dominance matrix: the same fronts (the items no item left strictly dominates, in index order),
-    each ordered as Syne Tune's ``compute_epsilon_net`` orders it (``epsilon_net_ranks``). Its Python loop over items per front was most
-    of a replayed MOASHA search (the same list and random draws: tests/test_nasbench_replay.py)."""
+    each ordered as Syne Tune's ``compute_epsilon_net`` orders it (``epsilon_net_ranks``). Its Python loop
+    over items per front was most of a replayed MOASHA search (the same list and random draws:
+    tests/test_nasbench_replay.py)."""
     import numpy as np
 
     x = np.asarray(objectives)
